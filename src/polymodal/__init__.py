@@ -1,0 +1,18 @@
+"""polymodal: multimodal machine learning over text, images, audio, video and signals."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "fit", "load", "Model", "Recipe"]
+
+
+def __getattr__(name: str):  # keep `import polymodal` light; torch loads on first use
+    if name in ("fit", "load", "Model"):
+        from . import api
+
+        return getattr(api, name)
+    if name == "Recipe":
+        from .config import Recipe
+
+        return Recipe
+    raise AttributeError(name)

@@ -1,0 +1,179 @@
+"""The recipe: one validated schema for data, inputs, model and training. CLI flags fill it; `--set` overrides any
+field. Component-specific fields (modality options, encoder, fusion, task) are validated against the `Config` of
+the component the registry names, so each component declares its fields once."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import RecipeError
+from .registry import format_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    train: str | None = Field(None, description="Training table (jsonl, csv or parquet). Paths in cells are "
+                              "relative to the table's folder.")
+    validation: str | None = Field(None, description="Validation table; default: carved from train.")
+    test: str | None = Field(None, description="Test table, evaluated after training.")
+    validation_fraction: float = Field(0.1, gt=0, lt=1, description="Share of train rows held out for validation "
+                                       "when no validation table is given.")
+    on_bad_input: Literal["error", "skip"] = Field("error", description="A row with an unreadable value: stop "
+                                                   "with an error naming it, or skip it (skips are counted).")
+
+
+class InputConfig(_Strict):
+    name: str = Field(..., description="The input's name (used in predictions and explanations).")
+    column: str | None = Field(None, description="Table column holding the values (default: the name).")
+    modality: str | None = Field(None, description="text, image, audio, video or signal (default: inferred from "
+                                 "the values).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Modality options (image size, audio "
+                                    "sample rate, ...).")
+    encoder: dict[str, Any] = Field(default_factory=dict, description="Encoder: {type: NAME, ...its fields}; "
+                                    "default: the modality's from-scratch encoder.")
+
+    @property
+    def source(self) -> str:
+        return self.column or self.name
+
+
+class TargetConfig(_Strict):
+    column: str = Field(..., description="Table column holding the target.")
+    task: Literal["classification", "multilabel", "regression"] | None = Field(
+        None, description="Default: inferred from the values (fractional numbers: regression; lists: multilabel).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Task options (label_smoothing, ...).")
+
+
+class ModelConfig(_Strict):
+    dim: int = Field(128, ge=4, description="Width of every encoder's tokens and pooled vector.")
+    fusion: dict[str, Any] = Field(default_factory=lambda: {"method": "concat"},
+                                   description="Fusion: {method: NAME, ...its fields}.")
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(10, ge=1, description="Maximum training epochs.")
+    batch_size: int = Field(64, ge=1, description="Rows per batch.")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    schedule: Literal["onecycle", "cosine", "constant"] = Field(
+        "onecycle", description="Learning-rate schedule over the planned steps (onecycle: warm up then anneal; "
+        "cosine: 5% linear warm-up then cosine decay; constant).")
+    seed: int = Field(0, description="Seeds data order, splits and weights.")
+    patience: int = Field(5, ge=1, description="Stop after this many epochs without validation improvement.")
+    group_by: str | None = Field("auto", description="Batch rows that share this input's value together so it is "
+                                 "encoded once per batch; 'auto' picks an input whose values repeat; null: off.")
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
+    devices: int | str = Field("auto", description="Lightning devices.")
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, fsdp, ...")
+    precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed.")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers (values are decoded once up front, so 0 is "
+                             "usually fastest).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
+    progress: bool = Field(True, description="Show a progress bar.")
+
+
+class Recipe(_Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    inputs: list[InputConfig] = Field(..., min_length=1, description="The model's inputs, one per column.")
+    target: TargetConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Recipe":
+        names = [i.name for i in self.inputs]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"input names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (['a','b','c'], value parsed as YAML)."""
+    if "=" not in text:
+        raise RecipeError(f"--set expects FIELD=VALUE, got '{text}'")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise RecipeError(f"--set expects FIELD=VALUE, got '{text}'")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_override(data: dict, path: list[str], value: Any) -> None:
+    """Set a nested field; list items (inputs) are addressed by their name or their index."""
+    node: Any = data
+    for i, key in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            match = [item for item in node if isinstance(item, dict) and item.get("name") == key]
+            if match:
+                item = match[0]
+            elif key.isdigit() and int(key) < len(node):
+                item = node[int(key)]
+            else:
+                raise RecipeError(f"--set {'.'.join(path)}: no list item named '{key}'")
+            if last:
+                node[node.index(item)] = value
+                return
+            node = item
+            continue
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {'.'.join(path)}: '{'.'.join(path[:i])}' is not a section")
+        if last:
+            node[key] = value
+        else:
+            node = node.setdefault(key, {})
+
+
+def load_recipe_dict(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"recipe not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{p}: a recipe is a mapping (data, inputs, target, model, training)")
+    base = p.resolve().parent
+    for key in ("train", "validation", "test"):  # table paths in a recipe are relative to the recipe
+        val = (data.get("data") or {}).get(key)
+        if isinstance(val, str) and not Path(val).is_absolute():
+            data["data"][key] = str(base / val)
+    return data
+
+
+def validate_recipe(data: dict, source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(f"{source}: " + format_validation_error(e)) from None
+
+
+def build_recipe(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] | None = None,
+                 base: dict | None = None) -> Recipe:
+    """A recipe from a YAML path, a dict or a Recipe, with `--set`-style overrides applied on top."""
+    if isinstance(recipe, Recipe):
+        data = recipe.model_dump()
+    elif isinstance(recipe, dict):
+        data = dict(recipe)
+    elif recipe is not None:
+        data = load_recipe_dict(recipe)
+    else:
+        data = {}
+    for key, value in (base or {}).items():
+        if value is not None:
+            apply_override(data, key.split("."), value)
+    for text in overrides or []:
+        path, value = parse_override(text)
+        apply_override(data, path, value)
+    return validate_recipe(data, str(recipe) if isinstance(recipe, (str, Path)) else "recipe")

@@ -1,0 +1,100 @@
+"""Batches from a read table: each input's distinct values in the batch are collated once and indexed out to rows;
+rows sharing a value can be grouped into the same batches so it is encoded once per batch."""
+from __future__ import annotations
+
+import random
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+from ..modalities.base import Modality
+from ..tasks.base import Task
+from ..types import Batch, ModalityBatch
+from .dataset import ReadTable
+
+
+class Collator:
+    """list of row positions -> (Batch, targets or None)."""
+
+    def __init__(self, data: ReadTable, modalities: dict[str, Modality], task: Task | None) -> None:
+        self.data, self.modalities, self.task = data, modalities, task
+
+    def __call__(self, rows: list[int]) -> tuple[Batch, torch.Tensor | None]:
+        batch: Batch = {}
+        for name, modality in self.modalities.items():
+            ids = [self.data.ids[name][r] for r in rows]
+            batch[name] = collate_input(modality, ids, self.data.items[name])
+        targets = None
+        if self.task is not None and self.data.targets is not None:
+            targets = self.task.collate([self.data.targets[r] for r in rows])
+        return batch, targets
+
+
+def collate_input(modality: Modality, ids: list[int], items: list[Any]) -> ModalityBatch:
+    order: dict[int, int] = {}
+    for i in ids:
+        if i >= 0 and i not in order:
+            order[i] = len(order)
+    values = [items[i] for i in order] or [modality.placeholder()]
+    data, mask = modality.collate(values)
+    index = torch.tensor([order.get(i, 0) for i in ids], dtype=torch.long)
+    present = torch.tensor([i >= 0 for i in ids], dtype=torch.bool)
+    return ModalityBatch(data, mask, present, index)
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Shuffles groups of rows that share a key (absent rows are their own groups) and fills batches of about
+    batch_size rows with whole groups. A new order each epoch, seeded."""
+
+    def __init__(self, keys: list[int], batch_size: int, shuffle: bool, seed: int) -> None:
+        groups: dict[Any, list[int]] = {}
+        for row, key in enumerate(keys):
+            groups.setdefault(key if key >= 0 else ("row", row), []).append(row)
+        self.groups = list(groups.values())
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+        self._batches = self._make()
+
+    def _make(self) -> list[list[int]]:
+        """The same number of batches every epoch (Lightning counts them once), of whole groups where possible."""
+        order = list(range(len(self.groups)))
+        if self.shuffle:
+            random.Random(self.seed + self.epoch).shuffle(order)
+        total = sum(len(g) for g in self.groups)
+        n = min(len(self.groups), max(1, round(total / self.batch_size)))
+        batches: list[list[int]] = [[] for _ in range(n)]
+        start = 0
+        for g in order:
+            batches[min(n - 1, start * n // total)].extend(self.groups[g])
+            start += len(self.groups[g])
+        batches = [b for b in batches if b]
+        while len(batches) < n:  # a group larger than a batch left a slot empty: split the largest batch
+            big = max(range(len(batches)), key=lambda i: len(batches[i]))
+            half = len(batches[big]) // 2
+            batches[big:big + 1] = [batches[big][:half], batches[big][half:]]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches
+        self.epoch += 1
+        self._batches = self._make()
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+def choose_group_input(data: ReadTable, setting: str | None, names: list[str]) -> str | None:
+    """The input to group batches by: the one named, or with 'auto' the input whose values repeat most
+    (at least twice per distinct value on average)."""
+    if setting is None:
+        return None
+    if setting != "auto":
+        return setting
+    best, best_ratio = None, 2.0
+    for name in names:
+        present = sum(1 for i in data.ids[name] if i >= 0)
+        distinct = len(data.items[name])
+        if distinct and present / distinct >= best_ratio:
+            best, best_ratio = name, present / distinct
+    return best

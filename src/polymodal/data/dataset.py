@@ -1,0 +1,142 @@
+"""Read every value of a table once, through each input's modality, into memory; rows keep indices into the
+distinct values so rows that share a file share its decoded value."""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BadInput, DataError, where
+from ..modalities.base import Modality
+from ..tasks.base import Task
+from .table import Table, is_missing
+
+log = logging.getLogger("polymodal")
+
+
+@dataclass
+class InputSpec:
+    name: str
+    column: str
+    modality: Modality
+
+
+@dataclass
+class ReadTable:
+    """A table read through the inputs: per input, each row's id into that input's distinct items (-1 = absent)."""
+
+    table: Table
+    ids: dict[str, list[int]]
+    items: dict[str, list[Any]]
+    targets: list[Any] | None
+    rows: list[int]  # positions in the source table of the kept rows
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def group_keys(self, name: str) -> list[int]:
+        return self.ids[name]
+
+
+def progress(iterable, total: int, description: str, enabled: bool = True):
+    """A rich progress bar on stderr when it is a terminal or when asked; otherwise plain iteration."""
+    if not enabled or total < 200:
+        yield from iterable
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.console import Console
+
+    console = Console(file=sys.stderr)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        for x in iterable:
+            yield x
+            bar.advance(task)
+
+
+def read_inputs(table: Table, inputs: list[InputSpec], task: Task | None, target_column: str | None,
+                on_bad_input: str = "error", require_target: bool = True, show_progress: bool = True,
+                encode_targets: bool = True) -> ReadTable:
+    """Read all values of a table. `task` must be fitted when encode_targets is True."""
+    ids: dict[str, list[int]] = {s.name: [] for s in inputs}
+    items: dict[str, list[Any]] = {s.name: [] for s in inputs}
+    caches: dict[str, dict[Any, int]] = {s.name: {} for s in inputs}
+    targets: list[Any] | None = [] if target_column and (require_target or _has_column(table, target_column)) \
+        else None
+    kept, skipped = [], []
+    for r, row in progress(enumerate(table.rows), len(table.rows), f"reading {table.source}", show_progress):
+        try:
+            row_ids = {}
+            for s in inputs:
+                row_ids[s.name] = _read_value(row, r, s, table, items[s.name], caches[s.name])
+            if all(i < 0 for i in row_ids.values()) and len(inputs) > 0:
+                raise DataError(f"{where(table.source, r + 1)}: no input has a value "
+                                f"(columns {', '.join(s.column for s in inputs)})")
+            target = None
+            if targets is not None:
+                value = row.get(target_column)
+                if is_missing(value):
+                    raise DataError(f"{where(table.source, r + 1, target_column)}: the target is empty")
+                try:
+                    target = task.encode(value) if encode_targets else task.check(value)
+                except (ValueError, TypeError) as e:
+                    raise DataError(f"{where(table.source, r + 1, target_column)}: {e}") from None
+        except DataError as e:
+            if on_bad_input == "error":
+                raise
+            skipped.append(str(e))
+            continue
+        for name, i in row_ids.items():
+            ids[name].append(i)
+        if targets is not None:
+            targets.append(target)
+        kept.append(r)
+    if skipped:
+        log.warning("skipped %d of %d rows of %s with unreadable values; first: %s", len(skipped), len(table.rows),
+                    table.source, skipped[0])
+    if not kept:
+        raise DataError(f"{table.source}: no usable rows" + (f" (first problem: {skipped[0]})" if skipped else ""))
+    return ReadTable(table, ids, items, targets, kept, skipped)
+
+
+def _has_column(table: Table, column: str) -> bool:
+    return any(column in r for r in table.rows[:1000])
+
+
+def _read_value(row: dict, r: int, spec: InputSpec, table: Table, items: list, cache: dict) -> int:
+    value = row.get(spec.column)
+    if isinstance(value, list) and spec.modality.registry_name != "signal" and not value:
+        value = None
+    if value is None or (not isinstance(value, (list, tuple)) and _missing_scalar(value)):
+        return -1
+    key = spec.modality.key(value, table.base_dir)
+    if key is not None and key in cache:
+        return cache[key]
+    try:
+        item = spec.modality.read(value, table.base_dir)
+    except BadInput as e:
+        raise DataError(f"{where(table.source, r + 1, spec.column)}: {e}") from None
+    items.append(item)
+    if key is not None:
+        cache[key] = len(items) - 1
+    return len(items) - 1
+
+
+def _missing_scalar(value: Any) -> bool:
+    try:
+        return is_missing(value)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_columns(table: Table, inputs: list[InputSpec], target_column: str | None) -> None:
+    cols = table.columns()
+    missing = [s.column for s in inputs if s.column not in cols]
+    if target_column and target_column not in cols:
+        missing.append(target_column)
+    if missing:
+        raise DataError(f"{table.source}: no column {', '.join(repr(m) for m in missing)} "
+                        f"(columns: {', '.join(sorted(cols))})")

@@ -1,0 +1,121 @@
+"""Tables of examples: jsonl, csv, parquet or a pandas DataFrame. Missing = empty cell, null, NaN or absent key."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+
+SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".parquet", ".pq"}
+
+
+@dataclass
+class Table:
+    rows: list[dict[str, Any]]
+    base_dir: Path  # cells holding relative paths are resolved against this folder
+    source: str  # the file name (or "<dataframe>") used in error messages
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def columns(self) -> set[str]:
+        cols: set[str] = set()
+        for r in self.rows[:1000]:
+            cols.update(r)
+        return cols
+
+    def subset(self, indices: list[int]) -> "Table":
+        return Table([self.rows[i] for i in indices], self.base_dir, self.source)
+
+
+def is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if isinstance(value, str) and not value.strip():
+        return True
+    try:
+        import pandas as pd
+
+        return value is pd.NA or value is pd.NaT
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def read_table(path: str | Path) -> Table:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"table not found: {p}")
+    suffix = p.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{p}: unsupported table type '{suffix}' (use .jsonl, .csv or .parquet)")
+    base = p.resolve().parent
+    if suffix in (".jsonl", ".json"):
+        return Table(_read_jsonl(p), base, str(p))
+    import pandas as pd
+
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(p)
+        else:
+            frame = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", keep_default_na=True)
+    except Exception as e:  # noqa: BLE001 - pandas/pyarrow raise many types
+        raise DataError(f"{p}: cannot read table: {e}") from None
+    return table_from_frame(frame, base, str(p))
+
+
+def _read_jsonl(p: Path) -> list[dict]:
+    text = p.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if p.suffix.lower() == ".json" and stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}: invalid JSON: {e}") from None
+        if not all(isinstance(r, dict) for r in rows):
+            raise DataError(f"{p}: a JSON table is a list of objects")
+        return rows
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}, line {i}: invalid JSON: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{p}, line {i}: each line must be a JSON object")
+        rows.append(row)
+    return rows
+
+
+def table_from_frame(frame: Any, base_dir: Path | None = None, source: str = "<dataframe>") -> Table:
+    import numpy as np
+
+    records = frame.to_dict(orient="records")
+    rows = []
+    for r in records:
+        row = {}
+        for k, v in r.items():
+            if isinstance(v, np.generic):
+                v = v.item()
+            row[str(k)] = None if (not isinstance(v, (list, np.ndarray)) and is_missing(v)) else v
+        rows.append(row)
+    return Table(rows, base_dir or Path.cwd(), source)
+
+
+def as_table(data: Any, base_dir: Path | None = None) -> Table:
+    """A path, a DataFrame, a list of dicts or a Table -> Table."""
+    if isinstance(data, Table):
+        return data
+    if isinstance(data, (str, Path)):
+        return read_table(data)
+    if isinstance(data, list):
+        return Table([dict(r) for r in data], base_dir or Path.cwd(), "<rows>")
+    if hasattr(data, "to_dict"):
+        return table_from_frame(data, base_dir)
+    raise DataError(f"expected a table path, a DataFrame or a list of rows, got {type(data).__name__}")

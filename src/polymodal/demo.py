@@ -1,0 +1,83 @@
+"""`polymodal demo`: easy-VQA (shipped by the easy-vqa package) -> tables -> a trained image+question model,
+offline, in minutes on a laptop CPU."""
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from .errors import PolymodalError
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("POLYMODAL_CACHE", Path.home() / ".cache" / "polymodal"))
+
+
+def easy_vqa_tables(directory: Path | None = None) -> dict[str, Path]:
+    """Write easy-VQA's official train/test splits as jsonl tables (image path, question, answer, image id)."""
+    try:
+        import easy_vqa
+    except ImportError:
+        raise PolymodalError("the demo needs the easy-vqa package: pip install 'polymodal[demo]'") from None
+    directory = directory or cache_dir() / "easy-vqa"
+    directory.mkdir(parents=True, exist_ok=True)
+    splits = {"train": (easy_vqa.get_train_questions, easy_vqa.get_train_image_paths),
+              "test": (easy_vqa.get_test_questions, easy_vqa.get_test_image_paths)}
+    paths = {}
+    for split, (questions, images) in splits.items():
+        path = directory / f"{split}.jsonl"
+        paths[split] = path
+        if path.is_file():
+            continue
+        texts, answers, image_ids = questions()
+        image_paths = images()
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            for q, a, i in zip(texts, answers, image_ids):
+                f.write(json.dumps({"image": image_paths[i], "question": q, "answer": a, "image_id": i}) + "\n")
+        tmp.replace(path)
+    return paths
+
+
+def demo_recipe() -> dict:
+    import yaml
+
+    text = resources.files("polymodal").joinpath("recipes/easy_vqa.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def run_demo(out: Path, overrides: list[str] | None = None, progress: bool = True) -> dict:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    from .api import fit
+
+    console = Console()
+    tables = easy_vqa_tables()
+    recipe = demo_recipe()
+    recipe["data"] = {"train": str(tables["train"]), "test": str(tables["test"])}
+    recipe.setdefault("training", {})["progress"] = progress
+    console.print(f"[bold]polymodal demo[/bold]: easy-VQA, image + question -> answer; model directory: {out}")
+    model = fit(recipe, out=out, overrides=overrides)
+    test = model.metrics["test"]
+    t = model.metrics["training"]
+    console.print(f"\ntrained {t['epochs']} epochs in {t['seconds']:.0f} s (best epoch {t['best_epoch']}); "
+                  f"{t['train_rows']} training / {t['validation_rows']} validation questions")
+    console.print(f"[bold green]easy-VQA official test accuracy: {100 * test['accuracy']:.2f}%[/bold green] "
+                  f"({test['rows']} questions)")
+    table = RichTable(title="per-answer accuracy")
+    table.add_column("answer")
+    table.add_column("accuracy", justify="right")
+    for answer, acc in test["per_class_accuracy"].items():
+        table.add_row(answer, f"{100 * acc:.2f}%")
+    console.print(table)
+    rows = [json.loads(line) for line in tables["test"].read_text().splitlines()[:: 1613][:6]]
+    preds = model.predict(rows)
+    examples = RichTable(title="example predictions")
+    for col in ("image", "question", "predicted", "truth"):
+        examples.add_column(col)
+    for row, pred in zip(rows, preds):
+        examples.add_row(Path(row["image"]).name, row["question"], pred["label"], row["answer"])
+    console.print(examples)
+    return model.metrics

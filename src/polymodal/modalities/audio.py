@@ -1,0 +1,166 @@
+"""Audio: wav/flac/ogg via soundfile, other formats via PyAV; mono, resampled, cropped; log-mel features
+(transformers.audio_utils) or the raw waveform."""
+from __future__ import annotations
+
+import io
+from math import gcd
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ..errors import BadInput
+from .base import MODALITIES, Modality, ModalityConfig, resolve
+
+SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif", ".au"}
+
+
+class AudioConfig(ModalityConfig):
+    sample_rate: int = Field(16000, ge=1000, description="Audio is resampled to this rate (Hz).")
+    max_seconds: float = Field(10.0, gt=0, description="Longer clips are cropped to their first max_seconds.")
+    features: Literal["logmel", "waveform"] = Field("logmel", description="What the encoder receives.")
+    n_mels: int = Field(64, ge=8, description="Mel bands of the log-mel features.")
+    frame_ms: float = Field(25.0, gt=0, description="Analysis window length (ms).")
+    hop_ms: float = Field(10.0, gt=0, description="Hop between frames (ms).")
+
+
+def load_audio(value: Any, base_dir: Path) -> tuple[np.ndarray, int]:
+    """Return (mono float32 waveform, sample rate) from a path, bytes or (array, rate)."""
+    import soundfile as sf
+
+    if isinstance(value, (tuple, list)) and len(value) == 2 and np.ndim(value[0]) >= 1:
+        return _mono(np.asarray(value[0], dtype=np.float32)), int(value[1])
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            data, sr = sf.read(io.BytesIO(value), dtype="float32", always_2d=True)
+            return _mono(data), sr
+        except Exception as e:  # noqa: BLE001 - soundfile raises several types
+            raise BadInput(f"cannot decode audio bytes: {e}") from None
+    if not isinstance(value, (str, Path)):
+        raise BadInput(f"expected an audio path or bytes, got {type(value).__name__}")
+    path = resolve(value, base_dir)
+    if not path.is_file():
+        raise BadInput(f"audio file not found: {path}")
+    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+        try:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            return _mono(data), sr
+        except Exception as e:  # noqa: BLE001
+            raise BadInput(f"cannot decode audio file {path}: {e}") from None
+    return _load_av(path)
+
+
+def _load_av(path: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise BadInput(f"no audio stream in {path}")
+            chunks, sr = [], stream.rate
+            for frame in container.decode(stream):
+                arr = frame.to_ndarray().astype(np.float32)
+                if frame.format.is_planar:
+                    arr = arr.T
+                else:
+                    arr = arr.reshape(-1, len(frame.layout.channels))
+                if np.issubdtype(frame.to_ndarray().dtype, np.integer):
+                    arr /= float(np.iinfo(frame.to_ndarray().dtype).max)
+                chunks.append(arr)
+    except BadInput:
+        raise
+    except Exception as e:  # noqa: BLE001 - PyAV raises many error types
+        raise BadInput(f"cannot decode audio file {path}: {e}") from None
+    if not chunks:
+        raise BadInput(f"no audio samples in {path}")
+    return _mono(np.concatenate(chunks)), sr
+
+
+def _mono(data: np.ndarray) -> np.ndarray:
+    return (data.mean(axis=1) if data.ndim == 2 else data).astype(np.float32)
+
+
+def resample(wave: np.ndarray, sr: int, target: int) -> np.ndarray:
+    if sr == target:
+        return wave
+    from scipy.signal import resample_poly
+
+    g = gcd(sr, target)
+    return resample_poly(wave, target // g, sr // g).astype(np.float32)
+
+
+@MODALITIES.register("audio")
+class AudioModality(Modality):
+    Config = AudioConfig
+    default_encoder = "conv1d"
+    config: AudioConfig
+
+    def __init__(self, config: AudioConfig) -> None:
+        super().__init__(config)
+        self.mean, self.std = 0.0, 1.0
+        self._mel = None
+
+    def read(self, value: Any, base_dir: Path) -> Tensor:
+        wave, sr = load_audio(value, base_dir)
+        if wave.size == 0:
+            raise BadInput("empty audio")
+        if not np.isfinite(wave).all():
+            raise BadInput("audio has NaN or infinite samples")
+        wave = resample(wave, sr, self.config.sample_rate)[: int(self.config.max_seconds * self.config.sample_rate)]
+        if self.config.features == "waveform":
+            return torch.from_numpy(wave.copy())[:, None]  # [T, 1]
+        return torch.from_numpy(self.logmel(wave))  # [T, n_mels]
+
+    def logmel(self, wave: np.ndarray) -> np.ndarray:
+        from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+
+        c = self.config
+        frame = int(c.sample_rate * c.frame_ms / 1000)
+        hop = max(1, int(c.sample_rate * c.hop_ms / 1000))
+        n_fft = 1 << (frame - 1).bit_length()
+        if self._mel is None:
+            self._mel = mel_filter_bank(n_fft // 2 + 1, c.n_mels, 20.0, c.sample_rate / 2, c.sample_rate, norm="slaney",
+                                        mel_scale="slaney")
+        if wave.size < n_fft:
+            wave = np.pad(wave, (0, n_fft - wave.size))
+        spec = spectrogram(wave, window_function(frame, "hann", frame_length=n_fft), frame_length=n_fft,
+                           hop_length=hop, power=2.0, mel_filters=self._mel, log_mel="log10")
+        return spec.T.astype(np.float32)  # [T, n_mels]
+
+    def placeholder(self) -> Tensor:
+        return torch.zeros(1, self.describe()["features"])
+
+    def fit(self, items: list[Tensor]) -> None:
+        if self.config.features == "logmel" and items:
+            sample = torch.cat([x for x in items[:2000]])
+            self.mean, self.std = float(sample.mean()), float(sample.std().clamp_min(1e-5))
+
+    def state(self) -> dict:
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state(self, state: dict) -> None:
+        self.mean, self.std = state["mean"], state["std"]
+
+    def collate(self, items: list[Tensor]) -> tuple[Tensor, Tensor]:
+        return pad_sequences(items, (self.mean, self.std), min_length=16)
+
+    def describe(self) -> dict:
+        return {"features": 1 if self.config.features == "waveform" else self.config.n_mels,
+                "waveform": self.config.features == "waveform", "sample_rate": self.config.sample_rate}
+
+
+def pad_sequences(items: list[Tensor], norm: tuple[float, float] | tuple[Tensor, Tensor],
+                  min_length: int = 1) -> tuple[Tensor, Tensor]:
+    """Pad [T_i, F] items to [U, T, F] with a [U, T] mask; normalise by (mean, std)."""
+    length = max(min_length, max(x.shape[0] for x in items))
+    data = torch.zeros(len(items), length, items[0].shape[1])
+    mask = torch.zeros(len(items), length, dtype=torch.bool)
+    mean, std = norm
+    for i, x in enumerate(items):
+        data[i, : x.shape[0]] = (x - mean) / std
+        mask[i, : x.shape[0]] = True
+    return data, mask

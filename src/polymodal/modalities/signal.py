@@ -1,0 +1,103 @@
+"""Signals: T x F arrays (physiological sensors, precomputed features such as MFCC) from .npy, .csv or inline
+lists; normalised per feature with statistics learnt from the training set."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ..errors import BadInput
+from .audio import pad_sequences
+from .base import MODALITIES, Modality, ModalityConfig, resolve
+
+
+class SignalConfig(ModalityConfig):
+    max_length: int = Field(2048, ge=1, description="Longer signals keep their first max_length steps.")
+    normalize: bool = Field(True, description="Standardise each feature with training mean and std.")
+
+
+def load_array(value: Any, base_dir: Path) -> np.ndarray:
+    if isinstance(value, (str, Path)):
+        path = resolve(value, base_dir)
+        if not path.is_file():
+            raise BadInput(f"signal file not found: {path}")
+        try:
+            if path.suffix == ".npy":
+                return np.load(path, allow_pickle=False)
+            if path.suffix in (".csv", ".tsv", ".txt"):
+                import pandas as pd
+
+                frame = pd.read_csv(path, sep=None, engine="python", header="infer")
+                if not all(isinstance(c, str) and not _is_number(c) for c in frame.columns):
+                    frame = pd.read_csv(path, sep=None, engine="python", header=None)
+                return frame.to_numpy(dtype=np.float32)
+        except (ValueError, OSError) as e:
+            raise BadInput(f"cannot read signal file {path}: {e}") from None
+        raise BadInput(f"unsupported signal file type '{path.suffix}' (use .npy or .csv): {path}")
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError) as e:
+        raise BadInput(f"cannot read signal values: {e}") from None
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+@MODALITIES.register("signal")
+class SignalModality(Modality):
+    Config = SignalConfig
+    default_encoder = "conv1d"
+    config: SignalConfig
+
+    def __init__(self, config: SignalConfig) -> None:
+        super().__init__(config)
+        self.n_features: int | None = None
+        self.mean: list[float] | None = None
+        self.std: list[float] | None = None
+
+    def read(self, value: Any, base_dir: Path) -> Tensor:
+        arr = load_array(value, base_dir)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise BadInput(f"a signal must be a non-empty [T, F] array, got shape {tuple(arr.shape)}")
+        if not np.isfinite(arr).all():
+            raise BadInput("signal has NaN or infinite values")
+        if self.n_features is not None and arr.shape[1] != self.n_features:
+            raise BadInput(f"signal has {arr.shape[1]} features, the model expects {self.n_features}")
+        return torch.from_numpy(arr[: self.config.max_length].astype(np.float32).copy())
+
+    def placeholder(self) -> Tensor:
+        return torch.zeros(1, self.n_features or 1)
+
+    def fit(self, items: list[Tensor]) -> None:
+        widths = {x.shape[1] for x in items}
+        if len(widths) > 1:
+            raise BadInput(f"signals have different feature counts in training: {sorted(widths)}")
+        self.n_features = widths.pop() if widths else 1
+        if self.config.normalize and items:
+            allv = torch.cat(items)
+            self.mean = allv.mean(0).tolist()
+            self.std = allv.std(0).clamp_min(1e-6).tolist() if allv.shape[0] > 1 else [1.0] * self.n_features
+
+    def state(self) -> dict:
+        return {"n_features": self.n_features, "mean": self.mean, "std": self.std}
+
+    def load_state(self, state: dict) -> None:
+        self.n_features, self.mean, self.std = state["n_features"], state["mean"], state["std"]
+
+    def collate(self, items: list[Tensor]) -> tuple[Tensor, Tensor]:
+        norm = (torch.tensor(self.mean), torch.tensor(self.std)) if self.mean else (0.0, 1.0)
+        return pad_sequences(items, norm, min_length=16)
+
+    def describe(self) -> dict:
+        return {"features": self.n_features or 1, "waveform": False}

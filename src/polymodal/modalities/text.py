@@ -1,0 +1,130 @@
+"""Text: a string, or a path to a .txt file. Tokenised by a vocabulary learnt from the training text, or by a
+pretrained Hugging Face tokenizer when the encoder is pretrained."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Hashable
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ..errors import BadInput
+from .base import MODALITIES, Modality, ModalityConfig, resolve
+
+PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
+
+
+class TextConfig(ModalityConfig):
+    max_length: int = Field(64, ge=1, description="Tokens kept per text (longer texts are truncated).")
+    vocab_size: int = Field(20000, ge=8, description="Largest learnt vocabulary (most frequent words first).")
+    min_frequency: int = Field(1, ge=1, description="Words seen fewer times in training map to [UNK].")
+    lowercase: bool = Field(True, description="Lower-case text before tokenising (learnt vocabulary only).")
+    tokenizer: str | None = Field(
+        None, description="A Hugging Face tokenizer (hub id or local directory); set from a pretrained encoder.")
+
+
+@MODALITIES.register("text")
+class TextModality(Modality):
+    Config = TextConfig
+    default_encoder = "text_transformer"
+    config: TextConfig
+
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__(config)
+        self.tokenizer = None  # tokenizers.Tokenizer (learnt) or a transformers tokenizer (pretrained)
+
+    def key(self, value: Any, base_dir: Path) -> Hashable | None:
+        return ("text", value) if isinstance(value, str) else None
+
+    def read(self, value: Any, base_dir: Path) -> str:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        if isinstance(value, str) and value.endswith(".txt") and "\n" not in value:
+            path = resolve(value, base_dir)
+            if path.is_file():
+                try:
+                    return path.read_text(encoding="utf-8", errors="replace")
+                except OSError as e:
+                    raise BadInput(f"cannot read text file {path}: {e}") from None
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        raise BadInput(f"expected a string or a .txt path, got {type(value).__name__}")
+
+    def placeholder(self) -> str:
+        return ""
+
+    def fit(self, items: list[str]) -> None:
+        if self.config.tokenizer:
+            self._load_pretrained(self.config.tokenizer)
+            return
+        from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+        from tokenizers.models import WordLevel
+        from tokenizers.trainers import WordLevelTrainer
+
+        tok = Tokenizer(WordLevel(unk_token=UNK))
+        norms = [normalizers.NFKC()] + ([normalizers.Lowercase()] if self.config.lowercase else [])
+        tok.normalizer = normalizers.Sequence(norms)
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        trainer = WordLevelTrainer(
+            vocab_size=self.config.vocab_size, min_frequency=self.config.min_frequency, special_tokens=[PAD, UNK, CLS]
+        )
+        tok.train_from_iterator(items, trainer=trainer)
+        self._finish(tok)
+
+    def _finish(self, tok: Any) -> None:
+        from tokenizers import processors
+
+        cls_id = tok.token_to_id(CLS)
+        tok.post_processor = processors.TemplateProcessing(single=f"{CLS} $A", special_tokens=[(CLS, cls_id)])
+        tok.enable_truncation(self.config.max_length)
+        tok.enable_padding(pad_id=tok.token_to_id(PAD), pad_token=PAD)
+        self.tokenizer = tok
+
+    def _load_pretrained(self, source: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+
+    @property
+    def pretrained(self) -> bool:
+        return bool(self.config.tokenizer)
+
+    def save_files(self, directory: Path, prefix: str) -> None:
+        if self.pretrained:
+            self.tokenizer.save_pretrained(str(directory / f"{prefix}tokenizer"))
+        else:
+            (directory / f"{prefix}tokenizer.json").write_text(self.tokenizer.to_str(), encoding="utf-8")
+
+    def load_files(self, directory: Path, prefix: str) -> None:
+        if self.pretrained:
+            self._load_pretrained(str(directory / f"{prefix}tokenizer"))
+        else:
+            from tokenizers import Tokenizer
+
+            self.tokenizer = Tokenizer.from_file(str(directory / f"{prefix}tokenizer.json"))
+
+    def collate(self, items: list[str]) -> tuple[Tensor, Tensor]:
+        if self.pretrained:
+            enc = self.tokenizer(
+                items, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+            )
+            ids, mask = enc["input_ids"], enc["attention_mask"].bool()
+            if ids.shape[1] == 0:  # a tokenizer that adds no special tokens, on empty text
+                ids, mask = torch.zeros(len(items), 1, dtype=torch.long), torch.ones(len(items), 1, dtype=torch.bool)
+            return ids, mask
+        encs = self.tokenizer.encode_batch(items)
+        ids = torch.tensor([e.ids for e in encs], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in encs], dtype=torch.bool)
+        return ids, mask
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokens of one text, as the encoder sees them (for explanations)."""
+        if self.pretrained:
+            ids = self.tokenizer(text, truncation=True, max_length=self.config.max_length)["input_ids"]
+            return self.tokenizer.convert_ids_to_tokens(ids)
+        return self.tokenizer.encode(text).tokens
+
+    def describe(self) -> dict:
+        size = len(self.tokenizer) if self.pretrained else self.tokenizer.get_vocab_size()
+        return {"vocab_size": size, "max_length": self.config.max_length + 1}

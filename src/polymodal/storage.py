@@ -1,0 +1,112 @@
+"""The model directory: config.json (resolved recipe, modality and task state), model.safetensors, tokenizer and
+pretrained-config files, metrics.json. Written atomically; loading reads JSON and safetensors only (no pickle)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import Recipe
+from .data.dataset import InputSpec
+from .encoders import ENCODERS
+from .errors import PolymodalError
+from .model import Parts, build_net, encoder_type, make_modality, make_task
+
+FORMAT = "polymodal-model"
+MODEL_FILES = ("config.json", "model.safetensors", "metrics.json")
+
+
+def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None) -> Path:
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.saving-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    config = {
+        "format": FORMAT,
+        "polymodal_version": __version__,
+        "recipe": parts.recipe.model_dump(mode="json"),
+        "inputs": {s.name: {"modality": s.modality.registry_name, "state": s.modality.state()} for s in parts.inputs},
+        "task": {"name": parts.task.registry_name, "state": parts.task.state()},
+    }
+    for spec in parts.inputs:
+        spec.modality.save_files(tmp, f"{spec.name}.")
+        parts.net.encoders[spec.name].encoder.save_files(tmp, f"{spec.name}.")
+    state = {k: v.detach().cpu().contiguous() for k, v in parts.net.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+    (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))  # written last: its presence = complete
+    _swap_in(tmp, directory)
+    return directory
+
+
+def _swap_in(tmp: Path, directory: Path) -> None:
+    """Replace `directory` by `tmp`, keeping whatever else lives there (checkpoints, logs)."""
+    if directory.exists():
+        for entry in directory.iterdir():
+            if not (tmp / entry.name).exists() and not _is_model_file(entry.name):
+                os.replace(entry, tmp / entry.name)
+        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
+
+
+def _is_model_file(name: str) -> bool:
+    return name in MODEL_FILES or name.endswith(("tokenizer.json", "tokenizer", "pretrained"))
+
+
+def read_config(directory: str | Path) -> dict:
+    directory = Path(directory)
+    path = directory / "config.json"
+    if not path.is_file():
+        raise PolymodalError(f"{directory}: not a polymodal model directory (no config.json)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise PolymodalError(f"{path}: corrupt config: {e}") from None
+    if config.get("format") != FORMAT:
+        raise PolymodalError(f"{path}: not a polymodal model config")
+    return config
+
+
+def load_parts(directory: str | Path) -> Parts:
+    directory = Path(directory)
+    config = read_config(directory)
+    recipe = Recipe.model_validate(config["recipe"])
+    inputs = []
+    for cfg in recipe.inputs:
+        modality = make_modality(cfg.name, cfg.modality, cfg.options)
+        modality.load_state(config["inputs"][cfg.name]["state"])
+        modality.load_files(directory, f"{cfg.name}.")
+        inputs.append(InputSpec(cfg.name, cfg.source, modality))
+    task = make_task(recipe)
+    task.load_state(config["task"]["state"])
+    # encoders that need files beside the weights (pretrained configs) rebuild from this directory
+    build = recipe.model_copy(deep=True)
+    for cfg, spec in zip(build.inputs, inputs):
+        cls = ENCODERS.get(encoder_type(spec.modality, cfg.encoder))
+        cfg.encoder = cls.for_loading(dict(cfg.encoder), directory, f"{cfg.name}.")
+    net = build_net(build, inputs, task)
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise PolymodalError(f"{directory}: no model.safetensors")
+    state = load_file(str(weights))
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise PolymodalError(f"{weights}: weights do not match the architecture in config.json "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    net.eval()
+    return Parts(recipe, inputs, task, net)
+
+
+def read_metrics(directory: str | Path) -> dict:
+    path = Path(directory) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

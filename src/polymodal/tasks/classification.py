@@ -1,0 +1,167 @@
+"""Classification (binary and multiclass, softmax) and multilabel (independent sigmoids)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score, MultilabelAccuracy,
+                                         MultilabelAUROC, MultilabelF1Score)
+
+from .base import TASKS, Task, TaskConfig
+
+
+def label_sort_key(label: str) -> tuple:
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def as_label(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+class ClassificationConfig(TaskConfig):
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+
+
+@TASKS.register("classification")
+class Classification(Task):
+    Config = ClassificationConfig
+    config: ClassificationConfig
+    monitor, monitor_mode = "accuracy", "max"
+
+    def __init__(self, config: ClassificationConfig) -> None:
+        super().__init__(config)
+        self.classes: list[str] = []
+
+    def fit(self, targets: list[Any]) -> None:
+        self.classes = sorted({as_label(t) for t in targets}, key=label_sort_key)
+        if len(self.classes) < 2:
+            raise ValueError(f"classification needs at least 2 classes in the training targets, found "
+                             f"{self.classes}")
+        self._index = {c: i for i, c in enumerate(self.classes)}
+
+    def load_state(self, state: dict) -> None:
+        self.classes = state["classes"]
+        self._index = {c: i for i, c in enumerate(self.classes)}
+
+    def state(self) -> dict:
+        return {"classes": self.classes}
+
+    def encode(self, value: Any) -> int:
+        label = as_label(value)
+        if label not in self._index:
+            raise ValueError(f"unknown class '{label}' (the model knows: {', '.join(self.classes[:20])})")
+        return self._index[label]
+
+    def collate(self, values: list[int]) -> Tensor:
+        return torch.tensor(values, dtype=torch.long)
+
+    def head(self, dim: int) -> nn.Module:
+        return nn.Linear(dim, len(self.classes))
+
+    def loss(self, out: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(out.float(), target, label_smoothing=self.config.label_smoothing)
+
+    def metrics(self) -> MetricCollection:
+        n = len(self.classes)
+        return MetricCollection({
+            "accuracy": MulticlassAccuracy(n, average="micro"),
+            "balanced_accuracy": MulticlassAccuracy(n, average="macro"),
+            "f1_macro": MulticlassF1Score(n, average="macro"),
+            "f1_weighted": MulticlassF1Score(n, average="weighted"),
+            "auroc": MulticlassAUROC(n, average="macro"),
+        })
+
+    def decode(self, out: Tensor) -> list[dict]:
+        probs = out.float().softmax(-1)
+        top = probs.argmax(-1)
+        return [{"label": self.classes[int(k)], "probabilities": {c: round(float(p), 6) for c, p in
+                                                                 zip(self.classes, row)}}
+                for k, row in zip(top, probs)]
+
+    def score(self, out: Tensor) -> Tensor:
+        return out.gather(-1, out.argmax(-1, keepdim=True)).squeeze(-1)
+
+    def per_class_accuracy(self, out: Tensor, target: Tensor) -> dict[str, float]:
+        pred = out.argmax(-1)
+        return {c: float((pred[target == i] == i).float().mean()) for i, c in enumerate(self.classes)
+                if (target == i).any()}
+
+
+class MultilabelConfig(TaskConfig):
+    separator: str = Field("|", description="Separates labels in one string cell ('cat|dog').")
+    threshold: float = Field(0.5, gt=0, lt=1, description="Probability above which a label is predicted.")
+
+
+@TASKS.register("multilabel")
+class Multilabel(Task):
+    Config = MultilabelConfig
+    config: MultilabelConfig
+    monitor, monitor_mode = "f1_macro", "max"
+
+    def __init__(self, config: MultilabelConfig) -> None:
+        super().__init__(config)
+        self.classes: list[str] = []
+
+    def _labels(self, value: Any) -> list[str]:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(self.config.separator) if v.strip()]
+        if isinstance(value, (list, tuple)):
+            return [as_label(v) for v in value]
+        return [as_label(value)]
+
+    def fit(self, targets: list[Any]) -> None:
+        self.classes = sorted({lab for t in targets for lab in self._labels(t)}, key=label_sort_key)
+        self._index = {c: i for i, c in enumerate(self.classes)}
+
+    def load_state(self, state: dict) -> None:
+        self.classes = state["classes"]
+        self._index = {c: i for i, c in enumerate(self.classes)}
+
+    def state(self) -> dict:
+        return {"classes": self.classes}
+
+    def encode(self, value: Any) -> list[float]:
+        vec = [0.0] * len(self.classes)
+        for lab in self._labels(value):
+            if lab not in self._index:
+                raise ValueError(f"unknown label '{lab}'")
+            vec[self._index[lab]] = 1.0
+        return vec
+
+    def collate(self, values: list[list[float]]) -> Tensor:
+        return torch.tensor(values, dtype=torch.float32)
+
+    def head(self, dim: int) -> nn.Module:
+        return nn.Linear(dim, len(self.classes))
+
+    def loss(self, out: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(out.float(), target)
+
+    def metrics(self) -> MetricCollection:
+        n, t = len(self.classes), self.config.threshold
+        return MetricCollection({
+            "accuracy": MultilabelAccuracy(n, threshold=t),
+            "f1_macro": MultilabelF1Score(n, threshold=t, average="macro"),
+            "f1_micro": MultilabelF1Score(n, threshold=t, average="micro"),
+            "auroc": MultilabelAUROC(n, average="macro"),
+        })
+
+    def update_metrics(self, metrics, out: Tensor, target: Tensor) -> None:
+        metrics.update(out.float().sigmoid(), target.long())
+
+    def decode(self, out: Tensor) -> list[dict]:
+        probs = out.float().sigmoid()
+        return [{"labels": [c for c, p in zip(self.classes, row) if p >= self.config.threshold],
+                 "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, row)}} for row in probs]
+
+    def score(self, out: Tensor) -> Tensor:
+        return out.max(-1).values

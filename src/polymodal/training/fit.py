@@ -1,0 +1,89 @@
+"""Fit: prepare, train with Lightning (progress bar, early stopping, checkpoints, resume), restore the best
+weights, evaluate, save the model directory."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import Recipe
+from ..data import Collator, GroupedBatchSampler, ReadTable, Table
+from ..errors import PolymodalError
+from ..evaluation.evaluate import evaluate_parts
+from ..model import Parts
+from ..storage import save_parts
+from .module import BestWeights, LitMultimodal
+from .prepare import Prepared, prepare
+
+log = logging.getLogger("polymodal")
+for _name in ("lightning.pytorch", "lightning.fabric"):  # keep Lightning's banners (GPU/TPU, tips) out of the way
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group: str | None, seed: int,
+           workers: int = 0) -> DataLoader:
+    keys = data.ids[group] if group else list(range(len(data)))
+    sampler = GroupedBatchSampler(keys, batch_size, shuffle, seed)
+    return DataLoader(range(len(data)), batch_sampler=sampler, collate_fn=Collator(data, parts.modalities, parts.task),
+                      num_workers=workers, persistent_workers=workers > 0)
+
+
+def set_threads(threads: int | None) -> None:
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False) -> tuple[
+        Parts, dict]:
+    cfg = recipe.training
+    set_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out = Path(out)
+    prep: Prepared = prepare(recipe, tables)
+    parts = prep.parts
+    train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers)
+    val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed, cfg.num_workers) \
+        if len(prep.validation) else None
+    module = LitMultimodal(parts.net, parts.task, cfg, total_steps=len(train_dl) * cfg.epochs)
+    monitor = f"val_{parts.task.monitor}" if val_dl is not None else "train_loss"
+    mode = parts.task.monitor_mode if val_dl is not None else "min"
+    best = BestWeights(monitor, mode)
+    ckpt_dir = out / "checkpoints"
+    callbacks = [best, L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0)]
+    if val_dl is not None:
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode))
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        precision=cfg.precision, callbacks=callbacks, logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"),
+        enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
+        log_every_n_steps=10, deterministic=False, default_root_dir=str(out))
+    ckpt = None
+    if resume:
+        last = ckpt_dir / "last.ckpt"
+        if not last.is_file():
+            raise PolymodalError(f"--resume: no checkpoint at {last}")
+        ckpt = str(last)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
+        trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
+    train_seconds = time.perf_counter() - started
+    if best.state is not None:
+        parts.net.load_state_dict(best.state)
+    parts.net.eval()
+    metrics: dict = {"training": {"seconds": round(train_seconds, 2), "epochs": trainer.current_epoch,
+                                  "best_epoch": best.best_epoch, "monitor": monitor,
+                                  "train_rows": len(prep.train), "validation_rows": len(prep.validation),
+                                  "skipped_rows": len(prep.train.skipped)}}
+    if len(prep.validation):
+        metrics["validation"] = evaluate_parts(parts, prep.validation, cfg.batch_size)
+    if prep.test is not None:
+        metrics["test"] = evaluate_parts(parts, prep.test, cfg.batch_size)
+    save_parts(parts, out, metrics)
+    return parts, metrics

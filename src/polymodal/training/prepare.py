@@ -1,0 +1,133 @@
+"""From a recipe and its tables to fitted inputs, task, read data and network: everything training needs."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Recipe
+from ..data import InputSpec, ReadTable, Table, check_columns, choose_group_input, is_missing, read_inputs
+from ..encoders.pretrained import adjust_modality
+from ..errors import DataError, RecipeError
+from ..model import Parts, build_net, encoder_type, make_modality, make_task, validate_components
+from ..modalities import MODALITIES, infer_modality
+
+
+@dataclass
+class Prepared:
+    parts: Parts
+    train: ReadTable
+    validation: ReadTable
+    test: ReadTable | None
+    group_input: str | None
+
+
+def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
+    """Fill what the data decides: each input's modality, the task, and the options a pretrained encoder needs."""
+    data = recipe.model_dump()
+    check_columns(train, [InputSpec(i.name, i.source, None) for i in recipe.inputs], recipe.target.column)
+    for cfg in data["inputs"]:
+        column = cfg["column"] or cfg["name"]
+        if not cfg["modality"]:
+            kind = infer_modality([r.get(column) for r in train.rows if not _missing(r.get(column))])
+            if kind is None:
+                raise DataError(f"{train.source}: column '{column}' has no values to infer its modality from; set "
+                                f"`modality` for input '{cfg['name']}'")
+            cfg["modality"] = kind
+        MODALITIES.get(cfg["modality"], f"inputs.{cfg['name']}.modality")
+        if cfg["encoder"].get("type") == "pretrained":
+            if "path" not in cfg["encoder"]:
+                raise RecipeError(f"field `inputs.{cfg['name']}.encoder.path`: a pretrained encoder needs a path")
+            cfg["options"] = adjust_modality(cfg["modality"], cfg["options"], cfg["encoder"])
+    if not data["target"]["task"]:
+        data["target"]["task"] = infer_task([r.get(recipe.target.column) for r in train.rows])
+    resolved = Recipe.model_validate(data)
+    validate_components(resolved)
+    return resolved
+
+
+def _missing(value: Any) -> bool:
+    return not isinstance(value, (list, tuple)) and is_missing(value)
+
+
+def infer_task(values: list[Any]) -> str:
+    present = [v for v in values if not _missing(v)]
+    if any(isinstance(v, (list, tuple)) for v in present):
+        return "multilabel"
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        if any(isinstance(v, float) and not v.is_integer() for v in present):
+            return "regression"
+    return "classification"
+
+
+def split_rows(keys: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Hold out about `fraction` of rows for validation, whole groups at a time (rows sharing a key stay together)."""
+    groups: dict[Any, list[int]] = {}
+    for row, key in enumerate(keys):
+        groups.setdefault(key if key >= 0 else ("row", row), []).append(row)
+    order = list(groups)
+    random.Random(seed).shuffle(order)
+    target = max(1, round(fraction * len(keys)))
+    held: list[int] = []
+    for g in order:
+        if len(held) >= target:
+            break
+        held.extend(groups[g])
+    held_set = set(held)
+    train = [r for r in range(len(keys)) if r not in held_set]
+    if not train:
+        raise DataError(f"too few rows ({len(keys)}) to hold out a validation split; give a validation table")
+    return train, sorted(held)
+
+
+def take(data: ReadTable, positions: list[int]) -> ReadTable:
+    return ReadTable(data.table, {n: [ids[p] for p in positions] for n, ids in data.ids.items()}, data.items,
+                     None if data.targets is None else [data.targets[p] for p in positions],
+                     [data.rows[p] for p in positions], data.skipped)
+
+
+def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
+    train_table = tables.get("train")
+    if train_table is None:
+        raise RecipeError("field `data.train`: no training table given")
+    recipe = resolve_recipe(recipe, train_table)
+    inputs = [InputSpec(c.name, c.source, make_modality(c.name, c.modality, c.options)) for c in recipe.inputs]
+    task = make_task(recipe)
+    col, bad, prog = recipe.target.column, recipe.data.on_bad_input, recipe.training.progress
+    raw = read_inputs(train_table, inputs, task, col, bad, show_progress=prog, encode_targets=False)
+
+    group = choose_group_input(raw, recipe.training.group_by, [s.name for s in inputs])
+    if group is not None and group not in raw.ids:
+        raise RecipeError(f"field `training.group_by`: '{group}' is not an input")
+    val_table = tables.get("validation")
+    if val_table is None:
+        keys = raw.ids[group] if group else list(range(len(raw)))
+        train_pos, val_pos = split_rows(keys, recipe.data.validation_fraction, recipe.training.seed)
+    else:
+        train_pos, val_pos = list(range(len(raw))), []
+
+    for spec in inputs:  # modality state from the training rows only
+        used = sorted({raw.ids[spec.name][p] for p in train_pos} - {-1})
+        spec.modality.fit([raw.items[spec.name][i] for i in used])
+    try:
+        task.fit([raw.targets[p] for p in train_pos])
+    except ValueError as e:
+        raise DataError(f"{train_table.source}, column '{col}': {e}") from None
+    raw.targets = [task.encode(t) for t in raw.targets]
+    train = take(raw, train_pos)
+    if val_table is None:
+        validation = take(raw, val_pos)
+    else:
+        check_columns(val_table, inputs, col)
+        validation = read_inputs(val_table, inputs, task, col, bad, show_progress=prog)
+    test = None
+    if tables.get("test") is not None:
+        check_columns(tables["test"], inputs, col)
+        test = read_inputs(tables["test"], inputs, task, col, bad, show_progress=prog)
+    net = build_net(recipe, inputs, task)
+    return Prepared(Parts(recipe, inputs, task, net), train, validation, test, group)
+
+
+def encoder_summary(parts: Parts) -> dict[str, str]:
+    return {s.name: f"{s.modality.registry_name} -> {encoder_type(s.modality, c.encoder)}"
+            for s, c in zip(parts.inputs, parts.recipe.inputs)}

@@ -1,0 +1,54 @@
+"""The contracts between layers: what a modality batches, what an encoder returns, what a fusion returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class ModalityBatch:
+    """One input's values for a batch of rows.
+
+    Rows that share a value (a VQA image with ten questions) are stored once: `data` holds the U distinct values and
+    `index[b]` says which of them row b uses, so an encoder runs once per distinct value.
+    """
+
+    data: Tensor  # [U, ...] distinct values, padded
+    mask: Tensor | None  # [U, T] True where a token/frame/step is real; None for fixed-size inputs
+    present: Tensor  # [B] bool: False where the row has no value for this input
+    index: Tensor  # [B] long: row -> position in data (any valid position where absent)
+
+    def to(self, device: torch.device | str) -> "ModalityBatch":
+        return ModalityBatch(
+            self.data.to(device, non_blocking=True),
+            None if self.mask is None else self.mask.to(device, non_blocking=True),
+            self.present.to(device, non_blocking=True),
+            self.index.to(device, non_blocking=True),
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.present.shape[0])
+
+
+@dataclass
+class Encoded:
+    """What every encoder returns, per row."""
+
+    tokens: Tensor  # [B, T, D]
+    mask: Tensor  # [B, T] bool, True where real
+    pooled: Tensor  # [B, D]
+    present: Tensor  # [B] bool
+
+
+@dataclass
+class Fused:
+    """What every fusion returns: a pooled representation per row, and attention maps where it has them."""
+
+    pooled: Tensor  # [B, D]
+    attention: dict[str, Tensor] = field(default_factory=dict)
+
+
+Batch = dict[str, ModalityBatch]
