@@ -3,6 +3,7 @@ field. Component-specific fields (modality options, encoder, fusion, task) are v
 the component the registry names, so each component declares its fields once."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,8 +63,8 @@ class TrainingConfig(_Strict):
     lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     schedule: Literal["onecycle", "cosine", "constant"] = Field(
-        "onecycle", description="Learning-rate schedule over the planned steps (onecycle: warm up then anneal; "
-        "cosine: 5% linear warm-up then cosine decay; constant).")
+        "onecycle", description="Learning-rate schedule over the planned steps (onecycle: 15% warm-up from lr/25, then "
+        "cosine decay; cosine: 5% warm-up from 0, then cosine decay; constant).")
     seed: int = Field(0, description="Seeds data order, splits and weights.")
     patience: int = Field(5, ge=1, description="Stop after this many epochs without validation improvement.")
     group_by: str | None = Field("auto", description="Batch rows that share this input's value together so it is "
@@ -165,7 +166,7 @@ def build_recipe(recipe: str | Path | dict | Recipe | None = None, overrides: li
     if isinstance(recipe, Recipe):
         data = recipe.model_dump()
     elif isinstance(recipe, dict):
-        data = dict(recipe)
+        data = copy.deepcopy(recipe)
     elif recipe is not None:
         data = load_recipe_dict(recipe)
     else:

@@ -84,17 +84,21 @@ class GroupedBatchSampler(Sampler[list[int]]):
         return len(self._batches)
 
 
-def choose_group_input(data: ReadTable, setting: str | None, names: list[str]) -> str | None:
-    """The input to group batches by: the one named, or with 'auto' the input whose values repeat most
-    (at least twice per distinct value on average)."""
+GROUPABLE = ("image", "video", "audio")  # modalities whose encoding is worth sharing between rows
+
+
+def choose_group_input(data: ReadTable, setting: str | None, modalities: dict[str, str], batch_size: int) -> str | None:
+    """The input to group batches by: the one named, or with 'auto' the image/video/audio input whose values repeat
+    most (at least twice per distinct value on average, and groups small enough to fill several per batch)."""
     if setting is None:
         return None
     if setting != "auto":
         return setting
     best, best_ratio = None, 2.0
-    for name in names:
+    for name, kind in modalities.items():
         present = sum(1 for i in data.ids[name] if i >= 0)
         distinct = len(data.items[name])
-        if distinct and present / distinct >= best_ratio:
-            best, best_ratio = name, present / distinct
+        ratio = present / distinct if distinct else 0.0
+        if kind in GROUPABLE and ratio >= best_ratio and ratio <= batch_size / 2:
+            best, best_ratio = name, ratio
     return best

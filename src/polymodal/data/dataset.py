@@ -72,9 +72,6 @@ def read_inputs(table: Table, inputs: list[InputSpec], task: Task | None, target
             row_ids = {}
             for s in inputs:
                 row_ids[s.name] = _read_value(row, r, s, table, items[s.name], caches[s.name])
-            if all(i < 0 for i in row_ids.values()) and len(inputs) > 0:
-                raise DataError(f"{where(table.source, r + 1)}: no input has a value "
-                                f"(columns {', '.join(s.column for s in inputs)})")
             target = None
             if targets is not None:
                 value = row.get(target_column)

@@ -6,6 +6,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ..errors import RecipeError
 from ..types import Encoded, Fused
 from .base import FUSIONS, Fusion, FusionConfig, mlp
 
@@ -23,6 +24,9 @@ class TensorFusion(Fusion):
     def __init__(self, config: TensorConfig, names: list[str], dim: int) -> None:
         super().__init__(config, names, dim)
         k = config.factor_dim
+        if (k + 1) ** len(names) > 2_000_000:
+            raise RecipeError(f"field `model.fusion.factor_dim`: a tensor of ({k}+1)^{len(names)} = "
+                              f"{(k + 1) ** len(names):,} entries is too large; lower factor_dim or use 'lowrank'")
         self.proj = nn.ModuleDict({n: nn.Linear(dim, k) for n in names})
         self.mlp = mlp((k + 1) ** len(names), config.hidden, config.dropout)
 

@@ -9,14 +9,15 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ..errors import BadInput
+from ..errors import BadInput, RecipeError
 from .base import MODALITIES, Modality, ModalityConfig, resolve
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 
 
 class TextConfig(ModalityConfig):
-    max_length: int = Field(64, ge=1, description="Tokens kept per text (longer texts are truncated).")
+    max_length: int = Field(64, ge=2, description="Tokens kept per text, [CLS] included (longer texts are "
+                            "truncated).")
     vocab_size: int = Field(20000, ge=8, description="Largest learnt vocabulary (most frequent words first).")
     min_frequency: int = Field(1, ge=1, description="Words seen fewer times in training map to [UNK].")
     lowercase: bool = Field(True, description="Lower-case text before tokenising (learnt vocabulary only).")
@@ -58,7 +59,7 @@ class TextModality(Modality):
         if self.config.tokenizer:
             self._load_pretrained(self.config.tokenizer)
             return
-        from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+        from tokenizers import Tokenizer, normalizers, pre_tokenizers
         from tokenizers.models import WordLevel
         from tokenizers.trainers import WordLevelTrainer
 
@@ -84,7 +85,10 @@ class TextModality(Modality):
     def _load_pretrained(self, source: str) -> None:
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as e:
+            raise RecipeError(f"cannot load the tokenizer of '{source}': {e}") from None
 
     @property
     def pretrained(self) -> bool:
@@ -127,4 +131,4 @@ class TextModality(Modality):
 
     def describe(self) -> dict:
         size = len(self.tokenizer) if self.pretrained else self.tokenizer.get_vocab_size()
-        return {"vocab_size": size, "max_length": self.config.max_length + 1}
+        return {"vocab_size": size, "max_length": self.config.max_length}

@@ -49,16 +49,22 @@ class LitMultimodal(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.net.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        total = self.total_steps + 1
         if self.cfg.schedule == "constant":
             return opt
-        if self.cfg.schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.cfg.lr, total_steps=total, pct_start=0.15)
-        else:
-            warm = max(1, total // 20)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
-                1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total - warm)))))
+        # a function of the planned steps (not scheduler state), so a resumed run with more epochs follows its new plan
+        warm_frac, floor = (0.15, 0.04) if self.cfg.schedule == "onecycle" else (0.05, 0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, self.total_steps, warm_frac,
+                                                                               floor))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def lr_factor(step: int, total: int, warm_frac: float, floor: float) -> float:
+    """Linear warm-up from `floor` to 1 over warm_frac of the steps, then cosine decay towards 0."""
+    warm = max(1, int(total * warm_frac))
+    if step < warm:
+        return floor + (1 - floor) * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return max(1e-4, 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 class BestWeights(L.Callback):

@@ -96,7 +96,8 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     col, bad, prog = recipe.target.column, recipe.data.on_bad_input, recipe.training.progress
     raw = read_inputs(train_table, inputs, task, col, bad, show_progress=prog, encode_targets=False)
 
-    group = choose_group_input(raw, recipe.training.group_by, [s.name for s in inputs])
+    group = choose_group_input(raw, recipe.training.group_by, {s.name: s.modality.registry_name for s in inputs},
+                               recipe.training.batch_size)
     if group is not None and group not in raw.ids:
         raise RecipeError(f"field `training.group_by`: '{group}' is not an input")
     val_table = tables.get("validation")

@@ -1,0 +1,122 @@
+"""Synthetic data made by the tests: PIL shapes, numpy tones, PyAV videos, numpy signals. Everything seeded."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image, ImageDraw
+
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+def draw_shape(path: Path, shape: str, colour: str, size: int = 32, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (size, size), (245, 240, 235))
+    d = ImageDraw.Draw(img)
+    r = int(rng.integers(size // 4, size // 3))
+    cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
+    box = [cx - r, cy - r, cx + r, cy + r]
+    fill = COLOURS[colour]
+    if shape == "circle":
+        d.ellipse(box, fill=fill)
+    elif shape == "square":
+        d.rectangle(box, fill=fill)
+    else:
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+    img.save(path)
+    return path
+
+
+def write_tone(path: Path, freq: float, seconds: float = 0.5, sr: int = 8000, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size)
+    sf.write(path, wave.astype(np.float32), sr)
+    return path
+
+
+def write_video(path: Path, colour: str, frames: int = 6, size: int = 32) -> Path:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            arr = np.full((size, size, 3), 240, np.uint8)
+            x = int(i * (size - 8) / max(1, frames - 1))
+            arr[10:18, x:x + 8] = COLOURS[colour]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def xor_rows(tmp_path_factory) -> list[dict]:
+    """Label = (image is red) XOR (text says 'alpha'): no single input predicts it."""
+    d = tmp_path_factory.mktemp("xor")
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(480):
+        a, b = int(rng.integers(2)), int(rng.integers(2))
+        path = draw_shape(d / f"{i}.png", str(rng.choice(["circle", "square"])), "red" if a else "blue", 16, seed=i)
+        text = f"{'alpha' if b else 'beta'} {rng.choice(['one', 'two', 'three'])}"
+        rows.append({"img": str(path), "txt": text, "label": "yes" if a ^ b else "no"})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def five_modality_dir(tmp_path_factory) -> Path:
+    """A tiny table with text, image, audio, video and signal columns; some cells missing; label = colour."""
+    d = tmp_path_factory.mktemp("five")
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(24):
+        colour = ["red", "blue"][i % 2]
+        draw_shape(d / f"img{i}.png", "circle", colour, 16, seed=i)
+        write_tone(d / f"a{i}.wav", 300 if colour == "red" else 900, 0.3, seed=i)
+        np.save(d / f"s{i}.npy", rng.standard_normal((20 + i, 3)).astype(np.float32) + (i % 2))
+        rows.append({"text": f"a {colour} thing", "image": f"img{i}.png", "audio": f"a{i}.wav",
+                     "video": f"v{i % 2}.mp4", "signal": f"s{i}.npy", "label": colour})
+    write_video(d / "v0.mp4", "red")
+    write_video(d / "v1.mp4", "blue")
+    for i, col in zip(range(3, 24, 5), ["text", "image", "audio", "video", "signal"]):
+        rows[i][col] = None  # each modality missing somewhere
+    write_jsonl(d / "train.jsonl", rows)
+    return d
+
+
+FIVE_RECIPE = {
+    "inputs": [
+        {"name": "text", "modality": "text", "encoder": {"type": "text_transformer", "layers": 1, "heads": 2}},
+        {"name": "image", "modality": "image", "options": {"size": 16}, "encoder": {"channels": [8, 16]}},
+        {"name": "audio", "modality": "audio", "options": {"sample_rate": 8000, "n_mels": 16},
+         "encoder": {"channels": [16, 16]}},
+        {"name": "video", "modality": "video", "options": {"n_frames": 4, "size": 16},
+         "encoder": {"channels": [8, 8], "heads": 2}},
+        {"name": "signal", "modality": "signal", "encoder": {"channels": [16]}},
+    ],
+    "target": {"column": "label"},
+    "model": {"dim": 16, "fusion": {"method": "concat", "hidden": 32}},
+    "training": {"epochs": 1, "batch_size": 8, "progress": False, "group_by": None},
+}

@@ -1,0 +1,140 @@
+"""Each reader on good and corrupt values; collate shapes and masks."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from polymodal.errors import BadInput
+from polymodal.modalities import MODALITIES, infer_modality
+from tests.conftest import draw_shape, write_tone, write_video
+
+
+def make(kind: str, **options):
+    cls = MODALITIES.get(kind)
+    return cls(cls.Config(**options))
+
+
+def test_image_reads_path_bytes_array_and_resizes(tmp_path):
+    path = draw_shape(tmp_path / "x.png", "circle", "red", 40)
+    m = make("image", size=24)
+    a = m.read("x.png", tmp_path)
+    b = m.read(path.read_bytes(), tmp_path)
+    c = m.read(np.asarray(Image.open(path)), tmp_path)
+    assert a.shape == (3, 24, 24) and a.dtype == torch.uint8
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert a[0].float().mean() > a[2].float().mean()  # red shape: more red than blue
+    grey = make("image", size=(10, 20), channels=1, resize="pad").read(path, tmp_path)
+    assert grey.shape == (1, 10, 20)
+    data, mask = m.collate([a, b])
+    assert data.shape == (2, 3, 24, 24) and mask is None and 0 <= float(data.min()) and float(data.max()) <= 1
+
+
+def test_image_corrupt_and_missing_files_name_the_problem(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    m = make("image")
+    with pytest.raises(BadInput, match="cannot read image"):
+        m.read("bad.png", tmp_path)
+    with pytest.raises(BadInput, match="not found.*nope.png"):
+        m.read("nope.png", tmp_path)
+
+
+def test_text_learns_vocabulary_and_pads(tmp_path):
+    m = make("text", max_length=4)
+    m.fit(["the red circle", "a blue square", "the blue circle"])
+    assert m.tokens("The RED thing") == ["[CLS]", "the", "red", "[UNK]"]
+    ids, mask = m.collate(["red", "the blue circle and more words"])
+    assert ids.shape == (2, 4) and mask.tolist() == [[True, True, False, False], [True] * 4]
+    (tmp_path / "t.txt").write_text("from a file")
+    assert m.read("t.txt", tmp_path) == "from a file"
+    assert m.read("plain words.txt", tmp_path) == "plain words.txt"  # not a file: the text itself
+
+
+def test_audio_wav_resampled_to_logmel(tmp_path):
+    write_tone(tmp_path / "a.wav", 440, seconds=1.0, sr=8000)
+    m = make("audio", sample_rate=16000, n_mels=32)
+    feats = m.read("a.wav", tmp_path)
+    assert feats.shape[1] == 32 and 95 <= feats.shape[0] <= 105  # 10 ms hop over 1 s
+    short = m.read((np.zeros(800, np.float32) + 0.1, 16000), tmp_path)
+    m.fit([feats, short])
+    data, mask = m.collate([feats, short])
+    assert data.shape[:2] == mask.shape and mask[1].sum() == short.shape[0] and mask[0].all()
+    wave = make("audio", sample_rate=8000, features="waveform").read("a.wav", tmp_path)
+    assert wave.shape == (8000, 1)
+
+
+def test_audio_flac_and_compressed_via_pyav(tmp_path):
+    t = np.arange(8000) / 8000
+    sf.write(tmp_path / "a.flac", (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 8000)
+    m = make("audio", sample_rate=8000, n_mels=16)
+    assert m.read("a.flac", tmp_path).shape[1] == 16
+    import av
+
+    with av.open(str(tmp_path / "a.m4a"), "w") as c:  # AAC through PyAV's own FFmpeg
+        s = c.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)[None],
+                                           format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for p in s.encode(frame):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    feats = m.read("a.m4a", tmp_path)
+    assert feats.shape[1] == 16 and feats.shape[0] > 50
+
+
+def test_audio_corrupt(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....garbage")
+    with pytest.raises(BadInput, match="cannot decode audio"):
+        make("audio").read("bad.wav", tmp_path)
+
+
+def test_audio_real_speech_from_espeak(tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is installed by `make install`")
+    subprocess.run(["espeak-ng", "-w", str(tmp_path / "s.wav"), "seven"], check=True)
+    feats = make("audio", n_mels=40).read("s.wav", tmp_path)
+    assert feats.shape[1] == 40 and feats.shape[0] > 20
+    assert float(feats.max() - feats.min()) > 2  # real speech has dynamic range in the log-mel
+
+
+def test_video_mp4_and_npy(tmp_path):
+    write_video(tmp_path / "v.mp4", "red", frames=10)
+    m = make("video", n_frames=4, size=16)
+    v = m.read("v.mp4", tmp_path)
+    assert v.shape == (4, 3, 16, 16) and v.dtype == torch.uint8
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).integers(0, 255, (7, 20, 20, 3), dtype=np.uint8))
+    assert m.read("v.npy", tmp_path).shape == (4, 3, 16, 16)
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(BadInput, match="cannot decode video"):
+        m.read("bad.mp4", tmp_path)
+
+
+def test_signal_npy_csv_inline_and_normalisation(tmp_path):
+    np.save(tmp_path / "s.npy", np.arange(12, dtype=np.float32).reshape(6, 2))
+    (tmp_path / "s.csv").write_text("a,b\n1,2\n3,4\n5,6\n")
+    m = make("signal")
+    a, b, c = m.read("s.npy", tmp_path), m.read("s.csv", tmp_path), m.read([[1, 2], [3, 4]], tmp_path)
+    assert a.shape == (6, 2) and b.shape == (3, 2) and c.shape == (2, 2)
+    m.fit([a, b, c])
+    data, mask = m.collate([a, c])
+    assert data.shape == (2, 16, 2) and mask.sum().item() == 8
+    assert abs(float(data[0, :6].mean())) < 1.5
+    with pytest.raises(BadInput, match="3 features"):
+        m.read([[1, 2, 3]], tmp_path)
+    with pytest.raises(BadInput, match="NaN"):
+        make("signal").read([1.0, float("nan")], tmp_path)
+
+
+def test_infer_modality():
+    assert infer_modality([None, "a.png"]) == "image"
+    assert infer_modality(["x.WAV"]) == "audio"
+    assert infer_modality(["clip.mp4"]) == "video"
+    assert infer_modality(["s.npy"]) == "signal"
+    assert infer_modality(["hello there"]) == "text"
+    assert infer_modality([[1.0, 2.0]]) == "signal"
