@@ -10,7 +10,10 @@ from ..data import InputSpec, ReadTable, Table, check_columns, choose_group_inpu
 from ..encoders.pretrained import adjust_modality
 from ..errors import DataError, RecipeError
 from ..model import Parts, build_net, encoder_type, make_modality, make_task, validate_components
+from ..encoders import ENCODERS
+from ..fusion import FUSIONS
 from ..modalities import MODALITIES, infer_modality
+from ..tasks import TASKS
 
 
 @dataclass
@@ -41,9 +44,23 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
             cfg["options"] = adjust_modality(cfg["modality"], cfg["options"], cfg["encoder"])
     if not data["target"]["task"]:
         data["target"]["task"] = infer_task([r.get(recipe.target.column) for r in train.rows])
-    resolved = Recipe.model_validate(data)
-    validate_components(resolved)
-    return resolved
+    validate_components(Recipe.model_validate(data))
+    fill_defaults(data)  # the model directory records every field, defaults included
+    return Recipe.model_validate(data)
+
+
+def fill_defaults(data: dict) -> None:
+    for cfg in data["inputs"]:
+        mcls = MODALITIES.get(cfg["modality"])
+        cfg["options"] = mcls.Config.model_validate(cfg["options"]).model_dump(mode="json")
+        enc = dict(cfg["encoder"])
+        etype = enc.pop("type", None) or mcls.default_encoder
+        cfg["encoder"] = {"type": etype, **ENCODERS.get(etype).Config.model_validate(enc).model_dump(mode="json")}
+    fusion = data["model"]["fusion"]
+    data["model"]["fusion"] = FUSIONS.get(fusion.get("method", "concat")).Config.model_validate(fusion).model_dump(
+        mode="json")
+    data["target"]["options"] = TASKS.get(data["target"]["task"]).Config.model_validate(
+        data["target"]["options"]).model_dump(mode="json")
 
 
 def _missing(value: Any) -> bool:
