@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "fit", "load", "Model", "Recipe"]
+__all__ = ["__version__", "fit", "load", "Model", "Recipe", "corrupt"]
 
 
 def __getattr__(name: str):  # keep `import polymodal` light; torch loads on first use
@@ -11,6 +11,10 @@ def __getattr__(name: str):  # keep `import polymodal` light; torch loads on fir
         from . import api
 
         return getattr(api, name)
+    if name == "corrupt":
+        from .modalities.corruptions import corrupt
+
+        return corrupt
     if name == "Recipe":
         from .config import Recipe
 

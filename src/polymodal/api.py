@@ -31,7 +31,7 @@ class Model:
             return as_table([data])
         return as_table(data)
 
-    def _read(self, data: Any, require_target: bool):
+    def _read(self, data: Any, require_target: bool, keep_raw: bool = False):
         table = self._table(data)
         cols = table.columns()
         for spec in self.parts.inputs:  # a sample keyed by input name works as well as by column
@@ -41,7 +41,8 @@ class Model:
         if require_target:
             check_columns(table, [], self.parts.recipe.target.column)
         return read_inputs(table, self.parts.inputs, self.parts.task, self.parts.recipe.target.column,
-                           self.parts.recipe.data.on_bad_input, require_target=require_target, show_progress=False)
+                           self.parts.recipe.data.on_bad_input, require_target=require_target, show_progress=False,
+                           keep_raw=keep_raw)
 
     def predict(self, data: Any) -> list[dict] | dict:
         """Predictions for one sample (a dict; returns a dict) or a table (returns a list). Any input may be
@@ -58,9 +59,23 @@ class Model:
                 pred["id"] = src["id"]
         return decoded[0] if single else decoded
 
-    def evaluate(self, data: Any) -> dict:
-        """Metrics on a labelled table (path, DataFrame or rows)."""
-        return evaluate_parts(self.parts, self._read(data, require_target=True))
+    def evaluate(self, data: Any, robustness: bool = False, baseline: Any = None, out: str | Path | None = None,
+                 progress=None) -> dict:
+        """Metrics on a labelled table (path, DataFrame or rows), with modality reliance. With robustness=True,
+        also a `robustness` report: every subset of inputs removed, curves over ten severities of each corruption,
+        relative robustness, and effective robustness against `baseline` (a late-fusion model's report, or a path to
+        one); curves are drawn as PNGs into `out` when given."""
+        from .evaluation.robustness import load_baseline, plot_curves, robustness_report
+
+        read = self._read(data, require_target=True, keep_raw=robustness)
+        result = evaluate_parts(self.parts, read)
+        if robustness:
+            if baseline is not None and not isinstance(baseline, dict):
+                baseline = load_baseline(baseline)
+            result["robustness"] = robustness_report(self.parts, read, baseline, progress=progress)
+            if out is not None:
+                result["robustness"]["plots"] = [str(p) for p in plot_curves(result["robustness"], Path(out))]
+        return result
 
     def save(self, directory: str | Path) -> Path:
         self.directory = save_parts(self.parts, directory, self.metrics)

@@ -88,27 +88,71 @@ def evaluate(
     model_dir: Path = typer.Argument(..., help="Model directory."),
     data: str = typer.Option(..., "--data", "-d", help="Labelled table to evaluate on."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object of metrics on stdout."),
+    robustness: bool = typer.Option(False, "--robustness", help="Add inputs-removed scores and corruption curves."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write robustness.json and curve PNGs here."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="A late-fusion model's robustness.json (or its "
+                                            "--out folder) for effective robustness."),
 ) -> None:
-    """Metrics of a trained model on a labelled table."""
+    """Metrics of a trained model on a labelled table, with modality reliance and optional robustness curves."""
+    from rich.console import Console
+
     from .api import load
 
-    metrics = load(model_dir).evaluate(data)
+    err = Console(stderr=True)
+    done = []
+
+    def progress(name: str, kind: str) -> None:
+        done.append(kind)
+        err.print(f"  robustness: {name} / {kind}", highlight=False)
+
+    metrics = load(model_dir).evaluate(data, robustness=robustness, baseline=baseline, out=out,
+                                       progress=progress if robustness else None)
+    for warning in metrics.get("warnings", []):
+        err.print(f"[yellow]warning:[/yellow] {warning}")
     if as_json:
         typer.echo(json.dumps(metrics))
         return
+    _print_metrics(metrics, f"{model_dir} on {data}")
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{model_dir} on {data}")
+    console = Console()
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
+        if k in ("warnings", "robustness"):
+            continue
         if isinstance(v, dict):
             for kk, vv in v.items():
-                table.add_row(f"{k}[{kk}]", f"{vv:.4f}")
+                table.add_row(escape(f"{k}[{kk}]"), f"{vv:.4f}")
         else:
             table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
-    Console().print(table)
+    console.print(table)
+    rob = metrics.get("robustness")
+    if rob:
+        t = Table(title=f"robustness ({rob['metric']}; clean {rob['clean']:.4f})")
+        t.add_column("inputs kept")
+        t.add_column(rob["metric"], justify="right")
+        for subset, value in rob["subsets"].items():
+            t.add_row(subset, f"{value:.4f}")
+        console.print(t)
+        t = Table(title="relative robustness (area under the curve over severity 0..1)")
+        for col in ("input", "corruption", "relative", "effective", "at severity 1"):
+            t.add_column(col)
+        for name, kinds in rob["relative_robustness"].items():
+            for kind, rr in kinds.items():
+                eff = rob["effective_robustness"].get(name, {}).get(kind)
+                last = rob["curves"][name].get(kind, [None])[-1]
+                t.add_row(name, kind, f"{rr:.4f}", "" if eff is None else f"{eff:+.4f}",
+                          "" if last is None else f"{last:.4f}")
+        console.print(t)
+        for p in rob.get("plots", []):
+            console.print(f"curve: {p}")
 
 
 @app.command()

@@ -55,6 +55,9 @@ class ModelConfig(_Strict):
     dim: int = Field(128, ge=4, description="Width of every encoder's tokens and pooled vector.")
     fusion: dict[str, Any] = Field(default_factory=lambda: {"method": "concat"},
                                    description="Fusion: {method: NAME, ...its fields}.")
+    unimodal_heads: float = Field(0.0, ge=0, description="Weight of auxiliary per-input heads' losses (each input "
+                                  "alone predicts the target), a remedy for a model that learns to ignore its weaker "
+                                  "input; 0: none.")
 
 
 class TrainingConfig(_Strict):
@@ -62,6 +65,16 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(64, ge=1, description="Rows per batch.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    modality_dropout: float | dict[str, float] = Field(
+        0.1, description="Probability of hiding each input per training row (one number, or per input name), so the "
+        "model learns to predict from any subset; a row never loses all its inputs.")
+    augment: float = Field(0.0, ge=0, le=1, description="Probability that a training value is replaced by a random "
+                           "corruption of itself (its modality's noise, blur, dropout, typos...) at a random "
+                           "severity: training for noisy inputs.")
+    select: Literal["clean", "robust"] = Field(
+        "clean", description="Which validation score picks the best epoch and stops early: the score with every "
+        "input (clean), or the mean of that and the score with each input alone (robust: for models that must "
+        "work when inputs are missing).")
     schedule: Literal["onecycle", "cosine", "constant"] = Field(
         "onecycle", description="Learning-rate schedule over the planned steps (onecycle: 15% warm-up from lr/25, then "
         "cosine decay; cosine: 5% warm-up from 0, then cosine decay; constant).")

@@ -20,11 +20,13 @@ from .types import Batch, Encoded, Fused
 class MultimodalNet(nn.Module):
     """inputs -> per-input encoders -> fusion -> task head."""
 
-    def __init__(self, encoders: dict[str, InputEncoder], fusion: nn.Module, head: nn.Module) -> None:
+    def __init__(self, encoders: dict[str, InputEncoder], fusion: nn.Module, head: nn.Module,
+                 unimodal_heads: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
         self.head = head
+        self.unimodal_heads = nn.ModuleDict(unimodal_heads or {})
 
     def encode(self, batch: Batch) -> dict[str, Encoded]:
         return {name: enc(batch[name]) for name, enc in self.encoders.items()}
@@ -81,7 +83,8 @@ def build_net(recipe: Recipe, inputs: list[InputSpec], task: Task) -> Multimodal
     fconf = validate_config(fcls.Config, fusion_cfg, "model.fusion")
     fusion = fcls(fconf, [s.name for s in inputs], dim)
     torch.manual_seed(recipe.training.seed)
-    return MultimodalNet(encoders, fusion, task.head(fusion.out_dim))
+    aux = {s.name: task.head(dim) for s in inputs} if recipe.model.unimodal_heads > 0 else None
+    return MultimodalNet(encoders, fusion, task.head(fusion.out_dim), aux)
 
 
 def validate_components(recipe: Recipe) -> None:

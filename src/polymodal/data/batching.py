@@ -5,30 +5,62 @@ from __future__ import annotations
 import random
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
 from ..modalities.base import Modality
+from ..modalities.corruptions import CORRUPTIONS
 from ..tasks.base import Task
 from ..types import Batch, ModalityBatch
 from .dataset import ReadTable
 
 
 class Collator:
-    """list of row positions -> (Batch, targets or None)."""
+    """list of row positions -> (Batch, targets or None). With `augment` > 0 (training), each distinct value in a
+    batch is replaced, with that probability, by a random corruption of it at a random severity."""
 
-    def __init__(self, data: ReadTable, modalities: dict[str, Modality], task: Task | None) -> None:
+    def __init__(self, data: ReadTable, modalities: dict[str, Modality], task: Task | None, augment: float = 0.0,
+                 seed: int = 0) -> None:
         self.data, self.modalities, self.task = data, modalities, task
+        self.augment = augment if data.raw is not None else 0.0
+        self.rng = np.random.default_rng(seed)
 
     def __call__(self, rows: list[int]) -> tuple[Batch, torch.Tensor | None]:
         batch: Batch = {}
         for name, modality in self.modalities.items():
             ids = [self.data.ids[name][r] for r in rows]
-            batch[name] = collate_input(modality, ids, self.data.items[name])
+            items = self.data.items[name]
+            if self.augment > 0:
+                items = self._augmented(name, modality, ids, items)
+            batch[name] = collate_input(modality, ids, items)
         targets = None
         if self.task is not None and self.data.targets is not None:
             targets = self.task.collate([self.data.targets[r] for r in rows])
         return batch, targets
+
+
+    def _augmented(self, name: str, modality: Modality, ids: list[int], items: list[Any]) -> dict[int, Any] | list:
+        kinds = list(CORRUPTIONS.get(modality.registry_name, {}).values())
+        if not kinds:
+            return items
+        out = _Overlay(items)
+        for i in {i for i in ids if i >= 0}:
+            if self.rng.random() < self.augment:
+                fn = kinds[int(self.rng.integers(len(kinds)))]
+                out[i] = modality.features(fn(self.data.raw[name][i], float(self.rng.uniform(0.1, 1.0)), self.rng))
+        return out
+
+
+class _Overlay(dict):
+    """A few replaced items over the shared list (no copy of the whole list)."""
+
+    def __init__(self, base: list) -> None:
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, key: int) -> Any:
+        return self.base[key]
 
 
 def collate_input(modality: Modality, ids: list[int], items: list[Any]) -> ModalityBatch:

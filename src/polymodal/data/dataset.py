@@ -32,6 +32,7 @@ class ReadTable:
     targets: list[Any] | None
     rows: list[int]  # positions in the source table of the kept rows
     skipped: list[str] = field(default_factory=list)
+    raw: dict[str, list[Any]] | None = None  # decoded values before features (kept on request, for corruptions)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -59,10 +60,12 @@ def progress(iterable, total: int, description: str, enabled: bool = True):
 
 def read_inputs(table: Table, inputs: list[InputSpec], task: Task | None, target_column: str | None,
                 on_bad_input: str = "error", require_target: bool = True, show_progress: bool = True,
-                encode_targets: bool = True) -> ReadTable:
-    """Read all values of a table. `task` must be fitted when encode_targets is True."""
+                encode_targets: bool = True, keep_raw: bool = False) -> ReadTable:
+    """Read all values of a table. `task` must be fitted when encode_targets is True. With keep_raw, the decoded
+    values before feature extraction are kept too (a waveform besides its log-mel), for corruption sweeps."""
     ids: dict[str, list[int]] = {s.name: [] for s in inputs}
     items: dict[str, list[Any]] = {s.name: [] for s in inputs}
+    raws: dict[str, list[Any]] | None = {s.name: [] for s in inputs} if keep_raw else None
     caches: dict[str, dict[Any, int]] = {s.name: {} for s in inputs}
     targets: list[Any] | None = [] if target_column and (require_target or _has_column(table, target_column)) \
         else None
@@ -71,7 +74,8 @@ def read_inputs(table: Table, inputs: list[InputSpec], task: Task | None, target
         try:
             row_ids = {}
             for s in inputs:
-                row_ids[s.name] = _read_value(row, r, s, table, items[s.name], caches[s.name])
+                row_ids[s.name] = _read_value(row, r, s, table, items[s.name], caches[s.name],
+                                              None if raws is None else raws[s.name])
             target = None
             if targets is not None:
                 value = row.get(target_column)
@@ -96,14 +100,15 @@ def read_inputs(table: Table, inputs: list[InputSpec], task: Task | None, target
                     table.source, skipped[0])
     if not kept:
         raise DataError(f"{table.source}: no usable rows" + (f" (first problem: {skipped[0]})" if skipped else ""))
-    return ReadTable(table, ids, items, targets, kept, skipped)
+    return ReadTable(table, ids, items, targets, kept, skipped, raws)
 
 
 def _has_column(table: Table, column: str) -> bool:
     return any(column in r for r in table.rows[:1000])
 
 
-def _read_value(row: dict, r: int, spec: InputSpec, table: Table, items: list, cache: dict) -> int:
+def _read_value(row: dict, r: int, spec: InputSpec, table: Table, items: list, cache: dict,
+                raws: list | None = None) -> int:
     value = row.get(spec.column)
     if isinstance(value, list) and spec.modality.registry_name != "signal" and not value:
         value = None
@@ -113,10 +118,13 @@ def _read_value(row: dict, r: int, spec: InputSpec, table: Table, items: list, c
     if key is not None and key in cache:
         return cache[key]
     try:
-        item = spec.modality.read(value, table.base_dir)
+        raw = spec.modality.decode(value, table.base_dir)
+        item = spec.modality.features(raw)
     except BadInput as e:
         raise DataError(f"{where(table.source, r + 1, spec.column)}: {e}") from None
     items.append(item)
+    if raws is not None:
+        raws.append(raw)
     if key is not None:
         cache[key] = len(items) - 1
     return len(items) - 1

@@ -36,12 +36,26 @@ def metrics_from_outputs(parts: Parts, out: Tensor, target: Tensor) -> dict:
     return result
 
 
-def evaluate_parts(parts: Parts, data: ReadTable, batch_size: int = 256) -> dict:
+def score(parts: Parts, data: ReadTable, batch_size: int = 256) -> dict:
+    """Metrics of the model on read data (no reliance analysis)."""
+    out, target = run_outputs(parts, data, batch_size)
+    return metrics_from_outputs(parts, out, target)
+
+
+def evaluate_parts(parts: Parts, data: ReadTable, batch_size: int = 256, with_reliance: bool = True) -> dict:
+    """Metrics, per-class accuracy, and modality reliance (the change when each input is removed)."""
+    from .reliance import reliance
+
     if data.targets is None:
         raise ValueError("evaluation needs the target column")
-    out, target = run_outputs(parts, data, batch_size)
-    result = metrics_from_outputs(parts, out, target)
+    result = score(parts, data, batch_size)
     result["rows"] = len(data)
     if data.skipped:
         result["skipped_rows"] = len(data.skipped)
+    if with_reliance:
+        changes, warnings = reliance(parts, data, result, score)
+        if changes:
+            result["reliance"] = changes
+        if warnings:
+            result["warnings"] = warnings
     return result

@@ -104,13 +104,16 @@ class AudioModality(Modality):
         self.mean, self.std = 0.0, 1.0
         self._mel = None
 
-    def read(self, value: Any, base_dir: Path) -> Tensor:
+    def decode(self, value: Any, base_dir: Path) -> np.ndarray:
+        """The mono waveform at the configured rate, cropped (what corruptions act on)."""
         wave, sr = load_audio(value, base_dir)
         if wave.size == 0:
             raise BadInput("empty audio")
         if not np.isfinite(wave).all():
             raise BadInput("audio has NaN or infinite samples")
-        wave = resample(wave, sr, self.config.sample_rate)[: int(self.config.max_seconds * self.config.sample_rate)]
+        return resample(wave, sr, self.config.sample_rate)[: int(self.config.max_seconds * self.config.sample_rate)]
+
+    def features(self, wave: np.ndarray) -> Tensor:
         if self.config.features == "waveform":
             return torch.from_numpy(wave.copy())[:, None]  # [T, 1]
         return torch.from_numpy(self.logmel(wave))  # [T, n_mels]

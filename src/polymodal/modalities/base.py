@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Hashable
+from typing import Any, Callable, ClassVar, Hashable
 
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
@@ -31,9 +31,19 @@ class Modality:
             return str(resolve(value, base_dir)) if looks_like_path(value) else None
         return None
 
-    def read(self, value: Any, base_dir: Path) -> Any:
-        """Read and validate one raw value (path, bytes, array, ...); raise BadInput with the reason."""
+    def decode(self, value: Any, base_dir: Path) -> Any:
+        """Decode and validate one raw value (path, bytes, array, ...) into the form corruptions act on (an image
+        tensor, a waveform, a string); raise BadInput with the reason."""
         raise NotImplementedError
+
+    def features(self, raw: Any) -> Any:
+        """Decoded value -> the item the collate step batches (log-mel for audio; the value itself elsewhere)."""
+        return raw
+
+    def read(self, value: Any, base_dir: Path, corrupt: Callable[[Any], Any] | None = None) -> Any:
+        """decode -> (corrupt) -> features."""
+        raw = self.decode(value, base_dir)
+        return self.features(raw if corrupt is None else corrupt(raw))
 
     def placeholder(self) -> Any:
         """A stand-in value for a batch in which no row has this input."""

@@ -77,7 +77,7 @@ class ImageModality(Modality):
         s = self.config.size
         return (s, s) if isinstance(s, int) else tuple(s)
 
-    def read(self, value: Any, base_dir: Path) -> Tensor:
+    def decode(self, value: Any, base_dir: Path) -> Tensor:
         img = to_pil(value, base_dir).convert("RGB" if self.config.channels == 3 else "L")
         img = fit_size(img, self.hw, self.config.resize)
         arr = np.asarray(img, dtype=np.uint8)

@@ -64,7 +64,7 @@ class SignalModality(Modality):
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
 
-    def read(self, value: Any, base_dir: Path) -> Tensor:
+    def decode(self, value: Any, base_dir: Path) -> Tensor:
         arr = load_array(value, base_dir)
         if arr.ndim == 1:
             arr = arr[:, None]

@@ -38,7 +38,7 @@ class TextModality(Modality):
     def key(self, value: Any, base_dir: Path) -> Hashable | None:
         return ("text", value) if isinstance(value, str) else None
 
-    def read(self, value: Any, base_dir: Path) -> str:
+    def decode(self, value: Any, base_dir: Path) -> str:
         if isinstance(value, bytes):
             value = value.decode("utf-8", errors="replace")
         if isinstance(value, str) and value.endswith(".txt") and "\n" not in value:

@@ -39,7 +39,7 @@ class VideoModality(Modality):
         arr = np.asarray(img, dtype=np.uint8)
         return arr[:, :, None] if arr.ndim == 2 else arr
 
-    def read(self, value: Any, base_dir: Path) -> Tensor:
+    def decode(self, value: Any, base_dir: Path) -> Tensor:
         if isinstance(value, (str, Path)):
             path = resolve(value, base_dir)
             if not path.is_file():

@@ -27,11 +27,12 @@ for _name in ("lightning.pytorch", "lightning.fabric"):  # keep Lightning's bann
 
 
 def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group: str | None, seed: int,
-           workers: int = 0) -> DataLoader:
+           workers: int = 0, augment: float = 0.0) -> DataLoader:
     keys = data.ids[group] if group else list(range(len(data)))
     sampler = GroupedBatchSampler(keys, batch_size, shuffle, seed)
-    return DataLoader(range(len(data)), batch_sampler=sampler, collate_fn=Collator(data, parts.modalities, parts.task),
-                      num_workers=workers, persistent_workers=workers > 0)
+    collate = Collator(data, parts.modalities, parts.task, augment=augment, seed=seed)
+    return DataLoader(range(len(data)), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                      persistent_workers=workers > 0)
 
 
 def set_threads(threads: int | None) -> None:
@@ -46,11 +47,14 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     out = Path(out)
     prep: Prepared = prepare(recipe, tables)
     parts = prep.parts
-    train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers)
+    train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers,
+                      cfg.augment)
     val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed, cfg.num_workers) \
         if len(prep.validation) else None
-    module = LitMultimodal(parts.net, parts.task, cfg, total_steps=len(train_dl) * cfg.epochs)
-    monitor = f"val_{parts.task.monitor}" if val_dl is not None else "train_loss"
+    module = LitMultimodal(parts.net, parts.task, cfg, total_steps=len(train_dl) * cfg.epochs,
+                           unimodal_weight=recipe.model.unimodal_heads)
+    robust = cfg.select == "robust" and len(parts.inputs) > 1
+    monitor = f"val_{'robust_' if robust else ''}{parts.task.monitor}" if val_dl is not None else "train_loss"
     mode = parts.task.monitor_mode if val_dl is not None else "min"
     best = BestWeights(monitor, mode)
     ckpt_dir = out / "checkpoints"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -15,10 +16,14 @@ from ..types import ModalityBatch
 
 
 class LitMultimodal(L.LightningModule):
-    def __init__(self, net: MultimodalNet, task: Task, cfg: TrainingConfig, total_steps: int) -> None:
+    def __init__(self, net: MultimodalNet, task: Task, cfg: TrainingConfig, total_steps: int,
+                 unimodal_weight: float = 0.0) -> None:
         super().__init__()
         self.net, self.task, self.cfg, self.total_steps = net, task, cfg, max(1, total_steps)
+        self.unimodal_weight = unimodal_weight
         self.val_metrics = task.metrics()
+        self.alone_metrics = torch.nn.ModuleDict(
+            {n: task.metrics() for n in net.encoders} if cfg.select == "robust" and len(net.encoders) > 1 else {})
 
     def forward(self, batch) -> Tensor:
         return self.net(batch)
@@ -30,21 +35,50 @@ class LitMultimodal(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         inputs, target = batch
-        loss = self.task.loss(self.net(inputs), target)
+        inputs = drop_modalities(inputs, self.cfg.modality_dropout, self._generator(inputs))
+        encoded = self.net.encode(inputs)
+        loss = self.task.loss(self.net.head(self.net.fuse(encoded).pooled), target)
         self.log("train_loss", loss, prog_bar=True, batch_size=len(target))
+        weight = self.unimodal_weight
+        if weight > 0:
+            aux = [self.task.loss(head(encoded[n].pooled[encoded[n].present]), target[encoded[n].present])
+                   for n, head in self.net.unimodal_heads.items() if bool(encoded[n].present.any())]
+            if aux:
+                aux_loss = torch.stack(aux).mean()
+                self.log("train_unimodal_loss", aux_loss, batch_size=len(target))
+                loss = loss + weight * aux_loss
         return loss
+
+    def _generator(self, inputs) -> torch.Generator:
+        device = next(iter(inputs.values())).present.device
+        if getattr(self, "_gen", None) is None or self._gen.device != device:
+            self._gen = torch.Generator(device=device)
+            self._gen.manual_seed(self.cfg.seed + 7919)
+        return self._gen
 
     def validation_step(self, batch, batch_idx: int) -> None:
         inputs, target = batch
         out = self.net(inputs)
         self.log("val_loss", self.task.loss(out, target), prog_bar=True, batch_size=len(target))
         update_metrics(self.task, self.val_metrics, out, target)
+        for name, metrics in self.alone_metrics.items():  # each input alone, the others absent
+            alone = {n: (b if n == name else replace(b, present=torch.zeros_like(b.present)))
+                     for n, b in inputs.items()}
+            update_metrics(self.task, metrics, self.net(alone), target)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         for name, value in values.items():
             self.log(f"val_{name}", value, prog_bar=name == self.task.monitor)
+        if self.alone_metrics:
+            scores = [values[self.task.monitor]]
+            for inp, metrics in self.alone_metrics.items():
+                value = metrics.compute()[self.task.monitor]
+                metrics.reset()
+                self.log(f"val_alone_{inp}_{self.task.monitor}", value)
+                scores.append(value)
+            self.log(f"val_robust_{self.task.monitor}", torch.stack(scores).mean(), prog_bar=True)
 
     def configure_optimizers(self):
         params = [p for p in self.net.parameters() if p.requires_grad]
@@ -65,6 +99,26 @@ def lr_factor(step: int, total: int, warm_frac: float, floor: float) -> float:
         return floor + (1 - floor) * (step + 1) / warm
     progress = min(1.0, (step - warm) / max(1, total - warm))
     return max(1e-4, 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def drop_modalities(inputs: dict[str, ModalityBatch], rate: float | dict[str, float],
+                    generator: torch.Generator) -> dict[str, ModalityBatch]:
+    """Hide each input of each row with its probability (modality dropout); a row keeps at least one of the inputs
+    it has. Only the `present` flags change: hidden inputs take the encoder's learnt missing embedding."""
+    names = list(inputs)
+    rates = [rate.get(n, 0.0) if isinstance(rate, dict) else rate for n in names]
+    if len(names) < 2 or not any(rates):
+        return inputs
+    present = torch.stack([inputs[n].present for n in names], 1)  # [B, M]
+    p = torch.tensor(rates, device=present.device).expand_as(present)
+    drop = (torch.rand(present.shape, generator=generator, device=present.device) < p) & present
+    kept = present & ~drop
+    lost_all = present.any(1) & ~kept.any(1)
+    if lost_all.any():  # give such rows back one of their inputs, at random
+        score = torch.rand(present.shape, generator=generator, device=present.device) * present
+        pick = torch.zeros_like(present).scatter_(1, score.argmax(1, keepdim=True), True)
+        kept = torch.where(lost_all[:, None], pick & present, kept)
+    return {n: replace(inputs[n], present=kept[:, i]) for i, n in enumerate(names)}
 
 
 class BestWeights(L.Callback):

@@ -100,7 +100,7 @@ def split_rows(keys: list[int], fraction: float, seed: int) -> tuple[list[int], 
 def take(data: ReadTable, positions: list[int]) -> ReadTable:
     return ReadTable(data.table, {n: [ids[p] for p in positions] for n, ids in data.ids.items()}, data.items,
                      None if data.targets is None else [data.targets[p] for p in positions],
-                     [data.rows[p] for p in positions], data.skipped)
+                     [data.rows[p] for p in positions], data.skipped, data.raw)
 
 
 def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
@@ -111,7 +111,8 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     inputs = [InputSpec(c.name, c.source, make_modality(c.name, c.modality, c.options)) for c in recipe.inputs]
     task = make_task(recipe)
     col, bad, prog = recipe.target.column, recipe.data.on_bad_input, recipe.training.progress
-    raw = read_inputs(train_table, inputs, task, col, bad, show_progress=prog, encode_targets=False)
+    raw = read_inputs(train_table, inputs, task, col, bad, show_progress=prog, encode_targets=False,
+                      keep_raw=recipe.training.augment > 0)
 
     group = choose_group_input(raw, recipe.training.group_by, {s.name: s.modality.registry_name for s in inputs},
                                recipe.training.batch_size)

@@ -1,0 +1,131 @@
+"""Robustness and reliance: subsets show the expected drops; the reliance warning fires when an input is noise;
+modality dropout never hides all of a row's inputs; the robustness areas are computed as defined."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import polymodal as pm
+from polymodal.evaluation.robustness import effective_robustness, relative_robustness
+from polymodal.training.module import drop_modalities
+from polymodal.types import ModalityBatch
+
+
+def image_text_recipe(fusion: str = "concat", dropout: float = 0.1) -> dict:
+    return {"inputs": [{"name": "img", "modality": "image", "options": {"size": 16}, "encoder": {"channels": [8, 16]}},
+                       {"name": "txt", "modality": "text", "encoder": {"type": "text_bow"}}],
+            "target": {"column": "label"},
+            "model": {"dim": 32, "fusion": {"method": fusion, "hidden": 64, "dropout": 0.0}},
+            "training": {"epochs": 20, "batch_size": 32, "lr": 0.005, "patience": 20, "progress": False,
+                         "group_by": None, "modality_dropout": dropout}}
+
+
+@pytest.fixture(scope="module")
+def image_only_signal(xor_rows):
+    """The label is the image's colour; the text is noise."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for r in xor_rows:
+        red = "yes" if ((r["label"] == "yes") != r["txt"].startswith("alpha")) else "no"  # undo the XOR
+        rows.append({"img": r["img"], "txt": f"{rng.choice(['alpha', 'beta'])} {rng.choice(['one', 'two'])}",
+                     "label": red})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def noise_text_model(image_only_signal):
+    return pm.fit(image_text_recipe(), train=image_only_signal[:320], validation=image_only_signal[320:400])
+
+
+def test_subsets_show_the_expected_drop(noise_text_model, image_only_signal, tmp_path):
+    report = noise_text_model.evaluate(image_only_signal[400:], robustness=True, out=tmp_path)
+    rob = report["robustness"]
+    assert rob["clean"] > 0.95
+    assert rob["subsets"]["img"] > 0.95  # the input that carries the label is enough
+    assert rob["subsets"]["txt"] < 0.7 and rob["subsets"]["none"] < 0.7  # without it: chance
+    assert rob["curves"]["img"]["greyscale"][-1] < 0.75  # colour removed -> the label is gone
+    assert rob["curves"]["txt"]["word_dropout"][-1] > 0.95  # text noise does not matter
+    assert (tmp_path / "robustness_img.png").is_file() and (tmp_path / "robustness.json").is_file()
+
+
+def test_reliance_warning_fires_on_an_ignored_input(noise_text_model, image_only_signal):
+    metrics = noise_text_model.evaluate(image_only_signal[400:])
+    assert metrics["reliance"]["img"] > 0.3
+    assert any("ignores `txt`" in w for w in metrics["warnings"]), metrics
+    assert not any("`img`" in w for w in metrics["warnings"])
+
+
+def test_reliance_is_silent_on_a_balanced_model(xor_rows):
+    model = pm.fit(image_text_recipe("product", 0.0), train=xor_rows[:320], validation=xor_rows[320:400])
+    metrics = model.evaluate(xor_rows[400:])
+    assert metrics["accuracy"] > 0.9 and "warnings" not in metrics
+    assert min(metrics["reliance"].values()) > 0.2
+
+
+def test_modality_dropout_never_hides_all_of_a_rows_inputs():
+    g = torch.Generator().manual_seed(0)
+    b = 4000
+    present_a = torch.rand(b, generator=g) < 0.8
+    present_b = torch.rand(b, generator=g) < 0.8
+    inputs = {"a": ModalityBatch(torch.zeros(1), None, present_a, torch.zeros(b, dtype=torch.long)),
+              "b": ModalityBatch(torch.zeros(1), None, present_b, torch.zeros(b, dtype=torch.long))}
+    out = drop_modalities(inputs, 0.5, g)
+    had_any = present_a | present_b
+    kept_any = out["a"].present | out["b"].present
+    assert torch.equal(kept_any, had_any)  # rows with an input keep one; rows with none stay empty
+    assert not (out["a"].present & ~present_a).any()  # never invents an input
+    both = present_a & present_b
+    rate = 1 - out["a"].present[both].float().mean()
+    assert 0.2 < float(rate) < 0.45  # about 0.5, less the rows given an input back
+    assert drop_modalities(inputs, 0.0, g) is inputs
+
+
+def test_robustness_areas():
+    flat = [0.9] * 11
+    assert relative_robustness(flat) == pytest.approx(0.9)
+    falling = [1.0 - 0.1 * i for i in range(11)]
+    assert relative_robustness(falling) == pytest.approx(0.5)
+    assert effective_robustness(flat, falling) == pytest.approx(0.5)
+    assert effective_robustness(falling, falling) == pytest.approx(0.0)
+
+
+def test_cli_evaluate_robustness_json(noise_text_model, image_only_signal, tmp_path):
+    from tests.conftest import write_jsonl
+
+    noise_text_model.save(tmp_path / "m")
+    write_jsonl(tmp_path / "t.jsonl", image_only_signal[400:440])
+    r = subprocess.run([sys.executable, "-m", "polymodal", "evaluate", str(tmp_path / "m"), "--data",
+                        str(tmp_path / "t.jsonl"), "--robustness", "--json", "--out", str(tmp_path / "rob")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert set(report["robustness"]["curves"]) == {"img", "txt"}
+    assert len(report["robustness"]["curves"]["img"]["blur"]) == 11
+    assert "ignores `txt`" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "polymodal", "evaluate", str(tmp_path / "m"), "--data",
+                        str(tmp_path / "t.jsonl"), "--robustness", "--json", "--baseline", str(tmp_path / "rob")],
+                       capture_output=True, text=True, timeout=300)
+    eff = json.loads(r.stdout)["robustness"]["effective_robustness"]
+    assert eff["img"]["blur"] == pytest.approx(0.0, abs=1e-6)  # against itself
+
+
+def test_training_augmentation_corrupts_some_distinct_values(xor_rows):
+    from polymodal.config import build_recipe
+    from polymodal.data import Collator, as_table
+    from polymodal.training.prepare import prepare
+
+    recipe = build_recipe(image_text_recipe(), ["training.augment=0.5"])
+    prep = prepare(recipe, {"train": as_table(xor_rows[:64])})
+    assert prep.train.raw is not None
+    rows = list(range(32))
+    clean, _ = Collator(prep.train, prep.parts.modalities, prep.parts.task)(rows)
+    noisy, _ = Collator(prep.train, prep.parts.modalities, prep.parts.task, augment=0.5, seed=1)(rows)
+    changed = (clean["img"].data != noisy["img"].data).flatten(1).any(1).float().mean()
+    assert 0.2 < float(changed) < 0.8
+    again, _ = Collator(prep.train, prep.parts.modalities, prep.parts.task)(rows)
+    assert torch.equal(clean["img"].data, again["img"].data)  # the shared items were not modified
