@@ -77,6 +77,18 @@ class Model:
                 result["robustness"]["plots"] = [str(p) for p in plot_curves(result["robustness"], Path(out))]
         return result
 
+    def explain(self, data: Any, index: int = 0, out: str | Path | None = None, global_: bool = False) -> dict:
+        """Why the model predicts what it does. For one sample (a dict) or row `index` of a table: exact modality
+        Shapley values, Integrated-Gradients attributions per input, cross-modal attention maps, second-order
+        interactions. With global_=True, over the table: mean and per-class Shapley shares, EMAP (two inputs),
+        the 2-D map of fused representations. With `out`, writes PNGs, report.html and explanation.json."""
+        from .explain import explain_global, explain_row
+
+        read = self._read(data, require_target=global_ and not isinstance(data, dict))
+        if global_:
+            return explain_global(self.parts, read, None if out is None else Path(out))
+        return explain_row(self.parts, read, 0 if isinstance(data, dict) else index, None if out is None else Path(out))
+
     def save(self, directory: str | Path) -> Path:
         self.directory = save_parts(self.parts, directory, self.metrics)
         return self.directory

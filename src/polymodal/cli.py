@@ -211,6 +211,41 @@ def info(
 
 
 @app.command()
+def explain(
+    model_dir: Path = typer.Argument(..., help="Model directory."),
+    data: str = typer.Option(..., "--data", "-d", help="Table holding the example(s)."),
+    index: int = typer.Option(0, "--index", "-n", help="Row to explain (0-based, among the table's usable rows)."),
+    global_: bool = typer.Option(False, "--global", help="Explain the whole table: Shapley shares per class, EMAP, "
+                                 "representation map (needs the target column)."),
+    out: Path = typer.Option(Path("explanation"), "--out", "-o", help="Folder for PNGs, report.html and JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON on stdout."),
+) -> None:
+    """Explain a prediction (or the model, with --global): which input, which pixels/words/frames, which
+    interactions."""
+    from .api import load
+
+    result = load(model_dir).explain(data, index=index, out=out, global_=global_)
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in result.items() if k != "representation_2d"}, default=str))
+        return
+    from rich.console import Console
+
+    console = Console()
+    shares = result.get("shapley_share", {})
+    if not global_:
+        pred = result["prediction"]
+        console.print(f"prediction: {pred.get('label', pred.get('labels', pred.get('value')))}")
+    for name, share in shares.items():
+        extra = f" (shapley {result['shapley'][name]:+.4f})" if "shapley" in result else ""
+        console.print(f"  {name}: share {share:.3f}{extra}")
+    if "emap" in result:
+        e = result["emap"]
+        console.print(f"EMAP: full {e['metric']} {e['full']:.4f}, additive projection {e['additive']:.4f}, "
+                      f"gap {e['gap']:+.4f}")
+    console.print(f"report: {out / 'report.html'}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Model directory to write."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe field."),

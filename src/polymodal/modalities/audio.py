@@ -135,6 +135,8 @@ class AudioModality(Modality):
         return spec.T.astype(np.float32)  # [T, n_mels]
 
     def placeholder(self) -> Tensor:
+        if self.config.features == "waveform":  # 100 ms of silence: long enough for any front-end's receptive field
+            return torch.zeros(self.config.sample_rate // 10, 1)
         return torch.zeros(1, self.describe()["features"])
 
     def fit(self, items: list[Tensor]) -> None:

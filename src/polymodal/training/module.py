@@ -128,6 +128,7 @@ class BestWeights(L.Callback):
         self.monitor, self.mode = monitor, mode
         self.best_score: float | None = None
         self.best_epoch: int | None = None
+        self.best_loss = float("inf")
         self.state: dict[str, Tensor] | None = None
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -137,14 +138,18 @@ class BestWeights(L.Callback):
         if value is None:
             return
         value = float(value)
+        loss = float(trainer.callback_metrics.get("val_loss", float("inf")))
         better = self.best_score is None or (value > self.best_score if self.mode == "max" else value < self.best_score)
-        if better:
-            self.best_score, self.best_epoch = value, trainer.current_epoch
+        tie = self.best_score is not None and value == self.best_score and loss < self.best_loss
+        if better or tie:  # a tie on a saturated score (accuracy 1.0) goes to the lower validation loss
+            self.best_score, self.best_epoch, self.best_loss = value, trainer.current_epoch, loss
             self.state = {k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
 
     def state_dict(self) -> dict:
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "state": self.state}
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "best_loss": self.best_loss,
+                "state": self.state}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        self.best_loss = state.get("best_loss", float("inf"))
         self.state = copy.copy(state["state"])

@@ -1,0 +1,157 @@
+"""`model.explain(...)` and `polymodal explain`: one example (modality Shapley values, feature attributions in each
+modality's form, cross-modal attention maps, a second-order interaction) or a whole table (per-class Shapley
+shares, EMAP, the map of fused representations). Writes PNGs, report.html and explanation.json."""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import torch
+
+from ..data import Collator, ReadTable
+from ..errors import DataError
+from ..evaluation.evaluate import run_outputs
+from ..model import Parts
+from . import render
+from .emap import emap
+from .gradients import integrated_gradients, interaction
+from .shapley import shapley, shares
+
+
+def _row(data: ReadTable, index: int) -> ReadTable:
+    from ..training.prepare import take
+
+    if not 0 <= index < len(data):
+        raise DataError(f"--index {index} is out of range: the table has {len(data)} usable rows")
+    return take(data, [index])
+
+
+def explain_row(parts: Parts, data: ReadTable, index: int, out: Path | None = None) -> dict:
+    row = _row(data, index)
+    parts.net.eval()
+    full, _ = run_outputs(parts, row)
+    decoded = parts.task.decode(full)[0]
+    target = int(full[0].argmax()) if parts.task.registry_name != "regression" else None
+    phi = {k: float(v[0]) for k, v in shapley(parts, row).items()}
+    batch, _ = Collator(row, parts.modalities, None)(range(1))
+    attributions = integrated_gradients(parts, batch, target)
+    with torch.no_grad():
+        fused = parts.net.fuse(parts.net.encode(batch))
+    result: dict = {"index": index, "row": row.rows[0], "prediction": decoded,
+                    "shapley": phi, "shapley_share": {k: float(v[0]) for k, v in shares(
+                        {k: torch.tensor([x]) for k, x in phi.items()}).items()},
+                    "attribution_totals": {k: float(v.abs().sum()) for k, v in attributions.items()},
+                    "attention": {k: [list(map(float, r)) for r in v[0]] for k, v in fused.attention.items()
+                                  if v.dim() == 3},
+                    "interactions": {}}
+    names = [n for n in batch if batch[n].data.is_floating_point() and bool(batch[n].present[0])]
+    for a, b in itertools.permutations(names, 2):
+        inter = interaction(parts, batch, a, b, target)
+        if inter is not None:
+            result["interactions"][f"{a}->{b}"] = float(inter.abs().sum())
+    if out is not None:
+        _render_row(parts, batch, row, attributions, fused.attention, result, Path(out))
+    return result
+
+
+def _render_row(parts, batch, row, attributions, attention, result, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    figures, sections = [], []
+    pred = result["prediction"]
+    sections.append(("prediction", f"<p>row {result['index']} (table row {result['row'] + 1}): "
+                                   f"<b>{pred.get('label', pred.get('labels', pred.get('value')))}</b></p>"))
+    figures.append(render.bar_figure(result["shapley"], out / "shapley.png", "modality Shapley values",
+                                     "contribution to the predicted score"))
+    sections.append(("modality importance (exact Shapley values)",
+                     render.table_html({k: {"shapley": v, "share": result["shapley_share"][k]}
+                                        for k, v in result["shapley"].items()}, ("input", "shapley", "share"))))
+    for name, attr in attributions.items():
+        kind = parts.modalities[name].registry_name
+        mb = batch[name]
+        value = mb.data[mb.index[0]]
+        if kind == "image":
+            figures.append(render.image_figure(value, attr, out / f"attr_{name}.png", f"{name}: |IG|"))
+        elif kind in ("audio", "signal"):
+            length = int(mb.mask[mb.index[0]].sum()) if mb.mask is not None else value.shape[0]
+            spectro = kind == "audio" and not parts.modalities[name].describe().get("waveform")
+            figures.append(render.sequence_figure(value[:length], attr[:length], out / f"attr_{name}.png",
+                                                  f"{name}: saliency over time", spectro))
+        elif kind == "video":
+            figures.append(render.video_figure(value, attr, out / f"attr_{name}.png", f"{name}: per-frame |IG|"))
+        elif kind == "text":
+            ids = value[mb.mask[mb.index[0]]] if mb.mask is not None else value
+            tokens = _tokens(parts.modalities[name], ids)
+            sections.append((f"{name}: words", f"<p>{render.text_html(tokens, attr[:len(tokens)])}</p>"))
+            result.setdefault("tokens", {})[name] = list(zip(tokens, attr[:len(tokens)].tolist()))
+    for key, maps in attention.items():
+        if maps.dim() == 3:
+            figures.append(render.heatmap_figure(maps[0], out / f"attention_{key.replace('<-', '_from_')}.png",
+                                                 f"cross-modal attention {key}", "source token", "target token"))
+    if result["interactions"]:
+        sections.append(("second-order interactions", render.table_html(result["interactions"],
+                                                                         ("pair", "|d attribution|"))))
+    render.html_report("polymodal explanation", sections, figures, out / "report.html")
+    (out / "explanation.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+def _tokens(modality, ids: torch.Tensor) -> list[str]:
+    tok = modality.tokenizer
+    if modality.pretrained:
+        return tok.convert_ids_to_tokens(ids.tolist())
+    return [tok.id_to_token(int(i)) for i in ids]
+
+
+def _shares(phi: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, float]:
+    mags = {k: float(v[rows].abs().mean()) for k, v in phi.items()}
+    total = sum(mags.values()) or 1.0
+    return {k: m / total for k, m in mags.items()}
+
+
+def explain_global(parts: Parts, data: ReadTable, out: Path | None = None, max_rows: int = 300) -> dict:
+    from ..training.prepare import take
+
+    sub = take(data, list(range(min(len(data), max_rows))))
+    full, target = run_outputs(parts, sub)
+    phi = shapley(parts, sub)
+    # a share is the input's mean |Shapley value| over the rows, out of the sum over inputs
+    result: dict = {"rows": len(sub), "shapley_share": _shares(phi, torch.ones(len(sub), dtype=torch.bool)),
+                    "shapley_mean": {k: float(v.mean()) for k, v in phi.items()}}
+    classes = getattr(parts.task, "classes", None)
+    if classes is not None and parts.task.registry_name == "classification":
+        pred = full.argmax(-1)
+        result["shapley_share_per_class"] = {c: _shares(phi, pred == i) for i, c in enumerate(classes)
+                                             if bool((pred == i).any())}
+    if len(sub.ids) == 2 and sub.targets is not None:
+        result["emap"] = emap(parts, sub, max_rows)
+    with torch.no_grad():  # the fused representation, projected to 2-D (PCA)
+        collate = Collator(sub, parts.modalities, None)
+        fused = torch.cat([parts.net.fuse(parts.net.encode(collate(list(range(s, min(len(sub), s + 256))))[0])).pooled
+                           for s in range(0, len(sub), 256)])
+    centred = fused - fused.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    points = (centred @ v[:2].T).numpy()
+    result["representation_2d"] = points.round(4).tolist()
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        labels = [parts.task.decode(full[i:i + 1])[0].get("label", "?") for i in range(len(sub))] \
+            if classes else ["row"] * len(sub)
+        figures = [render.bar_figure(result["shapley_share"], out / "shapley_share.png",
+                                     "mean modality Shapley share", "share"),
+                   render.scatter_figure(points, labels, out / "representation.png",
+                                         "fused representation (PCA), by predicted class")]
+        sections = [("mean modality Shapley share", render.table_html(result["shapley_share"], ("input", "share")))]
+        if "shapley_share_per_class" in result:
+            names = list(result["shapley_share"])
+            sections.append(("per predicted class", render.table_html(result["shapley_share_per_class"],
+                                                                      ("class", *names))))
+        if "emap" in result:
+            e = result["emap"]
+            sections.append(("EMAP (additive projection)", render.table_html(
+                {e["metric"]: {"full model": e["full"], "additive projection": e["additive"], "gap": e["gap"]}},
+                ("", "full model", "additive projection", "gap"))))
+        render.html_report("polymodal global explanation", sections, figures, out / "report.html")
+        (out / "explanation.json").write_text(json.dumps(result, indent=2))
+    return result
+

@@ -1,0 +1,57 @@
+"""Modality importance: exact Shapley values over subsets of inputs, using the model's own handling of absent
+inputs (each subset = the other inputs removed). 2^M passes: cheap for up to ~5 inputs."""
+from __future__ import annotations
+
+import itertools
+from math import factorial
+
+import torch
+from torch import Tensor
+
+from ..data import ReadTable
+from ..evaluation.evaluate import run_outputs
+from ..evaluation.reliance import without
+from ..model import Parts
+
+
+def value(parts: Parts, out: Tensor, reference: Tensor) -> Tensor:
+    """What a subset is worth for each row: the probability of the full model's predicted class (classification),
+    the mean probability of its predicted labels (multilabel), the predicted value (regression)."""
+    task = parts.task.registry_name
+    if task == "classification":
+        return out.float().softmax(-1).gather(-1, reference.argmax(-1, keepdim=True)).squeeze(-1)
+    if task == "multilabel":
+        chosen = (reference.sigmoid() >= 0.5).float()
+        chosen = torch.where(chosen.sum(-1, keepdim=True) > 0, chosen, torch.ones_like(chosen))
+        return (out.float().sigmoid() * chosen).sum(-1) / chosen.sum(-1)
+    return parts.task.predict_values(out)
+
+
+def shapley(parts: Parts, data: ReadTable) -> dict[str, Tensor]:
+    """{input: [rows] Shapley value}; the values of a row add up to v(all inputs) - v(no input)."""
+    names = list(data.ids)
+    n = len(names)
+    full, _ = run_outputs(parts, data)
+    worth: dict[frozenset, Tensor] = {}
+    for k in range(n + 1):
+        for subset in itertools.combinations(names, k):
+            out, _ = run_outputs(parts, without(data, set(names) - set(subset)))
+            worth[frozenset(subset)] = value(parts, out, full)
+    phi = {}
+    for name in names:
+        others = [m for m in names if m != name]
+        total = torch.zeros(len(data))
+        for k in range(n):
+            weight = factorial(k) * factorial(n - k - 1) / factorial(n)
+            for subset in itertools.combinations(others, k):
+                s = frozenset(subset)
+                total += weight * (worth[s | {name}] - worth[s])
+        phi[name] = total
+    return phi
+
+
+def shares(phi: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each input's share of the total absolute Shapley value, per row."""
+    mags = torch.stack([v.abs() for v in phi.values()], 1)
+    frac = mags / mags.sum(1, keepdim=True).clamp_min(1e-12)
+    return {name: frac[:, i] for i, name in enumerate(phi)}
