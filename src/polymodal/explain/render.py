@@ -116,9 +116,10 @@ def heatmap_figure(matrix: Tensor, path: Path, title: str, xlabel: str, ylabel: 
 def scatter_figure(points: np.ndarray, labels: list[str], path: Path, title: str) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4))
-    for lab in sorted(set(labels)):
+    colours = plt.get_cmap("tab20").colors
+    for k, lab in enumerate(sorted(set(labels))):
         idx = [i for i, x in enumerate(labels) if x == lab]
-        ax.scatter(points[idx, 0], points[idx, 1], s=8, label=lab)
+        ax.scatter(points[idx, 0], points[idx, 1], s=8, label=lab, color=colours[k % len(colours)])
     ax.legend(fontsize=7, markerscale=2)
     ax.set_title(title)
     return _save(fig, path)

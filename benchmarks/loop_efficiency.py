@@ -1,0 +1,87 @@
+"""Loop efficiency: the wall time of one training epoch through polymodal's `fit` path (Lightning loop, sampler,
+collation, modality dropout, logging) against pure forward + backward + optimizer time on the same batches already
+collated in memory. 1.0 is the limit.
+
+    .venv/bin/python benchmarks/loop_efficiency.py [--dataset easy-vqa|avdigits|avdigits-hard] [--epochs 2]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import time
+
+import lightning as L
+import torch
+
+from fusion_zoo import dataset  # noqa: E402  (same folder)
+
+
+class EpochTimer(L.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.times.append(time.perf_counter() - self._t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="easy-vqa", choices=["easy-vqa", "avdigits", "avdigits-hard"])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--fusion", default=None)
+    args = ap.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    from polymodal.config import build_recipe
+    from polymodal.data import as_table
+    from polymodal.training.fit import loader, set_threads
+    from polymodal.training.module import LitMultimodal
+    from polymodal.training.prepare import prepare
+
+    raw, _ = dataset(args.dataset)
+    if args.fusion:
+        raw["model"]["fusion"] = {"method": args.fusion}
+    raw["training"].update({"progress": False, "epochs": args.epochs})
+    recipe = build_recipe(raw)
+    cfg = recipe.training
+    set_threads(cfg.threads)
+    prep = prepare(recipe, {"train": as_table(recipe.data.train)})
+    parts = prep.parts
+    net0 = copy.deepcopy(parts.net.state_dict())
+    dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers, cfg.augment)
+    timer = EpochTimer()
+    module = LitMultimodal(parts.net, parts.task, cfg, len(dl) * cfg.epochs, recipe.model.unimodal_heads)
+    trainer = L.Trainer(max_epochs=cfg.epochs, callbacks=[timer], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0)
+    trainer.fit(module, dl)
+    fit_epoch = min(timer.times)
+
+    parts.net.load_state_dict(net0)
+    batches = list(dl)  # collated once, in memory
+    net = parts.net.train()
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
+    pure = []
+    for _ in range(args.epochs):
+        start = time.perf_counter()
+        for inputs, target in batches:
+            loss = parts.task.loss(net(inputs), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        pure.append(time.perf_counter() - start)
+    pure_epoch = min(pure)
+    rows = len(prep.train)
+    print(f"{args.dataset} ({recipe.model.fusion['method']}): {rows} rows, {len(batches)} batches")
+    print("| measure | seconds per epoch | rows/s |")
+    print("|---|---|---|")
+    print(f"| fit (Lightning loop, sampler, collation) | {fit_epoch:.2f} | {rows / fit_epoch:.0f} |")
+    print(f"| pure forward+backward+step on collated batches | {pure_epoch:.2f} | {rows / pure_epoch:.0f} |")
+    print(f"| loop efficiency (pure / fit) | {pure_epoch / fit_epoch:.3f} | |")
+
+
+if __name__ == "__main__":
+    main()
