@@ -66,6 +66,8 @@ def worker(args) -> None:
     if args.method in unimodal:
         recipe["inputs"] = [i for i in recipe["inputs"] if i["name"] == unimodal[args.method]]
         recipe["model"]["fusion"] = {"method": "concat"}
+        if recipe["training"].get("group_by") not in (None, "auto", unimodal[args.method]):
+            recipe["training"]["group_by"] = "auto"
     else:
         recipe["model"]["fusion"] = {**recipe["model"].get("fusion", {}), "method": args.method}
     started = time.perf_counter()

@@ -39,6 +39,9 @@ CONFIGS = {
                  "augment": 0.3},
     "gated_aug": {"inputs": [AUDIO, IMAGE], "fusion": "gated", "dropout": 0.5, "heads": 1.0, "select": "robust",
                   "augment": 0.3},
+    # hide the strong input (audio) more often than the weak one, so the image branch learns to stand alone
+    "late_asym": {"inputs": [AUDIO, IMAGE], "fusion": "late", "dropout": {"audio": 0.6, "image": 0.2}, "heads": 1.0,
+                  "select": "robust", "augment": 0.3},
     # the same as late_aug without modality dropout: what dropout costs on clean data
     "late_aug_nodrop": {"inputs": [AUDIO, IMAGE], "fusion": "late", "dropout": 0.0, "heads": 1.0, "select": "robust",
                         "augment": 0.3},

@@ -130,6 +130,13 @@ def audio_structured_dropout(wave: np.ndarray, s: float, rng) -> np.ndarray:
     return _drop_span(wave, s, rng)
 
 
+def _zero_steps(x: Tensor, s: float, rng) -> Tensor:
+    """Each step (frame, time step) along the first axis zeroed with probability s."""
+    out = x.clone()
+    out[torch.from_numpy(rng.random(x.shape[0]) < s)] = 0
+    return out
+
+
 def _drop_span(x, s: float, rng):
     out = x.copy() if isinstance(x, np.ndarray) else x.clone()
     n = out.shape[0]
@@ -196,9 +203,7 @@ def text_word_dropout(text: str, s: float, rng) -> str:
 @corruption("video", "frame_drop")
 def video_frame_drop(frames: Tensor, s: float, rng) -> Tensor:
     """A fraction `s` of frames replaced by black frames."""
-    out = frames.clone()
-    out[torch.from_numpy(rng.random(out.shape[0]) < s)] = 0
-    return out
+    return _zero_steps(frames, s, rng)
 
 
 @corruption("video", "frame_noise")
@@ -226,9 +231,7 @@ def signal_white_noise(x: Tensor, s: float, rng) -> Tensor:
 @corruption("signal", "random_drop")
 def signal_random_drop(x: Tensor, s: float, rng) -> Tensor:
     """A fraction `s` of time steps zeroed."""
-    out = x.clone()
-    out[torch.from_numpy(rng.random(x.shape[0]) < s)] = 0
-    return out
+    return _zero_steps(x, s, rng)
 
 
 @corruption("signal", "structured_drop")
