@@ -79,7 +79,6 @@ class TextModality(Modality):
         cls_id = tok.token_to_id(CLS)
         tok.post_processor = processors.TemplateProcessing(single=f"{CLS} $A", special_tokens=[(CLS, cls_id)])
         tok.enable_truncation(self.config.max_length)
-        tok.enable_padding(pad_id=tok.token_to_id(PAD), pad_token=PAD)
         self.tokenizer = tok
 
     def _load_pretrained(self, source: str) -> None:
@@ -117,10 +116,26 @@ class TextModality(Modality):
             if ids.shape[1] == 0:  # a tokenizer that adds no special tokens, on empty text
                 ids, mask = torch.zeros(len(items), 1, dtype=torch.long), torch.ones(len(items), 1, dtype=torch.bool)
             return ids, mask
-        encs = self.tokenizer.encode_batch(items)
-        ids = torch.tensor([e.ids for e in encs], dtype=torch.long)
-        mask = torch.tensor([e.attention_mask for e in encs], dtype=torch.bool)
+        seqs = self._ids(items)
+        length = max(len(x) for x in seqs)
+        ids = torch.zeros(len(seqs), length, dtype=torch.long)  # [PAD] is id 0
+        mask = torch.zeros(len(seqs), length, dtype=torch.bool)
+        for i, x in enumerate(seqs):
+            ids[i, : len(x)] = torch.tensor(x)
+            mask[i, : len(x)] = True
         return ids, mask
+
+    def _ids(self, items: list[str]) -> list[list[int]]:
+        """Token ids per text, remembered (templated text repeats: a VQA question set has few distinct texts)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        todo = [t for t in dict.fromkeys(items) if t not in cache]
+        if todo:
+            if len(cache) > 200_000:
+                cache.clear()
+            self.tokenizer.no_padding()
+            for text, enc in zip(todo, self.tokenizer.encode_batch(todo)):
+                cache[text] = enc.ids
+        return [cache[t] for t in items]
 
     def tokens(self, text: str) -> list[str]:
         """The tokens of one text, as the encoder sees them (for explanations)."""
