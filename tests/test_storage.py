@@ -100,3 +100,9 @@ def test_interrupted_save_leaves_the_previous_model_intact(trained, xor_rows, tm
 def test_loading_a_non_model_directory_is_a_clear_error(tmp_path):
     with pytest.raises(PolymodalError, match="not a polymodal model directory"):
         pm.load(tmp_path)
+
+
+def test_predict_ignores_an_empty_target_column(trained, xor_rows):
+    model, _ = trained
+    rows = [{**xor_rows[0], "label": None}, {**xor_rows[1], "label": ""}]
+    assert len(model.predict(rows)) == 2

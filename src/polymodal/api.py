@@ -40,9 +40,9 @@ class Model:
                               table.source)
         if require_target:
             check_columns(table, [], self.parts.recipe.target.column)
-        return read_inputs(table, self.parts.inputs, self.parts.task, self.parts.recipe.target.column,
-                           self.parts.recipe.data.on_bad_input, require_target=require_target, show_progress=False,
-                           keep_raw=keep_raw)
+        target = self.parts.recipe.target.column if require_target else None  # predictions never read targets
+        return read_inputs(table, self.parts.inputs, self.parts.task, target, self.parts.recipe.data.on_bad_input,
+                           require_target=require_target, show_progress=False, keep_raw=keep_raw)
 
     def predict(self, data: Any) -> list[dict] | dict:
         """Predictions for one sample (a dict; returns a dict) or a table (returns a list). Any input may be
