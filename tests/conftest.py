@@ -11,6 +11,8 @@ import soundfile as sf
 import torch
 from PIL import Image, ImageDraw
 
+import polymodal as pm
+
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
@@ -120,3 +122,29 @@ FIVE_RECIPE = {
     "model": {"dim": 16, "fusion": {"method": "concat", "hidden": 32}},
     "training": {"epochs": 1, "batch_size": 8, "progress": False, "group_by": None},
 }
+
+
+def image_text_recipe(fusion: str = "concat", dropout: float = 0.1) -> dict:
+    return {"inputs": [{"name": "img", "modality": "image", "options": {"size": 16}, "encoder": {"channels": [8, 16]}},
+                       {"name": "txt", "modality": "text", "encoder": {"type": "text_bow"}}],
+            "target": {"column": "label"},
+            "model": {"dim": 32, "fusion": {"method": fusion, "hidden": 64, "dropout": 0.0}},
+            "training": {"epochs": 20, "batch_size": 32, "lr": 0.005, "patience": 20, "progress": False,
+                         "group_by": None, "modality_dropout": dropout}}
+
+
+@pytest.fixture(scope="module")
+def image_only_signal(xor_rows):
+    """The label is the image's colour; the text is noise."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for r in xor_rows:
+        red = "yes" if ((r["label"] == "yes") != r["txt"].startswith("alpha")) else "no"  # undo the XOR
+        rows.append({"img": r["img"], "txt": f"{rng.choice(['alpha', 'beta'])} {rng.choice(['one', 'two'])}",
+                     "label": red})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def noise_text_model(image_only_signal):
+    return pm.fit(image_text_recipe(), train=image_only_signal[:320], validation=image_only_signal[320:400])

@@ -28,10 +28,6 @@ class ModalityBatch:
             self.index.to(device, non_blocking=True),
         )
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.present.shape[0])
-
 
 @dataclass
 class Encoded:

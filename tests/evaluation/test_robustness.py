@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,32 +13,7 @@ import polymodal as pm
 from polymodal.evaluation.robustness import effective_robustness, relative_robustness
 from polymodal.training.module import drop_modalities
 from polymodal.types import ModalityBatch
-
-
-def image_text_recipe(fusion: str = "concat", dropout: float = 0.1) -> dict:
-    return {"inputs": [{"name": "img", "modality": "image", "options": {"size": 16}, "encoder": {"channels": [8, 16]}},
-                       {"name": "txt", "modality": "text", "encoder": {"type": "text_bow"}}],
-            "target": {"column": "label"},
-            "model": {"dim": 32, "fusion": {"method": fusion, "hidden": 64, "dropout": 0.0}},
-            "training": {"epochs": 20, "batch_size": 32, "lr": 0.005, "patience": 20, "progress": False,
-                         "group_by": None, "modality_dropout": dropout}}
-
-
-@pytest.fixture(scope="module")
-def image_only_signal(xor_rows):
-    """The label is the image's colour; the text is noise."""
-    rng = np.random.default_rng(5)
-    rows = []
-    for r in xor_rows:
-        red = "yes" if ((r["label"] == "yes") != r["txt"].startswith("alpha")) else "no"  # undo the XOR
-        rows.append({"img": r["img"], "txt": f"{rng.choice(['alpha', 'beta'])} {rng.choice(['one', 'two'])}",
-                     "label": red})
-    return rows
-
-
-@pytest.fixture(scope="module")
-def noise_text_model(image_only_signal):
-    return pm.fit(image_text_recipe(), train=image_only_signal[:320], validation=image_only_signal[320:400])
+from tests.conftest import image_text_recipe
 
 
 def test_subsets_show_the_expected_drop(noise_text_model, image_only_signal, tmp_path):

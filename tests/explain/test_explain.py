@@ -10,20 +10,20 @@ import torch
 from PIL import Image
 
 import polymodal as pm
-from tests.evaluation.test_robustness import image_only_signal, image_text_recipe, noise_text_model  # noqa: F401
+from tests.conftest import image_text_recipe
 
 
 @pytest.fixture(scope="module")
-def robust_noise_text_model(image_only_signal):  # noqa: F811
+def robust_noise_text_model(image_only_signal):
     """Trained with inputs hidden often, so 'image missing' is in distribution and text alone gives the prior."""
     return pm.fit(image_text_recipe(dropout=0.4), train=image_only_signal[:320], validation=image_only_signal[320:400])
 
 
-def test_shapley_share_of_the_informative_input(robust_noise_text_model, image_only_signal, tmp_path):  # noqa: F811
-    noise_text_model = robust_noise_text_model
-    result = noise_text_model.explain(image_only_signal[400:], global_=True, out=tmp_path)
+def test_shapley_share_of_the_informative_input(robust_noise_text_model, image_only_signal, tmp_path):
+    model = robust_noise_text_model
+    result = model.explain(image_only_signal[400:], global_=True, out=tmp_path)
     assert result["shapley_share"]["img"] > 0.9, result["shapley_share"]
-    one = noise_text_model.explain(image_only_signal[400:], index=3, out=tmp_path / "one")
+    one = model.explain(image_only_signal[400:], index=3, out=tmp_path / "one")
     assert one["shapley_share"]["img"] > 0.9
     total = sum(one["shapley"].values())
     assert total == pytest.approx(one["prediction"]["probabilities"][one["prediction"]["label"]] - 0.5, abs=0.2)
@@ -116,7 +116,7 @@ def test_attributions_depend_on_the_trained_weights(tmp_path):
     assert mass(trained) > 2 * mass(random), (mass(trained), mass(random))
 
 
-def test_cli_explain_row_and_global(noise_text_model, image_only_signal, tmp_path):  # noqa: F811
+def test_cli_explain_row_and_global(noise_text_model, image_only_signal, tmp_path):
     import subprocess
     import sys
 

@@ -37,8 +37,11 @@ class ReadTable:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def group_keys(self, name: str) -> list[int]:
-        return self.ids[name]
+    def take(self, positions: list[int]) -> "ReadTable":
+        """A view of some rows (the distinct decoded values are shared, not copied)."""
+        return ReadTable(self.table, {n: [ids[p] for p in positions] for n, ids in self.ids.items()}, self.items,
+                         None if self.targets is None else [self.targets[p] for p in positions],
+                         [self.rows[p] for p in positions], self.skipped, self.raw)
 
 
 def progress(iterable, total: int, description: str, enabled: bool = True):

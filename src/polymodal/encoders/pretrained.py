@@ -103,8 +103,9 @@ class PretrainedEncoder(Encoder):
             out = self.model(pixel_values=(x - self.img_mean) / self.img_std)
         elif self.kind == "audio":
             lengths = mask.sum(1).tolist() if mask is not None else [data.shape[1]] * data.shape[0]
-            waves = [data[i, :max(n, self.sample_rate // 10), 0].detach().cpu().numpy().astype(np.float32)
-                     for i, n in enumerate(lengths)]  # at least 100 ms: wav2vec2-style front-ends need context
+            shortest = self.sample_rate // 10  # wav2vec2-style front-ends need at least ~100 ms of context
+            waves = [data[i, :n, 0].detach().cpu().numpy().astype(np.float32) for i, n in enumerate(lengths)]
+            waves = [np.pad(w, (0, max(0, shortest - w.size))) for w in waves]
             feats = self.extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt", padding=True)
             out = self.model(**{k: v.to(data.device) for k, v in feats.items() if k in ("input_values",
                                                                                         "input_features")})

@@ -45,9 +45,7 @@ def emap(parts: Parts, data: ReadTable, max_rows: int = 300) -> dict:
         raise ValueError(f"EMAP is defined for two inputs; this model has {len(names)}")
     parts.net.eval()
     n = min(len(data), max_rows)
-    from ..training.prepare import take
-
-    sub = take(data, list(range(n)))
+    sub = data.take(list(range(n)))
     enc = _encode_rows(parts, sub)
     a, b = names
     rows = []

@@ -20,11 +20,9 @@ from .shapley import shapley, shares
 
 
 def _row(data: ReadTable, index: int) -> ReadTable:
-    from ..training.prepare import take
-
     if not 0 <= index < len(data):
         raise DataError(f"--index {index} is out of range: the table has {len(data)} usable rows")
-    return take(data, [index])
+    return data.take([index])
 
 
 def explain_row(parts: Parts, data: ReadTable, index: int, out: Path | None = None) -> dict:
@@ -39,8 +37,7 @@ def explain_row(parts: Parts, data: ReadTable, index: int, out: Path | None = No
     with torch.no_grad():
         fused = parts.net.fuse(parts.net.encode(batch))
     result: dict = {"index": index, "row": row.rows[0], "prediction": decoded,
-                    "shapley": phi, "shapley_share": {k: float(v[0]) for k, v in shares(
-                        {k: torch.tensor([x]) for k, x in phi.items()}).items()},
+                    "shapley": phi, "shapley_share": shares({k: torch.tensor([x]) for k, x in phi.items()}),
                     "attribution_totals": {k: float(v.abs().sum()) for k, v in attributions.items()},
                     "attention": {k: [list(map(float, r)) for r in v[0]] for k, v in fused.attention.items()
                                   if v.dim() == 3},
@@ -81,7 +78,7 @@ def _render_row(parts, batch, row, attributions, attention, result, out: Path) -
             figures.append(render.video_figure(value, attr, out / f"attr_{name}.png", f"{name}: per-frame |IG|"))
         elif kind == "text":
             ids = value[mb.mask[mb.index[0]]] if mb.mask is not None else value
-            tokens = _tokens(parts.modalities[name], ids)
+            tokens = parts.modalities[name].id_tokens(ids.tolist())
             sections.append((f"{name}: words", f"<p>{render.text_html(tokens, attr[:len(tokens)])}</p>"))
             result.setdefault("tokens", {})[name] = list(zip(tokens, attr[:len(tokens)].tolist()))
     for key, maps in attention.items():
@@ -95,32 +92,17 @@ def _render_row(parts, batch, row, attributions, attention, result, out: Path) -
     (out / "explanation.json").write_text(json.dumps(result, indent=2, default=str))
 
 
-def _tokens(modality, ids: torch.Tensor) -> list[str]:
-    tok = modality.tokenizer
-    if modality.pretrained:
-        return tok.convert_ids_to_tokens(ids.tolist())
-    return [tok.id_to_token(int(i)) for i in ids]
-
-
-def _shares(phi: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, float]:
-    mags = {k: float(v[rows].abs().mean()) for k, v in phi.items()}
-    total = sum(mags.values()) or 1.0
-    return {k: m / total for k, m in mags.items()}
-
-
 def explain_global(parts: Parts, data: ReadTable, out: Path | None = None, max_rows: int = 300) -> dict:
-    from ..training.prepare import take
-
-    sub = take(data, list(range(min(len(data), max_rows))))
+    sub = data.take(list(range(min(len(data), max_rows))))
     full, target = run_outputs(parts, sub)
     phi = shapley(parts, sub)
     # a share is the input's mean |Shapley value| over the rows, out of the sum over inputs
-    result: dict = {"rows": len(sub), "shapley_share": _shares(phi, torch.ones(len(sub), dtype=torch.bool)),
+    result: dict = {"rows": len(sub), "shapley_share": shares(phi),
                     "shapley_mean": {k: float(v.mean()) for k, v in phi.items()}}
     classes = getattr(parts.task, "classes", None)
     if classes is not None and parts.task.registry_name == "classification":
         pred = full.argmax(-1)
-        result["shapley_share_per_class"] = {c: _shares(phi, pred == i) for i, c in enumerate(classes)
+        result["shapley_share_per_class"] = {c: shares(phi, pred == i) for i, c in enumerate(classes)
                                              if bool((pred == i).any())}
     if len(sub.ids) == 2 and sub.targets is not None:
         result["emap"] = emap(parts, sub, max_rows)

@@ -3,8 +3,6 @@ video frames, signal steps) and on token embeddings for text; and a second-order
 (how one input's attribution changes with the other, as MultiViz does)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import Tensor, nn
 
@@ -50,13 +48,9 @@ def integrated_gradients(parts: Parts, batch: Batch, target: int | None, n_steps
     floats = [n for n, mb in present.items() if mb.data.is_floating_point()]
     result: dict[str, Tensor] = {}
 
-    def head_out(b: Batch) -> Tensor:
-        out = net(b)
-        return out if parts.task.registry_name != "regression" else out
-
     if floats:
         def forward(*datas: Tensor) -> Tensor:
-            return head_out(_repeat_batch(batch, datas[0].shape[0], dict(zip(floats, datas))))
+            return net(_repeat_batch(batch, datas[0].shape[0], dict(zip(floats, datas))))
 
         inputs = tuple(batch[n].data[batch[n].index[:1]] for n in floats)
         baselines = tuple(flat_baseline(x, parts.modalities[n].registry_name) for n, x in zip(floats, inputs))
@@ -69,7 +63,7 @@ def integrated_gradients(parts: Parts, batch: Batch, target: int | None, n_steps
         ids = batch[name].data[batch[name].index[:1]]
 
         def forward_ids(x: Tensor, name=name) -> Tensor:
-            return head_out(_repeat_batch(batch, x.shape[0], {name: x}))
+            return net(_repeat_batch(batch, x.shape[0], {name: x}))
 
         attr = LayerIntegratedGradients(forward_ids, layer).attribute(ids, baselines=torch.zeros_like(ids),
                                                                        target=target, n_steps=n_steps)

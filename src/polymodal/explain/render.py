@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 
 
@@ -150,9 +148,3 @@ def table_html(rows: dict[str, dict[str, float]] | dict[str, float], header: tup
             f"<td>{v:.4f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>" for v in cells)
                    + "</tr>")
     return "".join(out) + "</table>"
-
-
-def to_png_bytes(fig) -> bytes:  # pragma: no cover - helper for notebooks
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()

@@ -50,8 +50,8 @@ def shapley(parts: Parts, data: ReadTable) -> dict[str, Tensor]:
     return phi
 
 
-def shares(phi: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Each input's share of the total absolute Shapley value, per row."""
-    mags = torch.stack([v.abs() for v in phi.values()], 1)
-    frac = mags / mags.sum(1, keepdim=True).clamp_min(1e-12)
-    return {name: frac[:, i] for i, name in enumerate(phi)}
+def shares(phi: dict[str, Tensor], rows: Tensor | None = None) -> dict[str, float]:
+    """Each input's mean |Shapley value| over the rows (all, or a boolean selection), out of the sum over inputs."""
+    mags = {k: float((v if rows is None else v[rows]).abs().mean()) for k, v in phi.items()}
+    total = sum(mags.values()) or 1.0
+    return {k: m / total for k, m in mags.items()}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..types import Encoded, Fused
 from .base import FUSIONS, Fusion, FusionConfig, mlp

@@ -139,10 +139,13 @@ class TextModality(Modality):
 
     def tokens(self, text: str) -> list[str]:
         """The tokens of one text, as the encoder sees them (for explanations)."""
+        ids = self.collate([text])[0][0].tolist()
+        return self.id_tokens(ids)
+
+    def id_tokens(self, ids: list[int]) -> list[str]:
         if self.pretrained:
-            ids = self.tokenizer(text, truncation=True, max_length=self.config.max_length)["input_ids"]
             return self.tokenizer.convert_ids_to_tokens(ids)
-        return self.tokenizer.encode(text).tokens
+        return [self.tokenizer.id_to_token(i) for i in ids]
 
     def describe(self) -> dict:
         size = len(self.tokenizer) if self.pretrained else self.tokenizer.get_vocab_size()

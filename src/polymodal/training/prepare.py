@@ -7,11 +7,11 @@ from typing import Any
 
 from ..config import Recipe
 from ..data import InputSpec, ReadTable, Table, check_columns, choose_group_input, is_missing, read_inputs
+from ..encoders import ENCODERS
 from ..encoders.pretrained import adjust_modality
 from ..errors import DataError, RecipeError
-from ..model import Parts, build_net, encoder_type, make_modality, make_task, validate_components
-from ..encoders import ENCODERS
 from ..fusion import FUSIONS
+from ..model import Parts, build_net, make_modality, make_task, validate_components
 from ..modalities import MODALITIES, infer_modality
 from ..tasks import TASKS
 
@@ -97,12 +97,6 @@ def split_rows(keys: list[int], fraction: float, seed: int) -> tuple[list[int], 
     return train, sorted(held)
 
 
-def take(data: ReadTable, positions: list[int]) -> ReadTable:
-    return ReadTable(data.table, {n: [ids[p] for p in positions] for n, ids in data.ids.items()}, data.items,
-                     None if data.targets is None else [data.targets[p] for p in positions],
-                     [data.rows[p] for p in positions], data.skipped, data.raw)
-
-
 def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     train_table = tables.get("train")
     if train_table is None:
@@ -133,9 +127,9 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     except ValueError as e:
         raise DataError(f"{train_table.source}, column '{col}': {e}") from None
     raw.targets = [task.encode(t) for t in raw.targets]
-    train = take(raw, train_pos)
+    train = raw.take(train_pos)
     if val_table is None:
-        validation = take(raw, val_pos)
+        validation = raw.take(val_pos)
     else:
         check_columns(val_table, inputs, col)
         validation = read_inputs(val_table, inputs, task, col, bad, show_progress=prog)
@@ -145,8 +139,3 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
         test = read_inputs(tables["test"], inputs, task, col, bad, show_progress=prog)
     net = build_net(recipe, inputs, task)
     return Prepared(Parts(recipe, inputs, task, net), train, validation, test, group)
-
-
-def encoder_summary(parts: Parts) -> dict[str, str]:
-    return {s.name: f"{s.modality.registry_name} -> {encoder_type(s.modality, c.encoder)}"
-            for s, c in zip(parts.inputs, parts.recipe.inputs)}
