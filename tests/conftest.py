@@ -148,3 +148,45 @@ def image_only_signal(xor_rows):
 @pytest.fixture(scope="module")
 def noise_text_model(image_only_signal):
     return pm.fit(image_text_recipe(), train=image_only_signal[:320], validation=image_only_signal[320:400])
+
+
+SHAPES = ("circle", "square", "triangle")
+
+
+def caption_rows(directory: Path, n: int, seed: int = 0, size: int = 32) -> list[dict]:
+    """Image + caption pairs ("a red circle") with the shape as label; one image file per row."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        shape, colour = SHAPES[int(rng.integers(3))], list(COLOURS)[int(rng.integers(3))]
+        path = draw_shape(directory / f"s{seed}_{i}.png", shape, colour, size=size, seed=seed * 100_000 + i)
+        rows.append({"id": f"r{i}", "image": path.name, "caption": f"a {colour} {shape}", "shape": shape})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def caption_dir(tmp_path_factory) -> Path:
+    """train.jsonl / test.jsonl of shape pictures and their captions."""
+    d = tmp_path_factory.mktemp("captions")
+    write_jsonl(d / "train.jsonl", caption_rows(d, 180, seed=1))
+    write_jsonl(d / "test.jsonl", caption_rows(d, 60, seed=2))
+    return d
+
+
+CAPTION_RECIPE = {
+    "inputs": [{"name": "caption", "modality": "text", "encoder": {"type": "text_bow"}},
+               {"name": "image", "modality": "image", "options": {"size": 32}}],
+    "target": {"column": "shape", "task": "contrastive"},
+    "model": {"dim": 32},
+    "training": {"epochs": 12, "batch_size": 32, "lr": 0.003, "progress": False, "seed": 0},
+}
+
+
+@pytest.fixture(scope="session")
+def caption_model(caption_dir, tmp_path_factory):
+    """A contrastive caption/image model trained on caption_dir."""
+    import copy
+
+    recipe = copy.deepcopy(CAPTION_RECIPE)
+    recipe["data"] = {"train": str(caption_dir / "train.jsonl"), "test": str(caption_dir / "test.jsonl")}
+    return pm.fit(recipe, out=tmp_path_factory.mktemp("clip") / "model")

@@ -45,9 +45,17 @@ class InputConfig(_Strict):
 
 
 class TargetConfig(_Strict):
-    column: str = Field(..., description="Table column holding the target.")
-    task: Literal["classification", "multilabel", "regression"] | None = Field(
-        None, description="Default: inferred from the values (fractional numbers: regression; lists: multilabel).")
+    column: str | None = Field(None, description="Table column holding the target (for a contrastive model: an "
+                               "optional label column that makes retrieval metrics class-level).")
+    task: Literal["classification", "multilabel", "regression", "contrastive"] | None = Field(
+        None, description="Default: inferred from the values (fractional numbers: regression; lists: multilabel). "
+        "contrastive: a joint embedding space learnt from the inputs' pairs.")
+
+    @model_validator(mode="after")
+    def _column_needed(self) -> "TargetConfig":
+        if self.column is None and self.task != "contrastive":
+            raise ValueError("a target column is needed (only a contrastive model may go without one)")
+        return self
     options: dict[str, Any] = Field(default_factory=dict, description="Task options (label_smoothing, ...).")
 
 
@@ -95,7 +103,8 @@ class TrainingConfig(_Strict):
 class Recipe(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     inputs: list[InputConfig] = Field(..., min_length=1, description="The model's inputs, one per column.")
-    target: TargetConfig
+    target: TargetConfig = Field(..., description="What to predict ({task: contrastive} alone for a joint embedding "
+                                 "space without labels).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 

@@ -38,6 +38,33 @@ class MultimodalNet(nn.Module):
         return self.head(self.fuse(self.encode(batch)).pooled)
 
 
+class EmbeddingNet(MultimodalNet):
+    """inputs -> per-input encoders -> per-input projections into one shared, normalised space (no fusion)."""
+
+    def __init__(self, encoders: dict[str, InputEncoder], head: nn.Module, kinds: dict[str, str]) -> None:
+        super().__init__(encoders, nn.Identity(), head)
+        self.kinds = kinds  # input name -> modality (training augments images)
+
+    def embed(self, batch: Batch) -> dict[str, Tensor]:
+        """Normalised embeddings of the inputs in the batch (any subset of the model's inputs)."""
+        out = {}
+        for name, b in batch.items():
+            pooled = self.encoders[name](b).pooled
+            out[name] = nn.functional.normalize(self.head.proj[name](pooled).float(), dim=-1)
+        return out
+
+    def forward(self, batch: Batch) -> Tensor:
+        """[B, inputs, E]: each input's embedding, zeros where a row lacks it (or the batch does)."""
+        emb = self.embed(batch)
+        first = next(iter(emb.values()))
+        zeros = first.new_zeros(first.shape)
+        return torch.stack([torch.where(batch[n].present[:, None], emb[n], zeros) if n in emb else zeros
+                            for n in self.encoders], 1)
+
+    def loss(self, task: Task, batch: Batch, target: Tensor | None) -> Tensor:
+        return task.batch_loss(self.embed(batch), batch, target, self.head)
+
+
 @dataclass
 class Parts:
     """Everything a trained model is: its resolved recipe, its inputs (with fitted modalities), task and network."""
@@ -79,6 +106,10 @@ def build_net(recipe: Recipe, inputs: list[InputSpec], task: Task) -> Multimodal
         encoders[spec.name] = InputEncoder(cls(conf, spec.modality, dim), dim)
     fusion_cfg = dict(recipe.model.fusion)
     method = fusion_cfg.get("method", "concat")
+    if not task.fuses:
+        torch.manual_seed(recipe.training.seed)
+        return EmbeddingNet(encoders, task.embedding_head([s.name for s in inputs], dim),
+                            {s.name: s.modality.registry_name for s in inputs})
     fcls = FUSIONS.get(method, "model.fusion.method")
     fconf = validate_config(fcls.Config, fusion_cfg, "model.fusion")
     fusion = fcls(fconf, [s.name for s in inputs], dim)

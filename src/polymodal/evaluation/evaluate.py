@@ -46,6 +46,10 @@ def evaluate_parts(parts: Parts, data: ReadTable, batch_size: int = 256, with_re
     """Metrics, per-class accuracy, and modality reliance (the change when each input is removed)."""
     from .reliance import reliance
 
+    if parts.task.retrieval:
+        from .retrieval import retrieval_report
+
+        return retrieval_report(parts, data, batch_size)
     if data.targets is None:
         raise ValueError("evaluation needs the target column")
     result = score(parts, data, batch_size)

@@ -18,6 +18,9 @@ class Task:
     registry_name: ClassVar[str] = ""
     monitor: ClassVar[str] = "loss"  # the validation metric that selects the best checkpoint
     monitor_mode: ClassVar[str] = "min"
+    fuses: ClassVar[bool] = True  # False: no fusion or head; each input is embedded (contrastive)
+    needs_target: ClassVar[bool] = True  # False: the target column is optional (labels for class-level metrics)
+    retrieval: ClassVar[bool] = False  # evaluated by cross-modal retrieval rather than from predictions
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config

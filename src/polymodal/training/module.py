@@ -12,6 +12,7 @@ from torch import Tensor
 from ..config import TrainingConfig
 from ..model import MultimodalNet
 from ..tasks import Task, update_metrics
+from ..modalities.augment import augment_images
 from ..types import ModalityBatch
 
 
@@ -35,6 +36,11 @@ class LitMultimodal(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         inputs, target = batch
+        if not self.task.fuses:  # a joint embedding space: pairs, no modality dropout
+            inputs = augment_images(inputs, self.net.kinds, self.task.config.image_augment, self._generator(inputs))
+            loss = self.net.loss(self.task, inputs, target)
+            self.log("train_loss", loss, prog_bar=True, batch_size=_rows(inputs))
+            return loss
         inputs = drop_modalities(inputs, self.cfg.modality_dropout, self._generator(inputs))
         encoded = self.net.encode(inputs)
         loss = self.task.loss(self.net.head(self.net.fuse(encoded).pooled), target)
@@ -59,7 +65,8 @@ class LitMultimodal(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         inputs, target = batch
         out = self.net(inputs)
-        self.log("val_loss", self.task.loss(out, target), prog_bar=True, batch_size=len(target))
+        loss = self.net.loss(self.task, inputs, target) if not self.task.fuses else self.task.loss(out, target)
+        self.log("val_loss", loss, prog_bar=True, batch_size=_rows(inputs))
         update_metrics(self.task, self.val_metrics, out, target)
         for name, metrics in self.alone_metrics.items():  # each input alone, the others absent
             alone = {n: (b if n == name else replace(b, present=torch.zeros_like(b.present)))
@@ -90,6 +97,10 @@ class LitMultimodal(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, self.total_steps, warm_frac,
                                                                                floor))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _rows(inputs: dict[str, ModalityBatch]) -> int:
+    return len(next(iter(inputs.values())).present)
 
 
 def lr_factor(step: int, total: int, warm_frac: float, floor: float) -> float:

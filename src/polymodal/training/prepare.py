@@ -42,6 +42,9 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
             if "path" not in cfg["encoder"]:
                 raise RecipeError(f"field `inputs.{cfg['name']}.encoder.path`: a pretrained encoder needs a path")
             cfg["options"] = adjust_modality(cfg["modality"], cfg["options"], cfg["encoder"])
+    if data["target"]["task"] == "contrastive":
+        data["training"]["group_by"] = None  # rows sharing a value in one batch would only be false negatives
+        data["training"]["modality_dropout"] = 0.0
     if not data["target"]["task"]:
         data["target"]["task"] = infer_task([r.get(recipe.target.column) for r in train.rows])
     validate_components(Recipe.model_validate(data))
@@ -122,11 +125,12 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     for spec in inputs:  # modality state from the training rows only
         used = sorted({raw.ids[spec.name][p] for p in train_pos} - {-1})
         spec.modality.fit([raw.items[spec.name][i] for i in used])
-    try:
-        task.fit([raw.targets[p] for p in train_pos])
-    except ValueError as e:
-        raise DataError(f"{train_table.source}, column '{col}': {e}") from None
-    raw.targets = [task.encode(t) for t in raw.targets]
+    if raw.targets is not None:
+        try:
+            task.fit([raw.targets[p] for p in train_pos])
+        except ValueError as e:
+            raise DataError(f"{train_table.source}, column '{col}': {e}") from None
+        raw.targets = [task.encode(t) for t in raw.targets]
     train = raw.take(train_pos)
     if val_table is None:
         validation = raw.take(val_pos)
@@ -137,5 +141,8 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     if tables.get("test") is not None:
         check_columns(tables["test"], inputs, col)
         test = read_inputs(tables["test"], inputs, task, col, bad, show_progress=prog)
-    net = build_net(recipe, inputs, task)
+    try:
+        net = build_net(recipe, inputs, task)
+    except ValueError as e:
+        raise RecipeError(f"field `target.options`: {e}") from None
     return Prepared(Parts(recipe, inputs, task, net), train, validation, test, group)

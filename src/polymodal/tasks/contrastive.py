@@ -1,0 +1,180 @@
+"""Contrastive learning of a joint embedding space from pairs (CLIP's symmetric InfoNCE, or SigLIP's sigmoid loss).
+Each input is encoded and projected into one shared, L2-normalised space; with more than two inputs, each is bound to
+an anchor input (ImageBind) or every pair is used. An optional label column makes retrieval metrics class-level."""
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from .base import TASKS, Task, TaskConfig
+from .classification import as_label
+
+
+class ImageAugmentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    crop: float = Field(1.0, gt=0, le=1, description="Smallest area kept by a random resized crop (1: no crop).")
+    flip: bool = Field(False, description="Random horizontal flips.")
+    jitter: float = Field(0.0, ge=0, le=1, description="Random brightness and contrast change, up to this fraction "
+                          "(hue is left alone: colour words stay true).")
+
+
+class ContrastiveConfig(TaskConfig):
+    loss: Literal["clip", "siglip"] = Field("clip", description="clip: symmetric softmax cross-entropy (InfoNCE) over "
+                                            "the batch; siglip: a sigmoid loss on every pair.")
+    pairs: Literal["anchor", "all"] = Field("all", description="With more than two inputs: bind each input to the "
+                                            "anchor (ImageBind), or train every pair.")
+    anchor: str | None = Field(None, description="The anchor input's name (default: the first input).")
+    embed_dim: int | None = Field(None, ge=2, description="Width of the shared space (default: model.dim).")
+    temperature: float = Field(0.07, gt=0, description="Initial softmax temperature (CLIP: 0.07); SigLIP starts at "
+                               "0.1 with a bias of -10.")
+    learn_temperature: bool = Field(True, description="Learn the temperature (CLIP caps the scale at 100).")
+    label_positives: bool = Field(False, description="Rows that share a label count as matching pairs (supervised "
+                                  "contrastive); by default only a row's own pair, and rows with an identical value, "
+                                  "match.")
+    image_augment: ImageAugmentConfig = Field(default_factory=ImageAugmentConfig,
+                                              description="Image augmentations applied to training batches.")
+
+
+class EmbeddingHead(nn.Module):
+    """A linear projection per input into the shared space, and the learnt logit scale (and SigLIP's bias)."""
+
+    def __init__(self, names: list[str], dim: int, config: ContrastiveConfig) -> None:
+        super().__init__()
+        out = config.embed_dim or dim
+        self.proj = nn.ModuleDict({n: nn.Linear(dim, out) for n in names})
+        siglip = config.loss == "siglip"
+        scale = math.log(10.0) if siglip else math.log(1.0 / config.temperature)
+        self.logit_scale = nn.Parameter(torch.tensor(scale), requires_grad=config.learn_temperature)
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0 if siglip else 0.0), requires_grad=siglip)
+
+    def scale(self) -> Tensor:
+        return self.logit_scale.clamp(max=math.log(100.0)).exp()
+
+
+def pair_list(names: list[str], config: ContrastiveConfig) -> list[tuple[str, str]]:
+    if config.pairs == "all" or len(names) == 2:
+        return list(itertools.combinations(names, 2))
+    anchor = config.anchor or names[0]
+    return [(anchor, n) for n in names if n != anchor]
+
+
+def matches(index_a: Tensor, index_b: Tensor, labels: Tensor | None) -> Tensor:
+    """[B, B] True where rows i and j form a matching pair: the same row, the same value on either side, or (when
+    given) the same label."""
+    pos = (index_a[:, None] == index_a[None, :]) | (index_b[:, None] == index_b[None, :])
+    if labels is not None:
+        pos = pos | (labels[:, None] == labels[None, :])
+    return pos
+
+
+def pair_loss(za: Tensor, zb: Tensor, pos: Tensor, scale: Tensor, bias: Tensor, kind: str) -> Tensor:
+    logits = scale * za @ zb.T
+    if kind == "siglip":
+        sign = pos.float() * 2 - 1
+        return -F.logsigmoid(sign * (logits + bias)).sum(1).mean()
+    target = pos.float() / pos.float().sum(1, keepdim=True)  # several matches share the probability mass
+    target_t = pos.T.float() / pos.T.float().sum(1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target_t))
+
+
+class RetrievalRecall(Metric):
+    """Recall@1 over the whole validation set, averaged over both directions of every pair: a hit when the true
+    partner (or, with labels, an item of the same label) scores at least as high as every other item."""
+
+    full_state_update = False
+
+    def __init__(self, pairs: list[tuple[int, int]]) -> None:
+        super().__init__()
+        self.pairs = pairs
+        self.add_state("emb", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+
+    def update(self, out: Tensor, target: Tensor | None) -> None:
+        self.emb.append(out.float())
+        self.labels.append(target if target is not None else torch.full(out.shape[:1], -1, device=out.device))
+
+    def compute(self) -> Tensor:
+        emb = torch.cat(self.emb) if isinstance(self.emb, list) else self.emb
+        labels = torch.cat(self.labels) if isinstance(self.labels, list) else self.labels
+        hits = []
+        for a, b in self.pairs:
+            for q, g in ((a, b), (b, a)):
+                present = (emb[:, q].norm(dim=1) > 0) & (emb[:, g].norm(dim=1) > 0)
+                zq, zg, lab = emb[present, q], emb[present, g], labels[present]
+                if len(zq) == 0:
+                    continue
+                sims = zq @ zg.T
+                best = sims.argmax(1)
+                own = sims.diagonal()
+                hit = sims.max(1).values <= own + 1e-5
+                if bool((lab >= 0).all()):
+                    hit = hit | (lab[best] == lab)
+                hits.append(hit.float().mean())
+        return torch.stack(hits).mean() if hits else torch.tensor(0.0)
+
+
+@TASKS.register("contrastive")
+class Contrastive(Task):
+    Config = ContrastiveConfig
+    config: ContrastiveConfig
+    monitor, monitor_mode = "recall_at_1", "max"
+    fuses = False  # no fusion and no prediction head: each input is projected into the shared space
+    needs_target = False
+    retrieval = True
+
+    def fit(self, targets: list[Any]) -> None:
+        pass
+
+    def encode(self, value: Any) -> int:
+        return zlib.crc32(as_label(value).encode("utf-8"))  # labels only need equality: any label is welcome
+
+    def collate(self, values: list[int]) -> Tensor:
+        return torch.tensor(values, dtype=torch.long)
+
+    def embedding_head(self, names: list[str], dim: int) -> EmbeddingHead:
+        if len(names) < 2:
+            raise ValueError("a contrastive model needs at least two inputs")
+        if self.config.anchor is not None and self.config.anchor not in names:
+            raise ValueError(f"the anchor '{self.config.anchor}' is not an input (inputs: {', '.join(names)})")
+        self.names = names
+        return EmbeddingHead(names, dim, self.config)
+
+    def batch_loss(self, embedded: dict[str, Tensor], inputs: dict, target: Tensor | None,
+                   head: EmbeddingHead) -> Tensor:
+        """The loss over every pair of a batch (rows where both inputs are present)."""
+        losses = []
+        labels = target if self.config.label_positives else None
+        for a, b in pair_list(list(embedded), self.config):
+            both = inputs[a].present & inputs[b].present
+            if int(both.sum()) < 2:
+                continue
+            pos = matches(inputs[a].index[both], inputs[b].index[both], None if labels is None else labels[both])
+            losses.append(pair_loss(embedded[a][both], embedded[b][both], pos, head.scale(), head.logit_bias,
+                                    self.config.loss))
+        if not losses:
+            return sum(z.sum() for z in embedded.values()) * 0.0  # no pair in this batch: a zero that has a graph
+        return torch.stack(losses).mean()
+
+    def metrics(self):
+        from torchmetrics import MetricCollection
+
+        names = getattr(self, "names", None) or []
+        idx = {n: i for i, n in enumerate(names)}
+        pairs = [(idx[a], idx[b]) for a, b in pair_list(names, self.config)] if len(names) > 1 else []
+        return MetricCollection({"recall_at_1": RetrievalRecall(pairs)})
+
+    def decode(self, out: Tensor) -> list[dict]:
+        names = getattr(self, "names", [])
+        return [{"embedding": {n: row[i].tolist() for i, n in enumerate(names) if float(row[i].norm()) > 0}}
+                for row in out]
+
+    def score(self, out: Tensor) -> Tensor:
+        raise NotImplementedError("explanations are for predictive tasks; a contrastive model has no prediction")
