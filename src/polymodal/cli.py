@@ -1,4 +1,5 @@
-"""The `polymodal` command line: fit, evaluate, predict, info, demo. Errors print one message, never a traceback."""
+"""The `polymodal` command line: fit, evaluate, predict, info, explain, demo (and embed, index, search, zero-shot
+from cli_retrieval). Errors print one message, never a traceback."""
 from __future__ import annotations
 
 import json
@@ -266,3 +267,6 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+from . import cli_retrieval  # noqa: E402,F401  (registers embed, index, search, zero-shot)

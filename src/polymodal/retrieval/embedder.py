@@ -1,0 +1,167 @@
+"""Embedders: a table column (or one query value) -> L2-normalised vectors in a joint space. Two kinds: a polymodal
+contrastive model directory, and a Hugging Face dual encoder (CLIP and kin: anything with get_text_features /
+get_image_features) by hub id or local directory. Both read values through polymodal's modalities, so errors name
+the file, row and column."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data import InputSpec, Table, check_columns, read_inputs
+from ..data.batching import collate_input
+from ..errors import PolymodalError
+from ..types import ModalityBatch
+
+
+class Embedder:
+    """Embeds the values of any of its inputs. Subclasses give `specs` (input name -> InputSpec) and embed_batch."""
+
+    source: str
+    specs: dict[str, InputSpec]
+    batch_size = 128
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        return {n: s.modality.registry_name for n, s in self.specs.items()}
+
+    def input_for(self, name: str | None, kind: str | None = None) -> str:
+        """Resolve an input name; with none given, the only input of that modality (or the only input)."""
+        if name is not None:
+            if name not in self.specs:
+                raise PolymodalError(f"{self.source} has no input '{name}' (inputs: {', '.join(self.specs)})")
+            return name
+        names = [n for n, k in self.inputs.items() if kind is None or k == kind]
+        if len(names) != 1:
+            what = f"{kind} input" if kind else "input"
+            raise PolymodalError(f"{self.source}: name the {what} to use (inputs: "
+                                 f"{', '.join(f'{n} ({k})' for n, k in self.inputs.items())})")
+        return names[0]
+
+    @torch.inference_mode()
+    def embed_table(self, table: Table, name: str, column: str | None = None,
+                    on_bad_input: str = "error") -> tuple[np.ndarray, list[int]]:
+        """Vectors [N, E] (float32, unit length) for the rows that have a value in the input's column, and those
+        rows' positions in the table."""
+        spec = self.specs[name]
+        spec = InputSpec(spec.name, column or spec.column, spec.modality)
+        check_columns(table, [spec], None)
+        read = read_inputs(table, [spec], None, None, on_bad_input, require_target=False, show_progress=True)
+        ids = np.asarray(read.ids[name])
+        keep = ids >= 0
+        if not keep.any():
+            raise PolymodalError(f"{table.source}: column '{spec.column}' has no values")
+        distinct = self._embed_items(name, read.items[name])
+        rows = [r for r, k in zip(read.rows, keep) if k]
+        return distinct[ids[keep]], rows
+
+    def embed_values(self, name: str, values: list[Any], base_dir: Path | None = None) -> np.ndarray:
+        """Vectors for raw values (texts, file paths, arrays) of one input."""
+        column = self.specs[name].column
+        table = Table([{column: v} for v in values], base_dir or Path.cwd(), "<query>")
+        return self.embed_table(table, name)[0]
+
+    def _embed_items(self, name: str, items: list) -> np.ndarray:
+        modality = self.specs[name].modality
+        out = []
+        for start in range(0, len(items), self.batch_size):
+            ids = list(range(start, min(len(items), start + self.batch_size)))
+            z = self.embed_batch(name, collate_input(modality, ids, items))
+            out.append(torch.nn.functional.normalize(z.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def embed_batch(self, name: str, batch: ModalityBatch) -> Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"source": self.source, "inputs": self.inputs}
+
+
+class ModelEmbedder(Embedder):
+    """A polymodal contrastive model directory."""
+
+    def __init__(self, directory: str | Path) -> None:
+        from ..storage import load_parts
+
+        self.parts = load_parts(directory)
+        if not self.parts.task.retrieval:
+            raise PolymodalError(f"{directory}: a {self.parts.recipe.target.task} model has no joint embedding space "
+                                 "(train one with target.task: contrastive)")
+        self.source = str(directory)
+        self.specs = {s.name: s for s in self.parts.inputs}
+
+    def embed_batch(self, name: str, batch: ModalityBatch) -> Tensor:
+        return self.parts.net.embed({name: batch})[name]
+
+
+class HFDualEncoder(Embedder):
+    """A Hugging Face dual encoder (CLIP, SigLIP, ...): inputs `text` and `image`."""
+
+    def __init__(self, source: str) -> None:
+        from transformers import AutoModel
+
+        from ..encoders.pretrained import adjust_modality, image_stats, resolve_source
+        from ..model import make_modality
+
+        path = resolve_source(source)
+        try:
+            self.model = AutoModel.from_pretrained(path).eval()
+        except (OSError, ValueError) as e:
+            raise PolymodalError(f"cannot load '{source}' as a model directory, a polymodal model or a Hugging Face "
+                                 f"dual encoder: {e}") from None
+        if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
+            raise PolymodalError(f"{source}: a {type(self.model).__name__} is not a dual encoder (no "
+                                 "get_text_features / get_image_features)")
+        self.source = source
+        size = getattr(getattr(self.model.config, "vision_config", None), "image_size", 224)
+        text = make_modality("text", "text", adjust_modality("text", {}, {"path": path}))
+        text.fit([])
+        image_opts = adjust_modality("image", {"resize": "crop"}, {"path": path})
+        image_opts.setdefault("size", size)
+        image = make_modality("image", "image", image_opts)
+        self.specs = {"text": InputSpec("text", "text", text), "image": InputSpec("image", "image", image)}
+        mean, std = image_stats(path)
+        self.mean, self.std = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+
+    def embed_batch(self, name: str, batch: ModalityBatch) -> Tensor:
+        if name == "text":
+            out = self.model.get_text_features(input_ids=batch.data, attention_mask=batch.mask.long())
+        else:
+            x = batch.data if batch.data.shape[1] == 3 else batch.data.expand(-1, 3, -1, -1)
+            out = self.model.get_image_features(pixel_values=(x - self.mean) / self.std)
+        return out if isinstance(out, Tensor) else out.pooler_output
+
+
+def open_embedder(source: str | Path) -> Embedder:
+    """A polymodal model directory (a contrastive model) or a Hugging Face dual encoder (hub id or directory)."""
+    path = Path(source)
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            is_polymodal = json.loads(config.read_text()).get("format") == "polymodal-model"
+        except json.JSONDecodeError as e:
+            raise PolymodalError(f"{config}: corrupt config: {e}") from None
+        if is_polymodal:
+            return ModelEmbedder(path)
+    elif path.exists() and not path.is_dir():
+        raise PolymodalError(f"{source}: expected a model directory, not a file")
+    return HFDualEncoder(str(source))
+
+
+def modality_of_file(path: str) -> str:
+    """The modality a query file holds, from its extension."""
+    suffix = Path(path).suffix.lower()
+    kinds = {"image": (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
+             "audio": (".wav", ".flac", ".ogg", ".mp3"), "video": (".mp4", ".avi", ".mov", ".mkv", ".webm"),
+             "signal": (".npy", ".csv")}
+    for kind, suffixes in kinds.items():
+        if suffix in suffixes:
+            return kind
+    raise PolymodalError(f"{path}: cannot tell the modality of a '{suffix}' file; name the input with --query-input")
+
+
+__all__ = ["Embedder", "HFDualEncoder", "ModelEmbedder", "modality_of_file", "open_embedder"]
