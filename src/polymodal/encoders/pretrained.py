@@ -96,6 +96,8 @@ class PretrainedEncoder(Encoder):
         return self
 
     def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        if self.config.freeze and self.model.training:  # Lightning may restore submodule modes without train()
+            self.model.eval()
         if self.kind == "text":
             out = self.model(input_ids=data, attention_mask=mask.long())
         elif self.kind == "image":

@@ -9,6 +9,7 @@ from ..config import Recipe
 from ..data import InputSpec, ReadTable, Table, check_columns, choose_group_input, is_missing, read_inputs
 from ..encoders import ENCODERS
 from ..encoders.pretrained import adjust_modality
+from ..encoders.transfer import load_source_modality, resolve_transfer
 from ..errors import DataError, RecipeError
 from ..fusion import FUSIONS
 from ..model import Parts, build_net, make_modality, make_task, validate_components
@@ -31,6 +32,11 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
     check_columns(train, [InputSpec(i.name, i.source, None) for i in recipe.inputs], recipe.target.column)
     for cfg in data["inputs"]:
         column = cfg["column"] or cfg["name"]
+        if cfg["encoder"].get("type") == "transfer":
+            if "path" not in cfg["encoder"]:
+                raise RecipeError(f"field `inputs.{cfg['name']}.encoder.path`: a transfer encoder needs the model "
+                                  "directory to take it from")
+            resolve_transfer(cfg)  # modality, options and architecture come from the source model
         if not cfg["modality"]:
             kind = infer_modality([r.get(column) for r in train.rows if not _missing(r.get(column))])
             if kind is None:
@@ -122,7 +128,10 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     else:
         train_pos, val_pos = list(range(len(raw))), []
 
-    for spec in inputs:  # modality state from the training rows only
+    for spec, cfg in zip(inputs, recipe.inputs):  # modality state from the training rows only
+        if cfg.encoder.get("type") == "transfer":
+            load_source_modality(spec.modality, cfg.encoder)  # the vocabulary the transferred encoder knows
+            continue
         used = sorted({raw.ids[spec.name][p] for p in train_pos} - {-1})
         spec.modality.fit([raw.items[spec.name][i] for i in used])
     if raw.targets is not None:
