@@ -19,6 +19,8 @@ import polymodal as pm
 AUDIO = {"name": "audio", "modality": "audio", "options": {"sample_rate": 8000, "n_mels": 40, "max_seconds": 1.5}}
 IMAGE = {"name": "image", "modality": "image", "options": {"size": 28, "channels": 1},
          "encoder": {"type": "image_cnn", "channels": [32, 64]}}
+# the image encoder chosen on validation for avdigits-hard (benchmarks/fusion_zoo.py): the final grid flattened
+IMAGE_FLAT = {**IMAGE, "encoder": {"type": "image_cnn", "channels": [32, 64, 128], "pool": "flatten"}}
 
 CONFIGS = {
     "audio_only": {"inputs": [AUDIO], "fusion": "concat", "dropout": 0.0, "heads": 0.0},
@@ -42,6 +44,14 @@ CONFIGS = {
     # hide the strong input (audio) more often than the weak one, so the image branch learns to stand alone
     "late_asym": {"inputs": [AUDIO, IMAGE], "fusion": "late", "dropout": {"audio": 0.6, "image": 0.2}, "heads": 1.0,
                   "select": "robust", "augment": 0.3},
+    # rows with one input present are predicted by that input's auxiliary head (model.alone: head)
+    "late_aug_head": {"inputs": [AUDIO, IMAGE], "fusion": "late", "dropout": 0.5, "heads": 1.0, "select": "robust",
+                      "augment": 0.3, "alone": "head"},
+    "image_only_flat": {"inputs": [IMAGE_FLAT], "fusion": "concat", "dropout": 0.0, "heads": 0.0},
+    "late_aug_head_flat": {"inputs": [AUDIO, IMAGE_FLAT], "fusion": "late", "dropout": 0.5, "heads": 1.0,
+                           "select": "robust", "augment": 0.3, "alone": "head"},
+    "late_aug_head_flat_nodrop": {"inputs": [AUDIO, IMAGE_FLAT], "fusion": "late", "dropout": 0.0, "heads": 1.0,
+                                  "select": "robust", "augment": 0.3, "alone": "head"},
     # the same as late_aug without modality dropout: what dropout costs on clean data
     "late_aug_nodrop": {"inputs": [AUDIO, IMAGE], "fusion": "late", "dropout": 0.0, "heads": 1.0, "select": "robust",
                         "augment": 0.3},
@@ -51,7 +61,8 @@ CONFIGS = {
 def recipe(cfg: dict, data: Path, epochs: int, seed: int, patience: int = 8) -> dict:
     return {"data": {"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")},
             "inputs": cfg["inputs"], "target": {"column": "label"},
-            "model": {"dim": 128, "fusion": {"method": cfg["fusion"]}, "unimodal_heads": cfg["heads"]},
+            "model": {"dim": 128, "fusion": {"method": cfg["fusion"]}, "unimodal_heads": cfg["heads"],
+                      "alone": cfg.get("alone", "fused")},
             "training": {"epochs": epochs, "batch_size": 64, "lr": 0.002, "seed": seed, "progress": False,
                          "modality_dropout": cfg["dropout"], "select": cfg.get("select", "clean"),
                          "augment": cfg.get("augment", 0.0),

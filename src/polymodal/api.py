@@ -38,9 +38,10 @@ class Model:
             if spec.column not in cols and spec.name in cols:
                 table = Table([{**r, spec.column: r.get(spec.name)} for r in table.rows], table.base_dir,
                               table.source)
-        if require_target:
+        if require_target and self.parts.task.needs_target:
             check_columns(table, [], self.parts.recipe.target.column)
         target = self.parts.recipe.target.column if require_target else None  # predictions never read targets
+        require_target = require_target and self.parts.task.needs_target  # contrastive labels are optional
         return read_inputs(table, self.parts.inputs, self.parts.task, target, self.parts.recipe.data.on_bad_input,
                            require_target=require_target, show_progress=False, keep_raw=keep_raw)
 
@@ -59,14 +60,35 @@ class Model:
                 pred["id"] = src["id"]
         return decoded[0] if single else decoded
 
+    def generate(self, prompts: str | list[str], n: int = 1, steps: int | None = None, guidance: float | None = None,
+                 seed: int = 0, sampler: str | None = None) -> list:
+        """PIL images from a text-to-image model: n per prompt (prompt-major), seeded. steps, guidance and sampler
+        (ddim, ddpm, dpm_solver) default to the recipe's."""
+        from .generation import generate_from_parts
+
+        return generate_from_parts(self.parts, [prompts] if isinstance(prompts, str) else list(prompts), n, steps,
+                                   guidance, seed, sampler)
+
     def evaluate(self, data: Any, robustness: bool = False, baseline: Any = None, out: str | Path | None = None,
-                 progress=None) -> dict:
+                 progress=None, classifier: str | Path | None = None, contrastive: str | Path | None = None,
+                 steps: int | None = None, guidance: float | None = None, limit: int | None = None) -> dict:
         """Metrics on a labelled table (path, DataFrame or rows), with modality reliance. With robustness=True,
         also a `robustness` report: every subset of inputs removed, curves over ten severities of each corruption,
         relative robustness, and effective robustness against `baseline` (a late-fusion model's report, or a path to
-        one); curves are drawn as PNGs into `out` when given."""
+        one); curves are drawn as PNGs into `out` when given. A contrastive model reports retrieval recall@k both
+        ways; a text-to-image model reports its denoising loss and, with `classifier` (a model trained on real
+        images) and/or `contrastive`, generates for the table's captions (first `limit` rows) and scores them."""
         from .evaluation.robustness import load_baseline, plot_curves, robustness_report
 
+        if self.parts.task.generates:  # text-to-image: generate for the table's captions and score the images
+            from .evaluation.generation import generation_report
+
+            result = evaluate_parts(self.parts, self._read(data, require_target=False))
+            if classifier is not None or contrastive is not None or out is not None:
+                result["generation"] = generation_report(self.parts, self._table(data), classifier, contrastive,
+                                                         steps, guidance, limit=limit, progress=progress,
+                                                         out=None if out is None else Path(out))
+            return result
         read = self._read(data, require_target=True, keep_raw=robustness)
         result = evaluate_parts(self.parts, read)
         if robustness:

@@ -93,8 +93,16 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write robustness.json and curve PNGs here."),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="A late-fusion model's robustness.json (or its "
                                             "--out folder) for effective robustness."),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", help="Text-to-image: a classifier trained on real "
+                                              "images; scores images generated for the table's captions."),
+    contrastive: Optional[str] = typer.Option(None, "--contrastive", help="Text-to-image: a contrastive model (or "
+                                              "CLIP) for a CLIP-style score of the generated images."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Text-to-image: sampling steps."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Text-to-image: guidance scale."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Text-to-image: generate for the first N rows only."),
 ) -> None:
-    """Metrics of a trained model on a labelled table, with modality reliance and optional robustness curves."""
+    """Metrics of a trained model on a labelled table, with modality reliance and optional robustness curves
+    (retrieval recall for a contrastive model; generated-image scores for a text-to-image model)."""
     from rich.console import Console
 
     from .api import load
@@ -102,18 +110,31 @@ def evaluate(
     err = Console(stderr=True)
     done = []
 
-    def progress(name: str, kind: str) -> None:
+    def progress(name, kind) -> None:
         done.append(kind)
-        err.print(f"  robustness: {name} / {kind}", highlight=False)
+        err.print(f"  robustness: {name} / {kind}" if robustness else f"  generated {name} / {kind}", highlight=False)
 
-    metrics = load(model_dir).evaluate(data, robustness=robustness, baseline=baseline, out=out,
-                                       progress=progress if robustness else None)
+    model = load(model_dir)
+    if model.parts.task.generates:
+        metrics = model.evaluate(data, out=out, classifier=classifier, contrastive=contrastive, steps=steps,
+                                 guidance=guidance, limit=limit, progress=progress)
+    else:
+        metrics = model.evaluate(data, robustness=robustness, baseline=baseline, out=out,
+                                 progress=progress if robustness else None)
     for warning in metrics.get("warnings", []):
         err.print(f"[yellow]warning:[/yellow] {warning}")
     if as_json:
         typer.echo(json.dumps(metrics))
         return
     _print_metrics(metrics, f"{model_dir} on {data}")
+
+
+def _flat(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
@@ -129,8 +150,8 @@ def _print_metrics(metrics: dict, title: str) -> None:
         if k in ("warnings", "robustness"):
             continue
         if isinstance(v, dict):
-            for kk, vv in v.items():
-                table.add_row(escape(f"{k}[{kk}]"), f"{vv:.4f}")
+            for kk, vv in _flat(v):
+                table.add_row(escape(f"{k}[{kk}]"), f"{vv:.4f}" if isinstance(vv, float) else str(vv))
         else:
             table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     console.print(table)
@@ -198,10 +219,12 @@ def info(
     from rich.console import Console
 
     console = Console()
-    console.print(f"[bold]{model_dir}[/bold]: {summary['task']} of '{summary['target']}'")
+    what = f" of '{summary['target']}'" if summary["target"] else ""
+    console.print(f"[bold]{model_dir}[/bold]: {summary['task']}{what}")
     for name, i in summary["inputs"].items():
         console.print(f"  input {name}: column '{i['column']}', {i['modality']}, encoder {i['encoder']}")
-    console.print(f"  fusion: {summary['fusion']}")
+    if summary["task"] not in ("contrastive", "text_to_image"):
+        console.print(f"  fusion: {summary['fusion']}")
     if summary["classes"]:
         console.print(f"  classes ({len(summary['classes'])}): {', '.join(summary['classes'])}")
     for split in ("validation", "test"):

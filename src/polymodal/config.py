@@ -47,14 +47,15 @@ class InputConfig(_Strict):
 class TargetConfig(_Strict):
     column: str | None = Field(None, description="Table column holding the target (for a contrastive model: an "
                                "optional label column that makes retrieval metrics class-level).")
-    task: Literal["classification", "multilabel", "regression", "contrastive"] | None = Field(
+    task: Literal["classification", "multilabel", "regression", "contrastive", "text_to_image"] | None = Field(
         None, description="Default: inferred from the values (fractional numbers: regression; lists: multilabel). "
-        "contrastive: a joint embedding space learnt from the inputs' pairs.")
+        "contrastive: a joint embedding space learnt from the inputs' pairs; text_to_image: a diffusion model "
+        "generating the image input from the text input.")
 
     @model_validator(mode="after")
     def _column_needed(self) -> "TargetConfig":
-        if self.column is None and self.task != "contrastive":
-            raise ValueError("a target column is needed (only a contrastive model may go without one)")
+        if self.column is None and self.task not in ("contrastive", "text_to_image"):
+            raise ValueError("a target column is needed (only contrastive and text_to_image models go without one)")
         return self
     options: dict[str, Any] = Field(default_factory=dict, description="Task options (label_smoothing, ...).")
 
@@ -66,6 +67,10 @@ class ModelConfig(_Strict):
     unimodal_heads: float = Field(0.0, ge=0, description="Weight of auxiliary per-input heads' losses (each input "
                                   "alone predicts the target), a remedy for a model that learns to ignore its weaker "
                                   "input; 0: none.")
+    alone: Literal["fused", "head"] = Field(
+        "fused", description="How a row with a single input present is predicted: through the fusion (with the "
+        "missing inputs' learnt embeddings), or by that input's auxiliary head (needs unimodal_heads > 0), which is "
+        "trained on that input alone.")
 
 
 class TrainingConfig(_Strict):

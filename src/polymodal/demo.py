@@ -40,6 +40,69 @@ def easy_vqa_tables(directory: Path | None = None) -> dict[str, Path]:
     return paths
 
 
+SHAPES = ("circle", "rectangle", "triangle")
+COLOURS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
+
+
+def attributes_from_questions(questions: list[tuple[str, str]]) -> dict[str, str]:
+    """An image's shape and colour, read from its (question, answer) pairs: open answers name them; a yes to "is
+    there a red shape?" (or a no to "is there not a red shape?") confirms the attribute asked about, and a
+    value is taken when every other one is ruled out."""
+    found: dict[str, str] = {}
+    excluded: dict[str, set[str]] = {}
+    for q, a in questions:
+        words = q.rstrip("?").split()
+        named = {"shape": [w for w in words if w in SHAPES], "colour": [w for w in words if w in COLOURS]}
+        if a in SHAPES:
+            found["shape"] = a
+        elif a in COLOURS:
+            found["colour"] = a
+        negative = "not" in words or "no" in words
+        if a in SHAPES or a in COLOURS or (a == "yes") != negative:
+            for key, values in named.items():
+                if values:
+                    found.setdefault(key, values[0])
+        elif a in ("yes", "no"):  # the attribute asked about is ruled out
+            for key, values in named.items():
+                excluded.setdefault(key, set()).update(values)
+    for key, options in (("shape", SHAPES), ("colour", COLOURS)):
+        left = [o for o in options if o not in excluded.get(key, set())]
+        if key not in found and len(left) == 1:  # every other value ruled out
+            found[key] = left[0]
+    return found
+
+
+def easy_vqa_caption_tables(directory: Path | None = None) -> dict[str, Path]:
+    """easy-VQA's images with captions built from their questions ("a red circle"): one row per image with
+    `image`, `caption`, `shape`, `colour` (images whose questions do not give both are left out)."""
+    import easy_vqa
+
+    directory = directory or cache_dir() / "easy-vqa"
+    directory.mkdir(parents=True, exist_ok=True)
+    splits = {"train": (easy_vqa.get_train_questions, easy_vqa.get_train_image_paths),
+              "test": (easy_vqa.get_test_questions, easy_vqa.get_test_image_paths)}
+    paths = {}
+    for split, (questions, images) in splits.items():
+        path = directory / f"captions-{split}.jsonl"
+        paths[split] = path
+        if path.is_file():
+            continue
+        texts, answers, image_ids = questions()
+        per_image: dict[int, list] = {}
+        for q, a, i in zip(texts, answers, image_ids):
+            per_image.setdefault(i, []).append((q, a))
+        image_paths = images()
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            for i in sorted(per_image):
+                att = attributes_from_questions(per_image[i])
+                if "shape" in att and "colour" in att:
+                    f.write(json.dumps({"id": i, "image": image_paths[i], "caption": f"a {att['colour']} "
+                                        f"{att['shape']}", "shape": att["shape"], "colour": att["colour"]}) + "\n")
+        tmp.replace(path)
+    return paths
+
+
 def demo_recipe() -> dict:
     import yaml
 

@@ -36,7 +36,8 @@ def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None)
     }
     for spec in parts.inputs:
         spec.modality.save_files(tmp, f"{spec.name}.")
-        parts.net.encoders[spec.name].encoder.save_files(tmp, f"{spec.name}.")
+        if spec.name in parts.net.encoders:  # a generated input has no encoder
+            parts.net.encoders[spec.name].encoder.save_files(tmp, f"{spec.name}.")
     state = {k: v.detach().cpu().contiguous() for k, v in parts.net.state_dict().items()}
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
     (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -103,3 +104,21 @@ def test_training_augmentation_corrupts_some_distinct_values(xor_rows):
     assert 0.2 < float(changed) < 0.8
     again, _ = Collator(prep.train, prep.parts.modalities, prep.parts.task)(rows)
     assert torch.equal(clean["img"].data, again["img"].data)  # the shared items were not modified
+
+
+def test_alone_rows_can_be_predicted_by_their_own_head(image_only_signal):
+    recipe = image_text_recipe("late", 0.3)
+    recipe["model"].update({"unimodal_heads": 1.0, "alone": "head"})
+    recipe["training"]["epochs"] = 3
+    model = pm.fit(recipe, train=image_only_signal[:200], validation=image_only_signal[200:260])
+    net = model.parts.net
+    read = model._read(image_only_signal[400:420], require_target=False)
+    from polymodal.data import Collator
+
+    batch, _ = Collator(read, model.parts.modalities, None)(list(range(20)))
+    batch["txt"] = replace(batch["txt"], present=torch.zeros(20, dtype=torch.bool))
+    with torch.no_grad():
+        out = net(batch)
+        own = net.unimodal_heads["img"](net.encoders["img"](batch["img"]).pooled)
+        fused = net.head(net.fuse(net.encode(batch)).pooled)
+    assert torch.allclose(out, own) and not torch.allclose(out, fused)

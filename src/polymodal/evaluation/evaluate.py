@@ -46,6 +46,10 @@ def evaluate_parts(parts: Parts, data: ReadTable, batch_size: int = 256, with_re
     """Metrics, per-class accuracy, and modality reliance (the change when each input is removed)."""
     from .reliance import reliance
 
+    if parts.task.generates:
+        from .generation import denoising_loss
+
+        return denoising_loss(parts, data, batch_size)
     if parts.task.retrieval:
         from .retrieval import retrieval_report
 

@@ -1,5 +1,5 @@
 """Tasks. Importing this package registers every task."""
-from . import classification, contrastive, regression  # noqa: F401  (registration)
+from . import classification, contrastive, regression, text_to_image  # noqa: F401  (registration)
 from .base import TASKS, Task
 
 __all__ = ["TASKS", "Task", "update_metrics"]

@@ -21,6 +21,7 @@ class Task:
     fuses: ClassVar[bool] = True  # False: no fusion or head; each input is embedded (contrastive)
     needs_target: ClassVar[bool] = True  # False: the target column is optional (labels for class-level metrics)
     retrieval: ClassVar[bool] = False  # evaluated by cross-modal retrieval rather than from predictions
+    generates: ClassVar[bool] = False  # generates one of its inputs from the others (text-to-image)
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config

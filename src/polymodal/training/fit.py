@@ -18,7 +18,7 @@ from ..errors import PolymodalError
 from ..evaluation.evaluate import evaluate_parts
 from ..model import Parts
 from ..storage import save_parts
-from .module import BestWeights, LitMultimodal
+from .module import BestWeights, EMAWeights, LitMultimodal
 from .prepare import Prepared, prepare
 
 log = logging.getLogger("polymodal")
@@ -59,7 +59,11 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     best = BestWeights(monitor, mode)
     ckpt_dir = out / "checkpoints"
     callbacks = [best, L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0)]
-    if val_dl is not None:
+    generates = getattr(parts.task, "generates", False)
+    ema = EMAWeights(parts.task.config.ema_decay) if generates and parts.task.config.ema_decay > 0 else None
+    if ema is not None:
+        callbacks.append(ema)
+    if val_dl is not None and not generates:  # a diffusion loss is too noisy to stop on
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode))
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
@@ -78,7 +82,11 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
         trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
     train_seconds = time.perf_counter() - started
-    if best.state is not None:
+    if ema is not None and ema.state is not None:
+        parts.net.load_state_dict(ema.state)  # a generator keeps its averaged weights
+    elif generates:
+        pass  # the last weights
+    elif best.state is not None:
         parts.net.load_state_dict(best.state)
     parts.net.eval()
     metrics: dict = {"training": {"seconds": round(train_seconds, 2), "epochs": trainer.current_epoch,

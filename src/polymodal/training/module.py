@@ -36,8 +36,10 @@ class LitMultimodal(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         inputs, target = batch
-        if not self.task.fuses:  # a joint embedding space: pairs, no modality dropout
-            inputs = augment_images(inputs, self.net.kinds, self.task.config.image_augment, self._generator(inputs))
+        if not self.task.fuses:  # a joint embedding space or a generator: its own loss, no modality dropout
+            augment = getattr(self.task.config, "image_augment", None)
+            if augment is not None:
+                inputs = augment_images(inputs, self.net.kinds, augment, self._generator(inputs))
             loss = self.net.loss(self.task, inputs, target)
             self.log("train_loss", loss, prog_bar=True, batch_size=_rows(inputs))
             return loss
@@ -130,6 +132,32 @@ def drop_modalities(inputs: dict[str, ModalityBatch], rate: float | dict[str, fl
         pick = torch.zeros_like(present).scatter_(1, score.argmax(1, keepdim=True), True)
         kept = torch.where(lost_all[:, None], pick & present, kept)
     return {n: replace(inputs[n], present=kept[:, i]) for i, n in enumerate(names)}
+
+
+class EMAWeights(L.Callback):
+    """An exponential moving average of the weights, updated after every optimiser step (saved in checkpoints)."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.state: dict[str, Tensor] | None = None
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        current = module.net.state_dict()
+        if self.state is None:
+            self.state = {k: v.detach().clone() for k, v in current.items()}
+            return
+        for k, v in current.items():
+            if v.is_floating_point():
+                self.state[k].lerp_(v.detach().to(self.state[k].device), 1 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "state": self.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay, self.state = state["decay"], copy.copy(state["state"])
 
 
 class BestWeights(L.Callback):

@@ -48,8 +48,8 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
             if "path" not in cfg["encoder"]:
                 raise RecipeError(f"field `inputs.{cfg['name']}.encoder.path`: a pretrained encoder needs a path")
             cfg["options"] = adjust_modality(cfg["modality"], cfg["options"], cfg["encoder"])
-    if data["target"]["task"] == "contrastive":
-        data["training"]["group_by"] = None  # rows sharing a value in one batch would only be false negatives
+    if data["target"]["task"] in ("contrastive", "text_to_image"):
+        data["training"]["group_by"] = None  # contrastive: rows sharing a value in one batch are false negatives
         data["training"]["modality_dropout"] = 0.0
     if not data["target"]["task"]:
         data["target"]["task"] = infer_task([r.get(recipe.target.column) for r in train.rows])

@@ -1,0 +1,128 @@
+"""Text-to-image: a conditional diffusion model built from diffusers' parts (UNet2DConditionModel, DDPM/DDIM/DPM-Solver
+schedulers), conditioned by cross-attention on a text input's token states. Classifier-free guidance comes from
+condition dropout (a dropped caption is the text encoder's learnt "missing" token); EMA weights are what is saved."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from .base import TASKS, Task, TaskConfig
+
+SAMPLERS = ("ddim", "ddpm", "dpm_solver")
+
+
+class TextToImageConfig(TaskConfig):
+    image: str | None = Field(None, description="The image input to generate (default: the only image input); the "
+                              "other input (text) is the condition.")
+    block_channels: list[int] = Field([32, 64, 128], min_length=1, description="UNet channel widths per resolution "
+                                      "level (each level halves the size).")
+    layers_per_block: int = Field(1, ge=1, description="ResNet layers per UNet block.")
+    head_dim: int = Field(8, ge=1, description="Width of each cross-attention head.")
+    patch: int = Field(1, ge=1, description="Pixel-unshuffle factor: the UNet sees the image as (size/patch)^2 "
+                       "cells of patch x patch pixels (2: a quarter of the positions, much faster on CPU).")
+    train_timesteps: int = Field(1000, ge=10, description="Diffusion steps of the training noise schedule.")
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field(
+        "squaredcos_cap_v2", description="Noise schedule (squaredcos_cap_v2: the cosine schedule).")
+    prediction: Literal["epsilon", "v_prediction"] = Field("epsilon", description="What the UNet predicts.")
+    condition_dropout: float = Field(0.1, ge=0, lt=1, description="Share of training rows whose caption is dropped "
+                                     "(learns the unconditional model that classifier-free guidance needs).")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="Exponential moving average of the weights (saved "
+                             "instead of the raw weights); 0: off.")
+    sampler: Literal["ddim", "ddpm", "dpm_solver"] = Field("ddim", description="Default sampler for generation.")
+    steps: int = Field(25, ge=1, description="Default sampling steps.")
+    guidance: float = Field(3.0, ge=0, description="Default classifier-free guidance scale (1: none).")
+
+
+def scheduler(config: TextToImageConfig, kind: str = "ddpm"):
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    base = DDPMScheduler(num_train_timesteps=config.train_timesteps, beta_schedule=config.beta_schedule,
+                         prediction_type=config.prediction, clip_sample=True)
+    classes = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm_solver": DPMSolverMultistepScheduler}
+    if kind not in classes:
+        raise ValueError(f"unknown sampler '{kind}' (choose from: {', '.join(SAMPLERS)})")
+    return base if kind == "ddpm" else classes[kind].from_config(base.config)
+
+
+class Denoiser(nn.Module):
+    """A diffusers UNet2DConditionModel over (pixel-unshuffled) images, cross-attending to text token states."""
+
+    def __init__(self, config: TextToImageConfig, channels: int, size: tuple[int, int], dim: int) -> None:
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+
+        p = config.patch
+        if size[0] % (p * 2 ** (len(config.block_channels) - 1)) or size[1] % (p * 2 ** (len(config.block_channels) - 1)):
+            raise ValueError(f"image size {size} must divide by patch x 2^(levels-1) = "
+                             f"{p * 2 ** (len(config.block_channels) - 1)}")
+        levels = len(config.block_channels)
+        inner = channels * p * p
+        self.patch, self.channels = p, channels
+        self.unet = UNet2DConditionModel(
+            sample_size=size[0] // p, in_channels=inner, out_channels=inner,
+            block_out_channels=tuple(config.block_channels), layers_per_block=config.layers_per_block,
+            down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
+            up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
+            cross_attention_dim=dim, attention_head_dim=config.head_dim,
+            norm_num_groups=min(8, *config.block_channels))
+
+    def forward(self, x: Tensor, t: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        if self.patch > 1:
+            x = F.pixel_unshuffle(x, self.patch)
+        out = self.unet(x, t, encoder_hidden_states=tokens, encoder_attention_mask=mask.float()).sample
+        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
+
+
+@TASKS.register("text_to_image")
+class TextToImage(Task):
+    Config = TextToImageConfig
+    config: TextToImageConfig
+    monitor, monitor_mode = "loss", "min"
+    fuses = False
+    needs_target = False
+    generates = True
+
+    def fit(self, targets: list[Any]) -> None:
+        pass
+
+    def roles(self, kinds: dict[str, str]) -> tuple[str, str]:
+        """(image input, text condition input) among the inputs."""
+        images = [n for n, k in kinds.items() if k == "image"]
+        image = self.config.image or (images[0] if len(images) == 1 else None)
+        if image is None or kinds.get(image) != "image":
+            raise ValueError("name the image input to generate with target.options.image "
+                             f"(inputs: {', '.join(f'{n} ({k})' for n, k in kinds.items())})")
+        others = [n for n in kinds if n != image]
+        if len(others) != 1:
+            raise ValueError(f"text_to_image takes one image input and one condition input, got {', '.join(kinds)}")
+        return image, others[0]
+
+    def loss_of(self, denoiser: Denoiser, x0: Tensor, tokens: Tensor, mask: Tensor,
+                generator: torch.Generator | None = None) -> Tensor:
+        """The denoising loss on clean images x0 in [-1, 1]."""
+        sched = self._train_scheduler()
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        t = torch.randint(0, self.config.train_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
+        noisy = sched.add_noise(x0, noise, t)
+        target = noise if self.config.prediction == "epsilon" else sched.get_velocity(x0, noise, t)
+        return F.mse_loss(denoiser(noisy, t, tokens, mask).float(), target.float())
+
+    def _train_scheduler(self):
+        if getattr(self, "_sched", None) is None:
+            self._sched = scheduler(self.config)
+        return self._sched
+
+    def metrics(self):
+        from torchmetrics import MetricCollection
+
+        return MetricCollection({})
+
+    def decode(self, out: Tensor) -> list[dict]:
+        raise NotImplementedError("a text-to-image model generates: use `polymodal generate` or model.generate()")
+
+    def score(self, out: Tensor) -> Tensor:
+        raise NotImplementedError("explanations are for predictive tasks")
