@@ -20,10 +20,12 @@ from polymodal.generation import image_grid
 
 
 class TimeLimit(L.Callback):
-    """Stop after the epoch in which the time budget runs out (the budget covers training only)."""
+    """Stop after the epoch in which the time budget runs out (the budget covers training only); keep the averaged
+    weights of the first epoch that ends after `snapshot_minutes`, to report what shorter training reaches."""
 
-    def __init__(self, minutes: float) -> None:
-        self.limit, self.start = minutes * 60, None
+    def __init__(self, minutes: float, snapshot_minutes: float, snapshot: Path) -> None:
+        self.limit, self.snap_at, self.snapshot, self.start = minutes * 60, snapshot_minutes * 60, snapshot, None
+        self.snap_info: dict | None = None
 
     def on_train_start(self, trainer, module) -> None:
         self.start = time.perf_counter()
@@ -32,6 +34,14 @@ class TimeLimit(L.Callback):
         elapsed = time.perf_counter() - self.start
         print(f"epoch {trainer.current_epoch}: {elapsed:.0f} s, train_loss "
               f"{float(trainer.callback_metrics.get('train_loss', float('nan'))):.4f}", flush=True)
+        if self.snap_info is None and elapsed > self.snap_at:
+            from safetensors.torch import save_file
+
+            ema = next((c for c in trainer.callbacks if hasattr(c, "decay")), None)
+            state = ema.state if ema is not None and ema.state is not None else module.net.state_dict()
+            self.snapshot.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(self.snapshot))
+            self.snap_info = {"epochs": trainer.current_epoch + 1, "seconds": round(elapsed, 1)}
         if elapsed > self.limit:
             trainer.should_stop = True
 
@@ -40,6 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--minutes", type=float, default=25.0)
+    ap.add_argument("--snapshot-minutes", type=float, default=10.0)
     ap.add_argument("--eval-rows", type=int, default=240)
     ap.add_argument("--contrastive", default=None, help="a contrastive caption/image model for the CLIP-style score")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-t2i"))
@@ -65,7 +76,7 @@ def main() -> None:
               "model": {"dim": 64},
               "training": {"epochs": args.epochs, "batch_size": 32, "lr": 0.001, "progress": False,
                            "schedule": "cosine"}}
-    limit = TimeLimit(args.minutes)
+    limit = TimeLimit(args.minutes, args.snapshot_minutes, args.out / "snapshot.safetensors")
     original = L.Trainer.__init__
 
     def with_limit(self, *a, **kw):  # add the time budget to the Trainer polymodal builds
@@ -95,6 +106,16 @@ def main() -> None:
                             out=args.out / "eval")
     result = {"train_seconds": t["seconds"], "train_wall_seconds": round(train_wall, 1), "epochs": t["epochs"],
               "seconds_per_image": round(per_image, 3), **report}
+    if limit.snap_info is not None:  # the same evaluation for the weights after `--snapshot-minutes`
+        import shutil
+
+        snap_dir = args.out / "t2i-snapshot"
+        shutil.rmtree(snap_dir, ignore_errors=True)
+        shutil.copytree(args.out / "t2i", snap_dir, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+        shutil.copy(args.out / "snapshot.safetensors", snap_dir / "model.safetensors")
+        early = pm.load(snap_dir).evaluate(tables["test"], classifier=clf_dir, contrastive=args.contrastive,
+                                           limit=args.eval_rows, out=args.out / "eval-snapshot")
+        result["snapshot"] = {**limit.snap_info, **early}
     print(json.dumps(result, indent=2))
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
 

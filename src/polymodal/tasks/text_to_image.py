@@ -27,7 +27,10 @@ class TextToImageConfig(TaskConfig):
     train_timesteps: int = Field(1000, ge=10, description="Diffusion steps of the training noise schedule.")
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field(
         "squaredcos_cap_v2", description="Noise schedule (squaredcos_cap_v2: the cosine schedule).")
-    prediction: Literal["epsilon", "v_prediction"] = Field("epsilon", description="What the UNet predicts.")
+    prediction: Literal["epsilon", "v_prediction"] = Field(
+        "v_prediction", description="What the UNet predicts: v (stable at every noise level, the usual choice with the "
+        "cosine schedule) or the noise (epsilon: its image estimate is unusable at the noisiest steps, where the "
+        "cosine schedule leaves almost no signal).")
     condition_dropout: float = Field(0.1, ge=0, lt=1, description="Share of training rows whose caption is dropped "
                                      "(learns the unconditional model that classifier-free guidance needs).")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="Exponential moving average of the weights (saved "
