@@ -82,20 +82,19 @@ class GeneratorNet(MultimodalNet):
         super().__init__(encoders, nn.Identity(), head)
         self.image, self.condition = image, condition
 
-    def _condition(self, batch: Batch, drop: float = 0.0) -> tuple[Tensor, Tensor]:
+    def _condition(self, batch: Batch, drop: float = 0.0) -> Encoded:
         cond = batch[self.condition]
         if drop > 0:  # condition dropout: the dropped rows see the learnt "missing" token (classifier-free guidance)
             keep = torch.rand(cond.present.shape, device=cond.present.device) >= drop
             cond = replace(cond, present=cond.present & keep)
-        enc = self.encoders[self.condition](cond)
-        return enc.tokens, enc.mask
+        return self.encoders[self.condition](cond)
 
     def loss(self, task: Task, batch: Batch, target: Tensor | None) -> Tensor:
         img = batch[self.image]
         x0 = img.data[img.index] * 2 - 1
-        tokens, mask = self._condition(batch, task.config.condition_dropout if self.training else 0.0)
+        c = self._condition(batch, task.config.condition_dropout if self.training else 0.0)
         rows = img.present
-        return task.loss_of(self.head, x0[rows], tokens[rows], mask[rows])
+        return task.loss_of(self.head, x0[rows], c.tokens[rows], c.mask[rows], c.pooled[rows])
 
     def forward(self, batch: Batch) -> Tensor:
         """No per-row prediction: generation is `sample`, training is `loss`."""
@@ -111,18 +110,19 @@ class GeneratorNet(MultimodalNet):
         sched.set_timesteps(steps)
         enc = self.encoders[self.condition]
         c = enc(cond)
-        tokens, mask = c.tokens, c.mask
+        tokens, mask, pooled = c.tokens, c.mask, c.pooled
         guided = guidance != 1.0
         if guided:
             u = enc(replace(cond, present=torch.zeros_like(cond.present)))
             tokens, mask = torch.cat([tokens, u.tokens]), torch.cat([mask, u.mask])
+            pooled = torch.cat([pooled, u.pooled])
         n = len(cond.present)
         device = tokens.device
         x = torch.randn((n, *shape), generator=generator, device=generator.device).to(device)
         x = x * sched.init_noise_sigma
         for t in sched.timesteps:
             inp = sched.scale_model_input(torch.cat([x, x]) if guided else x, t)
-            eps = self.head(inp, t.to(device).expand(inp.shape[0]), tokens, mask)
+            eps = self.head(inp, t.to(device).expand(inp.shape[0]), tokens, mask, pooled)
             if guided:
                 e_c, e_u = eps.chunk(2)
                 eps = e_u + guidance * (e_c - e_u)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from ..errors import PolymodalError
 from .base import TASKS, Task, TaskConfig
 from .classification import as_label
 
@@ -177,4 +178,5 @@ class Contrastive(Task):
                 for row in out]
 
     def score(self, out: Tensor) -> Tensor:
-        raise NotImplementedError("explanations are for predictive tasks; a contrastive model has no prediction")
+        raise PolymodalError("explanations are for predictive tasks; a contrastive model has no prediction "
+                             "(use evaluate, search or zero-shot)")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..errors import PolymodalError
 from .base import TASKS, Task, TaskConfig
 
 SAMPLERS = ("ddim", "ddpm", "dpm_solver")
@@ -22,6 +23,9 @@ class TextToImageConfig(TaskConfig):
                                       "level (each level halves the size).")
     layers_per_block: int = Field(1, ge=1, description="ResNet layers per UNet block.")
     head_dim: int = Field(8, ge=1, description="Width of each cross-attention head.")
+    pooled_condition: bool = Field(True, description="Also add the text's pooled vector to the timestep embedding "
+                                   "(as Imagen does), so the condition steers every block at every resolution, not "
+                                   "only the cross-attention levels.")
     patch: int = Field(1, ge=1, description="Pixel-unshuffle factor: the UNet sees the image as (size/patch)^2 "
                        "cells of patch x patch pixels (2: a quarter of the positions, much faster on CPU).")
     train_timesteps: int = Field(1000, ge=10, description="Diffusion steps of the training noise schedule.")
@@ -71,12 +75,16 @@ class Denoiser(nn.Module):
             down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
             up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
             cross_attention_dim=dim, attention_head_dim=config.head_dim,
-            norm_num_groups=min(8, *config.block_channels))
+            norm_num_groups=min(8, *config.block_channels),
+            class_embed_type="projection" if config.pooled_condition else None,
+            projection_class_embeddings_input_dim=dim if config.pooled_condition else None)
+        self.pooled_condition = config.pooled_condition
 
-    def forward(self, x: Tensor, t: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, tokens: Tensor, mask: Tensor, pooled: Tensor | None = None) -> Tensor:
         if self.patch > 1:
             x = F.pixel_unshuffle(x, self.patch)
-        out = self.unet(x, t, encoder_hidden_states=tokens, encoder_attention_mask=mask.float()).sample
+        out = self.unet(x, t, encoder_hidden_states=tokens, encoder_attention_mask=mask.float(),
+                        class_labels=pooled if self.pooled_condition else None).sample
         return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 
 
@@ -104,7 +112,7 @@ class TextToImage(Task):
             raise ValueError(f"text_to_image takes one image input and one condition input, got {', '.join(kinds)}")
         return image, others[0]
 
-    def loss_of(self, denoiser: Denoiser, x0: Tensor, tokens: Tensor, mask: Tensor,
+    def loss_of(self, denoiser: Denoiser, x0: Tensor, tokens: Tensor, mask: Tensor, pooled: Tensor,
                 generator: torch.Generator | None = None) -> Tensor:
         """The denoising loss on clean images x0 in [-1, 1]."""
         sched = self._train_scheduler()
@@ -112,7 +120,7 @@ class TextToImage(Task):
         t = torch.randint(0, self.config.train_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
         noisy = sched.add_noise(x0, noise, t)
         target = noise if self.config.prediction == "epsilon" else sched.get_velocity(x0, noise, t)
-        return F.mse_loss(denoiser(noisy, t, tokens, mask).float(), target.float())
+        return F.mse_loss(denoiser(noisy, t, tokens, mask, pooled).float(), target.float())
 
     def _train_scheduler(self):
         if getattr(self, "_sched", None) is None:
@@ -125,7 +133,8 @@ class TextToImage(Task):
         return MetricCollection({})
 
     def decode(self, out: Tensor) -> list[dict]:
-        raise NotImplementedError("a text-to-image model generates: use `polymodal generate` or model.generate()")
+        raise PolymodalError("a text-to-image model generates rather than predicts: use `polymodal generate` or "
+                             "model.generate()")
 
     def score(self, out: Tensor) -> Tensor:
-        raise NotImplementedError("explanations are for predictive tasks")
+        raise PolymodalError("explanations are for predictive tasks, not text-to-image")
