@@ -52,6 +52,11 @@ CONFIGS = {
                            "select": "robust", "augment": 0.3, "alone": "head"},
     "late_aug_head_flat_nodrop": {"inputs": [AUDIO, IMAGE_FLAT], "fusion": "late", "dropout": 0.0, "heads": 1.0,
                                   "select": "robust", "augment": 0.3, "alone": "head"},
+    # heavier auxiliary heads and no corruption augmentation: the image branch trained as hard as a unimodal model
+    "late_head2_flat": {"inputs": [AUDIO, IMAGE_FLAT], "fusion": "late", "dropout": 0.5, "heads": 2.0,
+                        "select": "robust", "alone": "head"},
+    "late_head2_flat_nodrop": {"inputs": [AUDIO, IMAGE_FLAT], "fusion": "late", "dropout": 0.0, "heads": 2.0,
+                               "select": "robust", "alone": "head"},
     # the same as late_aug without modality dropout: what dropout costs on clean data
     "late_aug_nodrop": {"inputs": [AUDIO, IMAGE], "fusion": "late", "dropout": 0.0, "heads": 1.0, "select": "robust",
                         "augment": 0.3},

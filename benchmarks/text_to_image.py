@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=25.0)
     ap.add_argument("--snapshot-minutes", type=float, default=10.0)
     ap.add_argument("--eval-rows", type=int, default=240)
+    ap.add_argument("--guidances", default="1,1.5,2,3", help="guidance scales tried on 96 training captions; the "
+                    "best is used on the test rows")
     ap.add_argument("--contrastive", default=None, help="a contrastive caption/image model for the CLIP-style score")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-t2i"))
     ap.add_argument("--grid", type=Path, default=None)
@@ -98,12 +100,18 @@ def main() -> None:
     images = model.generate(prompts[:4], n=4, steps=25, seed=0)  # a batch of 16
     per_image = (time.perf_counter() - started) / len(images)
     print(f"generation: {per_image:.3f} s per 64x64 image (25 DDIM steps, guidance 3, batch of 16)", flush=True)
-    grid = image_grid(model.generate(prompts, n=4, steps=25, seed=1), cols=4)
-    if args.grid:
-        grid.save(args.grid)
 
+    sweep = {}
+    for g in (float(x) for x in args.guidances.split(",")):  # chosen on training captions, never on the test rows
+        r = model.evaluate(tables["train"], classifier=clf_dir, guidance=g, limit=96)
+        sweep[g] = r["generation"]["classifier"]["attribute_accuracy"]
+        print(f"guidance {g}: attribute accuracy {sweep[g]:.4f} on 96 training captions", flush=True)
+    guidance = max(sweep, key=sweep.get)
     report = model.evaluate(tables["test"], classifier=clf_dir, contrastive=args.contrastive, limit=args.eval_rows,
-                            out=args.out / "eval")
+                            guidance=guidance, out=args.out / "eval")
+    report["guidance_sweep_on_train"] = sweep
+    if args.grid:
+        image_grid(model.generate(prompts, n=4, steps=25, guidance=guidance, seed=1), cols=4).save(args.grid)
     result = {"train_seconds": t["seconds"], "train_wall_seconds": round(train_wall, 1), "epochs": t["epochs"],
               "seconds_per_image": round(per_image, 3), **report}
     if limit.snap_info is not None:  # the same evaluation for the weights after `--snapshot-minutes`
@@ -114,7 +122,7 @@ def main() -> None:
         shutil.copytree(args.out / "t2i", snap_dir, ignore=shutil.ignore_patterns("checkpoints", "logs"))
         shutil.copy(args.out / "snapshot.safetensors", snap_dir / "model.safetensors")
         early = pm.load(snap_dir).evaluate(tables["test"], classifier=clf_dir, contrastive=args.contrastive,
-                                           limit=args.eval_rows, out=args.out / "eval-snapshot")
+                                           limit=args.eval_rows, guidance=guidance, out=args.out / "eval-snapshot")
         result["snapshot"] = {**limit.snap_info, **early}
     print(json.dumps(result, indent=2))
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
