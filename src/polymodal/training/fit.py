@@ -83,10 +83,8 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
     train_seconds = time.perf_counter() - started
     if ema is not None and ema.state is not None:
-        parts.net.load_state_dict(ema.state)  # a generator keeps its averaged weights
-    elif generates:
-        pass  # the last weights
-    elif best.state is not None:
+        parts.net.load_state_dict(ema.state)  # a generator keeps its averaged weights (or, without EMA, the last)
+    elif best.state is not None and not generates:
         parts.net.load_state_dict(best.state)
     parts.net.eval()
     metrics: dict = {"training": {"seconds": round(train_seconds, 2), "epochs": trainer.current_epoch,

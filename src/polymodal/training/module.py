@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from ..config import TrainingConfig
+from ..modalities.augment import augment_images
 from ..model import MultimodalNet
 from ..tasks import Task, update_metrics
-from ..modalities.augment import augment_images
 from ..types import ModalityBatch
 
 
@@ -24,7 +24,8 @@ class LitMultimodal(L.LightningModule):
         self.unimodal_weight = unimodal_weight
         self.val_metrics = task.metrics()
         self.alone_metrics = torch.nn.ModuleDict(
-            {n: task.metrics() for n in net.encoders} if cfg.select == "robust" and len(net.encoders) > 1 else {})
+            {n: task.metrics() for n in net.encoders}
+            if cfg.select == "robust" and len(net.encoders) > 1 and task.fuses else {})
 
     def forward(self, batch) -> Tensor:
         return self.net(batch)
