@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..data import Collator, GroupedBatchSampler, ReadTable, Table
+from ..errors import PolymodalError
 from ..model import Parts
 
 
@@ -85,18 +86,23 @@ def generation_report(parts: Parts, table: Table, classifier: str | Path | None 
     if classifier is not None:
         clf = load(classifier)
         column, target = clf.parts.inputs[0].column, clf.parts.recipe.target.column
+        missing = [i + 1 for i, r in enumerate(rows) if r.get(target) in (None, "")]
+        if missing:
+            raise PolymodalError(f"{table.source}: the classifier's target column '{target}' is empty in row "
+                                 f"{missing[0]}; the generated images are judged against it")
         generated = Table([{column: img} for img in images], Path.cwd(), "<generated>")
-        real = Table([{column: r[image_spec.column], target: r.get(target)} for r in rows], table.base_dir,
-                     table.source)
         preds = clf.predict(generated)
         hits = [p["label"] == str(r.get(target)) for p, r in zip(preds, rows)]
-        result["classifier"] = {
-            "model": str(classifier), "target": target,
-            "attribute_accuracy": round(float(np.mean(hits)), 6),
-            "accuracy_on_real": clf.evaluate(real).get("accuracy"),
-            "frechet_distance": round(frechet_distance(classifier_features(clf, real),
-                                                       classifier_features(clf, generated)), 4),
-            "note": "Fréchet distance in the classifier's feature space, not Inception FID"}
+        result["classifier"] = {"model": str(classifier), "target": target,
+                                "attribute_accuracy": round(float(np.mean(hits)), 6),
+                                "note": "Fréchet distance in the classifier's feature space, not Inception FID"}
+        real_rows = [r for r in rows if r.get(image_spec.column) not in (None, "")]
+        if len(real_rows) > 1:  # the real images of the same rows, when the table has them
+            real = Table([{column: r[image_spec.column], target: r.get(target)} for r in real_rows],
+                         table.base_dir, table.source)
+            result["classifier"]["accuracy_on_real"] = clf.evaluate(real).get("accuracy")
+            result["classifier"]["frechet_distance"] = round(
+                frechet_distance(classifier_features(clf, real), classifier_features(clf, generated)), 4)
     if contrastive is not None:
         from ..retrieval import open_embedder
 
