@@ -19,7 +19,6 @@ import polymodal as pm
 from polymodal.data import as_table
 from polymodal.retrieval import open_embedder, zero_shot
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLOURS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
 
 
@@ -57,18 +56,13 @@ def easy_vqa(seed: int, out: Path, variant: str) -> dict:
 
 
 def avdigits(seed: int, out: Path, variant: str) -> dict:
-    data = SHARED / "avdigits"
-    recipe = {
-        "data": {"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")},
-        "inputs": [{"name": "audio", "modality": "audio",
-                    "options": {"sample_rate": 8000, "n_mels": 64, "max_seconds": 1.5}},
-                   {"name": "image", "modality": "image", "options": {"size": 28, "channels": 1},
-                    "encoder": {"type": "image_cnn", "channels": [32, 64, 128], "pool": "flatten"}}],
-        "target": {"column": "label", "task": "contrastive",
-                   "options": {"label_positives": variant == "label_positives"}},
-        "model": {"dim": 128},
-        "training": {"epochs": 20, "batch_size": 64, "lr": 0.002, "seed": seed, "progress": False, "patience": 6},
-    }
+    from fusion_zoo import dataset  # the same data and encoders as the fusion benchmark
+
+    recipe, _ = dataset("avdigits")
+    recipe["target"] = {"column": "label", "task": "contrastive",
+                        "options": {"label_positives": variant == "label_positives"}}
+    recipe["model"] = {"dim": 128}
+    recipe["training"].update({"seed": seed, "progress": False})
     started = time.perf_counter()
     model = pm.fit(recipe, out=out / f"avdigits-{variant}-s{seed}")
     wall = time.perf_counter() - started

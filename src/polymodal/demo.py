@@ -14,30 +14,39 @@ def cache_dir() -> Path:
     return Path(os.environ.get("POLYMODAL_CACHE", Path.home() / ".cache" / "polymodal"))
 
 
-def easy_vqa_tables(directory: Path | None = None) -> dict[str, Path]:
-    """Write easy-VQA's official train/test splits as jsonl tables (image path, question, answer, image id)."""
+def _easy_vqa_splits(directory: Path | None, prefix: str, rows) -> dict[str, Path]:
+    """Write easy-VQA's official train/test splits as jsonl tables `{prefix}{split}.jsonl` (cached), each row from
+    rows(questions, answers, image_ids, image_paths)."""
     try:
         import easy_vqa
     except ImportError:
-        raise PolymodalError("the demo needs the easy-vqa package: pip install 'polymodal[demo]'") from None
+        raise PolymodalError("easy-VQA tables need the easy-vqa package: pip install 'polymodal[demo]'") from None
     directory = directory or cache_dir() / "easy-vqa"
     directory.mkdir(parents=True, exist_ok=True)
     splits = {"train": (easy_vqa.get_train_questions, easy_vqa.get_train_image_paths),
               "test": (easy_vqa.get_test_questions, easy_vqa.get_test_image_paths)}
     paths = {}
     for split, (questions, images) in splits.items():
-        path = directory / f"{split}.jsonl"
+        path = directory / f"{prefix}{split}.jsonl"
         paths[split] = path
         if path.is_file():
             continue
         texts, answers, image_ids = questions()
-        image_paths = images()
         tmp = path.with_suffix(".tmp")
         with tmp.open("w") as f:
-            for q, a, i in zip(texts, answers, image_ids):
-                f.write(json.dumps({"image": image_paths[i], "question": q, "answer": a, "image_id": i}) + "\n")
+            for row in rows(texts, answers, image_ids, images()):
+                f.write(json.dumps(row) + "\n")
         tmp.replace(path)
     return paths
+
+
+def easy_vqa_tables(directory: Path | None = None) -> dict[str, Path]:
+    """easy-VQA's questions as jsonl tables (image path, question, answer, image id)."""
+    def rows(texts, answers, image_ids, image_paths):
+        for q, a, i in zip(texts, answers, image_ids):
+            yield {"image": image_paths[i], "question": q, "answer": a, "image_id": i}
+
+    return _easy_vqa_splits(directory, "", rows)
 
 
 SHAPES = ("circle", "rectangle", "triangle")
@@ -75,32 +84,17 @@ def attributes_from_questions(questions: list[tuple[str, str]]) -> dict[str, str
 def easy_vqa_caption_tables(directory: Path | None = None) -> dict[str, Path]:
     """easy-VQA's images with captions built from their questions ("a red circle"): one row per image with
     `image`, `caption`, `shape`, `colour` (images whose questions do not give both are left out)."""
-    import easy_vqa
-
-    directory = directory or cache_dir() / "easy-vqa"
-    directory.mkdir(parents=True, exist_ok=True)
-    splits = {"train": (easy_vqa.get_train_questions, easy_vqa.get_train_image_paths),
-              "test": (easy_vqa.get_test_questions, easy_vqa.get_test_image_paths)}
-    paths = {}
-    for split, (questions, images) in splits.items():
-        path = directory / f"captions-{split}.jsonl"
-        paths[split] = path
-        if path.is_file():
-            continue
-        texts, answers, image_ids = questions()
+    def rows(texts, answers, image_ids, image_paths):
         per_image: dict[int, list] = {}
         for q, a, i in zip(texts, answers, image_ids):
             per_image.setdefault(i, []).append((q, a))
-        image_paths = images()
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            for i in sorted(per_image):
-                att = attributes_from_questions(per_image[i])
-                if "shape" in att and "colour" in att:
-                    f.write(json.dumps({"id": i, "image": image_paths[i], "caption": f"a {att['colour']} "
-                                        f"{att['shape']}", "shape": att["shape"], "colour": att["colour"]}) + "\n")
-        tmp.replace(path)
-    return paths
+        for i in sorted(per_image):
+            att = attributes_from_questions(per_image[i])
+            if "shape" in att and "colour" in att:
+                yield {"id": i, "image": image_paths[i], "caption": f"a {att['colour']} {att['shape']}",
+                       "shape": att["shape"], "colour": att["colour"]}
+
+    return _easy_vqa_splits(directory, "captions-", rows)
 
 
 def demo_recipe() -> dict:

@@ -22,11 +22,7 @@ MODEL_FILES = ("config.json", "model.safetensors", "metrics.json")
 
 def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None) -> Path:
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.saving-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = staging_dir(directory)
     config = {
         "format": FORMAT,
         "polymodal_version": __version__,
@@ -42,12 +38,23 @@ def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None)
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
     (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
     (tmp / "config.json").write_text(json.dumps(config, indent=2))  # written last: its presence = complete
-    _swap_in(tmp, directory)
+    swap_in(tmp, directory)
     return directory
 
 
-def _swap_in(tmp: Path, directory: Path) -> None:
-    """Replace `directory` by `tmp`, keeping whatever else lives there (checkpoints, logs)."""
+def staging_dir(directory: Path) -> Path:
+    """An empty folder beside `directory` to write a new version into (then `swap_in`)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.saving-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def swap_in(tmp: Path, directory: Path) -> None:
+    """Replace `directory` by `tmp`, keeping whatever else lives there (checkpoints, logs): a crash mid-write
+    leaves the previous version intact."""
     if directory.exists():
         for entry in directory.iterdir():
             if not (tmp / entry.name).exists() and not _is_model_file(entry.name):

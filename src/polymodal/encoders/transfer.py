@@ -73,11 +73,8 @@ class TransferEncoder(Encoder):
     def __init__(self, config: TransferConfig, modality, dim: int) -> None:
         super().__init__(config, modality, dim)
         if config.source is None or config.source_dim is None or config.input is None:
-            resolved = {"name": config.input or "", "modality": modality.registry_name,
-                        "encoder": config.model_dump()}
-            resolve_transfer(resolved)
-            config = TransferConfig.model_validate(resolved["encoder"])
-            self.config = config
+            raise RecipeError(f"transfer encoder from {config.path}: the recipe was not resolved (fit and load fill "
+                              "`source`, `source_dim` and `input` from the source model)")
         inner_cfg = dict(config.source)
         etype = inner_cfg.pop("type")
         cls = ENCODERS.get(etype)

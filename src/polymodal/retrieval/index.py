@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -98,24 +96,17 @@ class VectorIndex:
 
     def save(self, directory: str | Path) -> Path:
         """Write atomically: a crash mid-write leaves the previous index intact."""
+        from ..storage import staging_dir, swap_in
+
         faiss = _faiss()
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.parent / f".{directory.name}.saving-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp = staging_dir(directory)
         faiss.write_index(self.index, str(tmp / "index.faiss"))
         with (tmp / "items.jsonl").open("w") as f:
             for item in self.items:
                 f.write(json.dumps(item) + "\n")
         (tmp / "meta.json").write_text(json.dumps({**self.meta, "count": len(self)}, indent=2))
-        if directory.exists():
-            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
+        swap_in(tmp, directory)
         return directory
 
     @classmethod
