@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Recipe
-from ..data import Collator, GroupedBatchSampler, ReadTable, Table
+from ..data import Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
 from ..errors import PolymodalError
 from ..evaluation.evaluate import evaluate_parts
 from ..model import Parts
@@ -27,12 +27,12 @@ for _name in ("lightning.pytorch", "lightning.fabric"):  # keep Lightning's bann
 
 
 def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group: str | None, seed: int,
-           workers: int = 0, augment: float = 0.0) -> DataLoader:
+           workers: int = 0, augment: float = 0.0, prefetch: int = 0) -> DataLoader:
     keys = data.ids[group] if group else list(range(len(data)))
     sampler = GroupedBatchSampler(keys, batch_size, shuffle, seed)
     collate = Collator(data, parts.modalities, parts.task, augment=augment, seed=seed)
-    return DataLoader(range(len(data)), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                      persistent_workers=workers > 0)
+    return PrefetchLoader(range(len(data)), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                          persistent_workers=workers > 0, prefetch=prefetch)
 
 
 def set_threads(threads: int | None) -> None:
@@ -48,8 +48,9 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     prep: Prepared = prepare(recipe, tables)
     parts = prep.parts
     train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers,
-                      cfg.augment)
-    val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed, cfg.num_workers) \
+                      cfg.augment, cfg.prefetch)
+    val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed, cfg.num_workers,
+                    prefetch=cfg.prefetch) \
         if len(prep.validation) else None
     module = LitMultimodal(parts.net, parts.task, cfg, total_steps=len(train_dl) * cfg.epochs,
                            unimodal_weight=recipe.model.unimodal_heads)
