@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--methods", default=None, help="comma-separated; default: the unimodal baselines and every "
                     "fusion")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--out", default="runs/bench-zoo")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -125,7 +126,7 @@ def main() -> None:
     methods = args.methods.split(",") if args.methods else list(unimodal) + FUSIONS
     runs: dict[str, list[dict]] = {}
     for method in methods:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             cmd = [sys.executable, __file__, "--worker", "--dataset", args.dataset, "--method", method, "--seed",
                    str(seed), "--out", str(Path(args.out) / args.dataset)] + (
                 ["--epochs", str(args.epochs)] if args.epochs else [])
