@@ -4,6 +4,7 @@ with our classifier in place of Inception: numbers are not comparable with publi
 when a contrastive model is given."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -92,9 +93,19 @@ def generation_report(parts: Parts, table: Table, classifier: str | Path | None 
                                  f"{missing[0]}; the generated images are judged against it")
         generated = Table([{column: img} for img in images], Path.cwd(), "<generated>")
         preds = clf.predict(generated)
-        hits = [p["label"] == str(r.get(target)) for p, r in zip(preds, rows)]
+        truth = [str(r.get(target)) for r in rows]
+        hits = [p["label"] == t for p, t in zip(preds, truth)]
+        per_class: dict[str, list[int]] = {}
+        confusions: Counter = Counter()
+        for p, t, hit in zip(preds, truth, hits):
+            per_class.setdefault(t, [0, 0])[0] += hit
+            per_class[t][1] += 1
+            if not hit:
+                confusions[f"{t} -> {p['label']}"] += 1
         result["classifier"] = {"model": str(classifier), "target": target,
                                 "attribute_accuracy": round(float(np.mean(hits)), 6),
+                                "per_class_accuracy": {t: round(h / n, 4) for t, (h, n) in sorted(per_class.items())},
+                                "confusions": dict(confusions.most_common()),
                                 "note": "Fréchet distance in the classifier's feature space, not Inception FID"}
         real_rows = [r for r in rows if r.get(image_spec.column) not in (None, "")]
         if len(real_rows) > 1:  # the real images of the same rows, when the table has them
