@@ -52,6 +52,9 @@ CONFIGS = {
                            "select": "robust", "augment": 0.3, "alone": "head"},
     "late_aug_head_flat_nodrop": {"inputs": [AUDIO, IMAGE_FLAT], "fusion": "late", "dropout": 0.0, "heads": 1.0,
                                   "select": "robust", "augment": 0.3, "alone": "head"},
+    # the auxiliary heads with the stack a unimodal model has (fusion post-layer + task head), not a linear layer
+    "late_aug_mlphead_flat": {"inputs": [AUDIO, IMAGE_FLAT], "fusion": "late", "dropout": 0.5, "heads": 1.0,
+                              "select": "robust", "augment": 0.3, "alone": "head", "unimodal_head": "mlp"},
     # heavier auxiliary heads and no corruption augmentation: the image branch trained as hard as a unimodal model
     "late_head2_flat": {"inputs": [AUDIO, IMAGE_FLAT], "fusion": "late", "dropout": 0.5, "heads": 2.0,
                         "select": "robust", "alone": "head"},
@@ -67,7 +70,7 @@ def recipe(cfg: dict, data: Path, epochs: int, seed: int, patience: int = 8) -> 
     return {"data": {"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")},
             "inputs": cfg["inputs"], "target": {"column": "label"},
             "model": {"dim": 128, "fusion": {"method": cfg["fusion"]}, "unimodal_heads": cfg["heads"],
-                      "alone": cfg.get("alone", "fused")},
+                      "alone": cfg.get("alone", "fused"), "unimodal_head": cfg.get("unimodal_head", "linear")},
             "training": {"epochs": epochs, "batch_size": 64, "lr": 0.002, "seed": seed, "progress": False,
                          "modality_dropout": cfg["dropout"], "select": cfg.get("select", "clean"),
                          "augment": cfg.get("augment", 0.0),

@@ -67,6 +67,10 @@ class ModelConfig(_Strict):
     unimodal_heads: float = Field(0.0, ge=0, description="Weight of auxiliary per-input heads' losses (each input "
                                   "alone predicts the target), a remedy for a model that learns to ignore its weaker "
                                   "input; 0: none.")
+    unimodal_head: Literal["linear", "mlp"] = Field(
+        "linear", description="Each auxiliary head: a linear layer on the input's pooled vector, or the fusion's "
+        "post-layer (Linear-GELU of width fusion.hidden) and then the task head, the same stack a model trained on "
+        "that input alone has.")
     alone: Literal["fused", "head"] = Field(
         "fused", description="How a row with a single input present is predicted: through the fusion (with the "
         "missing inputs' learnt embeddings), or by that input's auxiliary head (needs unimodal_heads > 0), which is "

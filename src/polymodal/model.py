@@ -11,6 +11,7 @@ from .config import Recipe
 from .data.dataset import InputSpec
 from .encoders import ENCODERS, InputEncoder
 from .fusion import FUSIONS
+from .fusion.base import FusionConfig, mlp
 from .modalities import MODALITIES, Modality
 from .registry import validate_config
 from .tasks import TASKS, Task
@@ -158,6 +159,13 @@ def encoder_type(modality: Modality, encoder: dict) -> str:
     return encoder.get("type") or modality.default_encoder
 
 
+def unimodal_head(task: Task, dim: int, fusion: FusionConfig, kind: str) -> nn.Module:
+    """An input's auxiliary head: linear, or the stack a unimodal model has (the fusion's post-layer, the head)."""
+    if kind == "linear":
+        return task.head(dim)
+    return nn.Sequential(mlp(dim, fusion.hidden, fusion.dropout), task.head(fusion.hidden))
+
+
 def build_net(recipe: Recipe, inputs: list[InputSpec], task: Task) -> MultimodalNet:
     """Build the network for fitted modalities and task, from the recipe alone (architectures as data)."""
     dim = recipe.model.dim
@@ -191,7 +199,8 @@ def build_net(recipe: Recipe, inputs: list[InputSpec], task: Task) -> Multimodal
     fconf = validate_config(fcls.Config, fusion_cfg, "model.fusion")
     fusion = fcls(fconf, [s.name for s in inputs], dim)
     torch.manual_seed(recipe.training.seed)
-    aux = {s.name: task.head(dim) for s in inputs} if recipe.model.unimodal_heads > 0 else None
+    aux = {s.name: unimodal_head(task, dim, fconf, recipe.model.unimodal_head) for s in inputs} \
+        if recipe.model.unimodal_heads > 0 else None
     return MultimodalNet(encoders, fusion, task.head(fusion.out_dim), aux, recipe.model.alone == "head")
 
 

@@ -106,9 +106,10 @@ def test_training_augmentation_corrupts_some_distinct_values(xor_rows):
     assert torch.equal(clean["img"].data, again["img"].data)  # the shared items were not modified
 
 
-def test_alone_rows_can_be_predicted_by_their_own_head(image_only_signal):
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_alone_rows_can_be_predicted_by_their_own_head(image_only_signal, kind, tmp_path):
     recipe = image_text_recipe("late", 0.3)
-    recipe["model"].update({"unimodal_heads": 1.0, "alone": "head"})
+    recipe["model"].update({"unimodal_heads": 1.0, "alone": "head", "unimodal_head": kind})
     recipe["training"]["epochs"] = 3
     model = pm.fit(recipe, train=image_only_signal[:200], validation=image_only_signal[200:260])
     net = model.parts.net
@@ -122,3 +123,9 @@ def test_alone_rows_can_be_predicted_by_their_own_head(image_only_signal):
         own = net.unimodal_heads["img"](net.encoders["img"](batch["img"]).pooled)
         fused = net.head(net.fuse(net.encode(batch)).pooled)
     assert torch.allclose(out, own) and not torch.allclose(out, fused)
+    head = net.unimodal_heads["img"]
+    # mlp: the stack a unimodal model has after its encoder (Linear-GELU of the fusion's width: 64 here, then the task head)
+    assert isinstance(head, torch.nn.Linear) if kind == "linear" else head[0][0].out_features == 64
+    model.save(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.allclose(pm.load(tmp_path / "m").parts.net(batch), out)
