@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--eval-rows", type=int, default=240)
     ap.add_argument("--guidances", default="1,1.5,2,3", help="guidance scales tried on 96 training captions; the "
                     "best is used on the test rows")
+    ap.add_argument("--samplers", default="ddim,dpm_solver", help="samplers tried (25 steps) with each guidance")
+    ap.add_argument("--model", type=Path, default=None, help="evaluate this trained model instead of training one")
     ap.add_argument("--contrastive", default=None, help="a contrastive caption/image model for the CLIP-style score")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-t2i"))
     ap.add_argument("--grid", type=Path, default=None)
@@ -79,19 +81,22 @@ def main() -> None:
               "training": {"epochs": args.epochs, "batch_size": 32, "lr": 0.001, "progress": False,
                            "schedule": "cosine"}}
     limit = TimeLimit(args.minutes, args.snapshot_minutes, args.out / "snapshot.safetensors")
-    original = L.Trainer.__init__
+    if args.model is not None:
+        model, train_wall = pm.load(args.model), None
+    else:
+        original = L.Trainer.__init__
 
-    def with_limit(self, *a, **kw):  # add the time budget to the Trainer polymodal builds
-        kw["callbacks"] = [*kw.get("callbacks", []), limit]
-        original(self, *a, **kw)
+        def with_limit(self, *a, **kw):  # add the time budget to the Trainer polymodal builds
+            kw["callbacks"] = [*kw.get("callbacks", []), limit]
+            original(self, *a, **kw)
 
-    L.Trainer.__init__ = with_limit
-    try:
-        started = time.perf_counter()
-        model = pm.fit(recipe, out=args.out / "t2i")
-        train_wall = time.perf_counter() - started
-    finally:
-        L.Trainer.__init__ = original
+        L.Trainer.__init__ = with_limit
+        try:
+            started = time.perf_counter()
+            model = pm.fit(recipe, out=args.out / "t2i")
+            train_wall = time.perf_counter() - started
+        finally:
+            L.Trainer.__init__ = original
     t = model.metrics["training"]
     print(f"text-to-image: {t['epochs']} epochs, {t['seconds']:.0f} s of training", flush=True)
 
@@ -102,17 +107,22 @@ def main() -> None:
     print(f"generation: {per_image:.3f} s per 64x64 image (25 DDIM steps, guidance 3, batch of 16)", flush=True)
 
     sweep = {}
-    for g in (float(x) for x in args.guidances.split(",")):  # chosen on training captions, never on the test rows
-        r = model.evaluate(tables["train"], classifier=clf_dir, guidance=g, limit=96)
-        sweep[g] = r["generation"]["classifier"]["attribute_accuracy"]
-        print(f"guidance {g}: attribute accuracy {sweep[g]:.4f} on 96 training captions", flush=True)
-    guidance = max(sweep, key=sweep.get)
+    for sampler in args.samplers.split(","):  # chosen on training captions, never on the test rows
+        for g in (float(x) for x in args.guidances.split(",")):
+            r = model.evaluate(tables["train"], classifier=clf_dir, guidance=g, limit=96, sampler=sampler)
+            sweep[f"{sampler} {g}"] = r["generation"]["classifier"]["attribute_accuracy"]
+            print(f"{sampler}, guidance {g}: attribute accuracy {sweep[f'{sampler} {g}']:.4f} on 96 training "
+                  "captions", flush=True)
+    sampler, guidance = max(sweep, key=sweep.get).split()
+    guidance = float(guidance)
     report = model.evaluate(tables["test"], classifier=clf_dir, contrastive=args.contrastive, limit=args.eval_rows,
-                            guidance=guidance, out=args.out / "eval")
-    report["guidance_sweep_on_train"] = sweep
+                            guidance=guidance, sampler=sampler, out=args.out / "eval")
+    report["sweep_on_train"] = sweep
     if args.grid:
-        image_grid(model.generate(prompts, n=4, steps=25, guidance=guidance, seed=1), cols=4).save(args.grid)
-    result = {"train_seconds": t["seconds"], "train_wall_seconds": round(train_wall, 1), "epochs": t["epochs"],
+        image_grid(model.generate(prompts, n=4, steps=25, guidance=guidance, seed=1, sampler=sampler),
+                   cols=4).save(args.grid)
+    result = {"train_seconds": t["seconds"], "train_wall_seconds": train_wall and round(train_wall, 1),
+              "epochs": t["epochs"],
               "seconds_per_image": round(per_image, 3), **report}
     if limit.snap_info is not None:  # the same evaluation for the weights after `--snapshot-minutes`
         import shutil
@@ -122,7 +132,8 @@ def main() -> None:
         shutil.copytree(args.out / "t2i", snap_dir, ignore=shutil.ignore_patterns("checkpoints", "logs"))
         shutil.copy(args.out / "snapshot.safetensors", snap_dir / "model.safetensors")
         early = pm.load(snap_dir).evaluate(tables["test"], classifier=clf_dir, contrastive=args.contrastive,
-                                           limit=args.eval_rows, guidance=guidance, out=args.out / "eval-snapshot")
+                                           limit=args.eval_rows, guidance=guidance, sampler=sampler,
+                                           out=args.out / "eval-snapshot")
         result["snapshot"] = {**limit.snap_info, **early}
     print(json.dumps(result, indent=2))
     (args.out / "result.json").write_text(json.dumps(result, indent=2))

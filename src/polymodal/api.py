@@ -71,7 +71,8 @@ class Model:
 
     def evaluate(self, data: Any, robustness: bool = False, baseline: Any = None, out: str | Path | None = None,
                  progress=None, classifier: str | Path | None = None, contrastive: str | Path | None = None,
-                 steps: int | None = None, guidance: float | None = None, limit: int | None = None) -> dict:
+                 steps: int | None = None, guidance: float | None = None, limit: int | None = None,
+                 sampler: str | None = None) -> dict:
         """Metrics on a labelled table (path, DataFrame or rows), with modality reliance. With robustness=True,
         also a `robustness` report: every subset of inputs removed, curves over ten severities of each corruption,
         relative robustness, and effective robustness against `baseline` (a late-fusion model's report, or a path to
@@ -87,7 +88,7 @@ class Model:
             if classifier is not None or contrastive is not None or out is not None:
                 result["generation"] = generation_report(self.parts, self._table(data), classifier, contrastive,
                                                          steps, guidance, limit=limit, progress=progress,
-                                                         out=None if out is None else Path(out))
+                                                         out=None if out is None else Path(out), sampler=sampler)
             return result
         read = self._read(data, require_target=True, keep_raw=robustness)
         result = evaluate_parts(self.parts, read)

@@ -99,6 +99,7 @@ def evaluate(
                                               "CLIP) for a CLIP-style score of the generated images."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Text-to-image: sampling steps."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Text-to-image: guidance scale."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Text-to-image: ddim, ddpm or dpm_solver."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Text-to-image: generate for the first N rows only."),
 ) -> None:
     """Metrics of a trained model on a labelled table, with modality reliance and optional robustness curves
@@ -117,7 +118,7 @@ def evaluate(
     model = load(model_dir)
     if model.parts.task.generates:
         metrics = model.evaluate(data, out=out, classifier=classifier, contrastive=contrastive, steps=steps,
-                                 guidance=guidance, limit=limit, progress=progress)
+                                 guidance=guidance, limit=limit, progress=progress, sampler=sampler)
     else:
         metrics = model.evaluate(data, robustness=robustness, baseline=baseline, out=out,
                                  progress=progress if robustness else None)

@@ -59,9 +59,10 @@ def test_evaluate_scores_generated_images(t2i_model, caption_model, caption_dir,
                   "target": {"column": "shape"}, "model": {"dim": 16},
                   "training": {"epochs": 2, "progress": False}}, out=tmp_path / "clf")
     report = t2i_model.evaluate(caption_dir / "test.jsonl", classifier=clf.directory,
-                                contrastive=caption_model.directory, limit=8, out=tmp_path / "eval")
+                                contrastive=caption_model.directory, limit=8, out=tmp_path / "eval",
+                                sampler="dpm_solver")
     gen = report["generation"]
-    assert gen["rows"] == 8 and (tmp_path / "eval" / "generated.png").is_file()
+    assert gen["rows"] == 8 and (tmp_path / "eval" / "generated.png").is_file() and gen["sampler"] == "dpm_solver"
     c = gen["classifier"]
     assert 0 <= c["attribute_accuracy"] <= 1 and c["frechet_distance"] > 0 and "not Inception" in c["note"]
     # per-class accuracy and the confusions add up to the overall accuracy over the 8 rows

@@ -62,7 +62,7 @@ def classifier_features(clf, table: Table) -> np.ndarray:
 def generation_report(parts: Parts, table: Table, classifier: str | Path | None = None,
                       contrastive: str | Path | None = None, steps: int | None = None, guidance: float | None = None,
                       seed: int = 0, limit: int | None = None, progress: Callable[[int, int], None] | None = None,
-                      out: Path | None = None) -> dict:
+                      out: Path | None = None, sampler: str | None = None) -> dict:
     """Generate one image per held-out row's caption and score them."""
     from ..api import load
     from ..generation import generate_from_parts, image_grid
@@ -75,10 +75,12 @@ def generation_report(parts: Parts, table: Table, classifier: str | Path | None 
     captions = [r[cond.column] for r in rows]
     images = []
     for start in range(0, len(captions), 16):
-        images.extend(generate_from_parts(parts, captions[start:start + 16], 1, steps, guidance, seed + start))
+        images.extend(generate_from_parts(parts, captions[start:start + 16], 1, steps, guidance, seed + start,
+                                          sampler))
         if progress:
             progress(min(len(captions), start + 16), len(captions))
     result: dict = {"rows": len(images), "steps": steps or parts.task.config.steps,
+                    "sampler": sampler or parts.task.config.sampler,
                     "guidance": parts.task.config.guidance if guidance is None else guidance}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
