@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--guidances", default="1,1.5,2,3", help="guidance scales tried on 96 training captions; the "
                     "best is used on the test rows")
     ap.add_argument("--samplers", default="ddim,dpm_solver", help="samplers tried (25 steps) with each guidance")
+    ap.add_argument("--snr-gamma", type=float, default=None, help="Min-SNR-gamma loss weighting (default: off)")
     ap.add_argument("--model", type=Path, default=None, help="evaluate this trained model instead of training one")
     ap.add_argument("--contrastive", default=None, help="a contrastive caption/image model for the CLIP-style score")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-t2i"))
@@ -76,7 +77,8 @@ def main() -> None:
               "inputs": [{"name": "caption", "modality": "text", "encoder": {"type": "text_bow"}},
                          {"name": "image", "modality": "image", "options": {"size": 64}}],
               "target": {"task": "text_to_image",
-                         "options": {"block_channels": [32, 64, 128], "patch": 2, "ema_decay": 0.995}},
+                         "options": {"block_channels": [32, 64, 128], "patch": 2, "ema_decay": 0.995,
+                                     "snr_gamma": args.snr_gamma}},
               "model": {"dim": 64},
               "training": {"epochs": args.epochs, "batch_size": 32, "lr": 0.001, "progress": False,
                            "schedule": "cosine"}}

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import polymodal as pm
 from polymodal.errors import RecipeError
@@ -127,3 +128,40 @@ def test_a_local_diffusers_pipeline_generates_behind_the_same_command(tiny_pipel
 
     grid = Image.open(out)
     assert grid.size[0] == 2 * grid.size[1]  # two square images side by side
+
+
+@pytest.mark.parametrize("prediction", ["v_prediction", "epsilon"])
+def test_min_snr_weighting_caps_the_weight_at_gamma(prediction):
+    from polymodal.tasks.text_to_image import TextToImage, TextToImageConfig
+
+    task = TextToImage(TextToImageConfig(snr_gamma=5.0, prediction=prediction))
+    t = torch.tensor([0, 500, 999])
+    alpha_bar = task._train_scheduler().alphas_cumprod[t].double()
+    snr = alpha_bar / (1 - alpha_bar)  # ~1e4 (nearly clean), ~1, ~2e-9 (pure noise) under the cosine schedule
+    w = task.snr_weight(t).double()
+    if prediction == "epsilon":  # min(SNR, 5) / SNR: 1 below the cap, 5 / SNR above it
+        expected = torch.tensor([5 / snr[0], 1.0, 1.0], dtype=torch.double)
+    else:  # min(SNR, 5) / (SNR + 1)
+        expected = torch.stack([5 / (snr[0] + 1), snr[1] / (snr[1] + 1), snr[2] / (snr[2] + 1)])
+    assert snr[0] > 5 > snr[1] and torch.allclose(w, expected, rtol=1e-4)
+
+
+def test_min_snr_loss_is_the_weighted_per_row_error():
+    from polymodal.tasks.text_to_image import TextToImage, TextToImageConfig
+
+    class Constant(torch.nn.Module):  # predicts zeros: the error is the target itself
+        def forward(self, x, t, tokens, mask, pooled):
+            return torch.zeros_like(x)
+
+    plain = TextToImage(TextToImageConfig(prediction="epsilon"))
+    weighted = TextToImage(TextToImageConfig(prediction="epsilon", snr_gamma=0.5))
+    x0 = torch.rand(4, 3, 8, 8) * 2 - 1
+    args = (Constant(), x0, None, None, None)
+    a = plain.loss_of(*args, generator=torch.Generator().manual_seed(0))
+    b = weighted.loss_of(*args, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, 1000, (4,), generator=gen)
+    per_row = noise.pow(2).flatten(1).mean(1)
+    assert torch.allclose(a, per_row.mean()) and torch.allclose(b, (per_row * weighted.snr_weight(t)).mean())
+    assert b < a  # with gamma 0.5 every level above SNR 0.5 is weighted down

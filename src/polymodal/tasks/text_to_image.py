@@ -35,6 +35,9 @@ class TextToImageConfig(TaskConfig):
         "v_prediction", description="What the UNet predicts: v (stable at every noise level, the usual choice with the "
         "cosine schedule) or the noise (epsilon: its image estimate is unusable at the noisiest steps, where the "
         "cosine schedule leaves almost no signal).")
+    snr_gamma: float | None = Field(None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023): each "
+                                    "noise level's loss weight is capped at SNR = gamma, so the nearly clean "
+                                    "steps do not dominate training (5 is the paper's choice); None: plain MSE.")
     condition_dropout: float = Field(0.1, ge=0, lt=1, description="Share of training rows whose caption is dropped "
                                      "(learns the unconditional model that classifier-free guidance needs).")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="Exponential moving average of the weights (saved "
@@ -120,7 +123,19 @@ class TextToImage(Task):
         t = torch.randint(0, self.config.train_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
         noisy = sched.add_noise(x0, noise, t)
         target = noise if self.config.prediction == "epsilon" else sched.get_velocity(x0, noise, t)
-        return F.mse_loss(denoiser(noisy, t, tokens, mask, pooled).float(), target.float())
+        out = denoiser(noisy, t, tokens, mask, pooled).float()
+        if self.config.snr_gamma is None:
+            return F.mse_loss(out, target.float())
+        per_row = (out - target.float()).pow(2).flatten(1).mean(1)
+        return (per_row * self.snr_weight(t)).mean()
+
+    def snr_weight(self, t: Tensor) -> Tensor:
+        """min(SNR, gamma) over the SNR weighting the prediction target already carries: SNR for epsilon, SNR + 1
+        for v (in terms of the error on the clean image)."""
+        alpha_bar = self._train_scheduler().alphas_cumprod.to(t.device)[t].float()
+        snr = (alpha_bar / (1 - alpha_bar)).clamp_min(1e-12)
+        capped = snr.clamp(max=self.config.snr_gamma)
+        return capped / (snr if self.config.prediction == "epsilon" else snr + 1)
 
     def _train_scheduler(self):
         if getattr(self, "_sched", None) is None:
