@@ -35,26 +35,24 @@ def _background(batches: Iterator, depth: int) -> Iterator:
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def produce() -> None:
-        try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        slots.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            item = _DONE
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            item = _Error(e)
+    def put(item: Any) -> bool:
+        """Wait for a free slot; False when the consumer has gone."""
         while not stop.is_set():
             try:
                 slots.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put(_Error(e))
 
     thread = threading.Thread(target=produce, name="polymodal-collate", daemon=True)
     thread.start()
