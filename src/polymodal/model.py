@@ -127,7 +127,7 @@ class GeneratorNet(MultimodalNet):
             if guided:
                 e_c, e_u = eps.chunk(2)
                 eps = e_u + guidance * (e_c - e_u)
-            x = sched.step(eps, t, x).prev_sample
+            x = sched.step(eps, t, x, generator=generator).prev_sample  # seeded noise for stochastic samplers
         return ((x + 1) / 2).clamp(0, 1)
 
 

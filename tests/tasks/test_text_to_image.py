@@ -52,6 +52,12 @@ def test_generation_is_seeded_and_survives_reloading(t2i_model):
     assert not np.array_equal(np.asarray(unguided), np.asarray(a[0]))
     dpm = t2i_model.generate(["a red circle"], n=1, seed=3, sampler="dpm_solver")
     assert dpm[0].size == (16, 16)
+    # the ancestral sampler draws fresh noise at every step: from the seed, not from torch's global generator
+    torch.manual_seed(1)
+    x = t2i_model.generate(["a red circle"], n=1, seed=5, sampler="ddpm")[0]
+    torch.manual_seed(2)
+    y = t2i_model.generate(["a red circle"], n=1, seed=5, sampler="ddpm")[0]
+    assert np.array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_evaluate_scores_generated_images(t2i_model, caption_model, caption_dir, tmp_path):
