@@ -2,7 +2,7 @@
 captioned from their questions ("a red circle"), judged by a classifier trained on real images (attribute accuracy
 >= 95%), with generation time per 64x64 image at 25 steps (batch of 16, <= 1 s on 2 CPU cores) and training time.
 
-    python benchmarks/text_to_image.py [--epochs 12] [--minutes 25] [--eval-rows 240] [--out runs/bench-t2i]
+    python benchmarks/text_to_image.py [--epochs 30] [--minutes 25] [--eval-rows 240] [--out runs/bench-t2i]
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class TimeLimit(L.Callback):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--minutes", type=float, default=25.0)
     ap.add_argument("--snapshot-minutes", type=float, default=10.0)
     ap.add_argument("--eval-rows", type=int, default=240)
