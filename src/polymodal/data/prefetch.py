@@ -1,6 +1,7 @@
-"""A DataLoader that collates the next batches in a background thread while the current one trains. Values are
-decoded up front, so collation is light, but on a small model it is still a tenth of a step; the thread hides it
-behind the forward/backward pass (which releases the GIL). With worker processes it is a plain DataLoader."""
+"""A DataLoader that collates the next batches in a background thread while the current one trains (the
+forward/backward pass releases the GIL). Meant for a model on a GPU, where the CPU is otherwise idle during a step;
+on a CPU-only machine the thread competes with torch's intra-op threads and slows training, so it is off unless
+`training.prefetch` asks for it. With worker processes it is a plain DataLoader."""
 from __future__ import annotations
 
 import queue
