@@ -63,13 +63,8 @@ class InputEncoder(nn.Module):
         return self.expand(tokens, mask, pooled, batch)
 
     def expand(self, tokens: Tensor, mask: Tensor, pooled: Tensor, batch: ModalityBatch) -> Encoded:
-        idx = batch.index
-        return self.hide(Encoded(tokens[idx], mask[idx], pooled[idx], batch.present), batch.present)
-
-    def hide(self, encoded: Encoded, present: Tensor) -> Encoded:
-        """The rows where `present` is False get the missing embedding (one unmasked token); the others keep
-        their encoding. Modality dropout uses it on an already encoded batch."""
-        tokens, mask, pooled = encoded.tokens, encoded.mask, encoded.pooled
+        idx, present = batch.index, batch.present
+        tokens, mask, pooled = tokens[idx], mask[idx], pooled[idx]
         p = present[:, None]
         first = torch.zeros(mask.shape[1], dtype=torch.bool, device=mask.device)
         first[0] = True

@@ -44,12 +44,9 @@ class LitMultimodal(L.LightningModule):
             loss = self.net.loss(self.task, inputs, target)
             self._log_train("train_loss", loss, _rows(inputs), batch_idx)
             return loss
+        inputs = drop_modalities(inputs, self.cfg.modality_dropout, self._generator(inputs))
         encoded = self.net.encode(inputs)
-        # modality dropout hides inputs from the fusion only: each auxiliary head still sees its input's every value
-        kept = drop_modalities(inputs, self.cfg.modality_dropout, self._generator(inputs))
-        shown = {n: e if kept[n].present is inputs[n].present else self.net.encoders[n].hide(e, kept[n].present)
-                 for n, e in encoded.items()}
-        loss = self.task.loss(self.net.head(self.net.fuse(shown).pooled), target)
+        loss = self.task.loss(self.net.head(self.net.fuse(encoded).pooled), target)
         self._log_train("train_loss", loss, len(target), batch_idx)
         weight = self.unimodal_weight
         if weight > 0:
