@@ -118,11 +118,9 @@ class TextModality(Modality):
             return ids, mask
         seqs = self._ids(items)
         length = max(len(x) for x in seqs)
-        ids = torch.zeros(len(seqs), length, dtype=torch.long)  # [PAD] is id 0
-        mask = torch.zeros(len(seqs), length, dtype=torch.bool)
-        for i, x in enumerate(seqs):
-            ids[i, : len(x)] = torch.tensor(x)
-            mask[i, : len(x)] = True
+        # one tensor from padded lists ([PAD] is id 0): a copy per row costs more than the model's step on short text
+        ids = torch.tensor([x + [0] * (length - len(x)) for x in seqs], dtype=torch.long)
+        mask = torch.arange(length) < torch.tensor([len(x) for x in seqs])[:, None]
         return ids, mask
 
     def _ids(self, items: list[str]) -> list[list[int]]:
