@@ -3,6 +3,9 @@ captioned from their questions ("a red circle"), judged by a classifier trained 
 >= 95%), with generation time per 64x64 image at 25 steps (batch of 16, <= 1 s on 2 CPU cores) and training time.
 
     python benchmarks/text_to_image.py [--epochs 30] [--minutes 25] [--eval-rows 240] [--out runs/bench-t2i]
+                                       [--samplers ddpm] [--guidances 2,3,4] [--model DIR] [--snr-gamma G]
+
+Sampler and guidance are picked on 96 training captions; --model evaluates an already trained model.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ _DONE = object()
 
 
 class PrefetchLoader(DataLoader):
-    def __init__(self, *args: Any, prefetch: int = 2, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, prefetch: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.prefetch = prefetch
 
