@@ -1,6 +1,7 @@
 """Every fusion method and the unimodal baselines on one real data set, side by side.
 
     .venv/bin/python benchmarks/fusion_zoo.py --dataset avdigits-hard [--methods late,gated] [--seeds 3]
+                                              [--set training.batch_size=160 ...]
                                               [--epochs N] [--out runs/bench-zoo]
 
 datasets: easy-vqa (the easy-vqa package's official split), avdigits and avdigits-hard (../shared/data). Each
@@ -60,7 +61,7 @@ def worker(args) -> None:
 
     import polymodal as pm
     from polymodal.data import Collator
-    from polymodal.training.fit import set_threads
+    from polymodal.training.runtime import set_threads
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     recipe, unimodal = dataset(args.dataset)
@@ -80,7 +81,7 @@ def worker(args) -> None:
             image = next(i for i in recipe["inputs"] if i["name"] == "image")
             image["encoder"] = {**image["encoder"], "channels": [16, 32, 64, 64]}
     started = time.perf_counter()
-    model = pm.fit(recipe, out=Path(args.out) / f"{args.method}-s{args.seed}")
+    model = pm.fit(recipe, out=Path(args.out) / f"{args.method}-s{args.seed}", overrides=args.set or None)
     wall = time.perf_counter() - started
     t = model.metrics["training"]
     parts = model.parts
@@ -99,7 +100,8 @@ def worker(args) -> None:
             lat[size] = (time.perf_counter() - start) / runs * 1000
     print(json.dumps({
         "method": args.method, "seed": args.seed, "metric": parts.task.monitor,
-        "test": model.metrics["test"][parts.task.monitor], "train_seconds": t["seconds"], "fit_wall_seconds": wall,
+        "test": model.metrics["test"][parts.task.monitor],
+        "validation": model.metrics.get("validation", {}).get(parts.task.monitor), "train_seconds": t["seconds"], "fit_wall_seconds": wall,
         "epochs": t["epochs"], "rows_per_second": t["train_rows"] * t["epochs"] / t["seconds"],
         "latency_ms_row": lat[1], "latency_ms_batch64": lat[64],
         "parameters": sum(p.numel() for p in parts.net.parameters()),
@@ -115,6 +117,8 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--out", default="runs/bench-zoo")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe override for every run, as `polymodal train --set` (training.batch_size=160)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -129,7 +133,7 @@ def main() -> None:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             cmd = [sys.executable, __file__, "--worker", "--dataset", args.dataset, "--method", method, "--seed",
                    str(seed), "--out", str(Path(args.out) / args.dataset)] + (
-                ["--epochs", str(args.epochs)] if args.epochs else [])
+                ["--epochs", str(args.epochs)] if args.epochs else []) + [f"--set={kv}" for kv in args.set]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
             if proc.returncode or not line:
@@ -137,7 +141,8 @@ def main() -> None:
                 continue
             result = json.loads(line[-1])
             runs.setdefault(method, []).append(result)
-            print(f"{method} seed {seed}: {result['metric']} {result['test']:.4f} in {result['train_seconds']:.0f} s",
+            print(f"{method} seed {seed}: {result['metric']} {result['test']:.4f} (validation {result['validation']}) "
+                  f"in {result['train_seconds']:.0f} s",
                   file=sys.stderr, flush=True)
     out = Path(args.out) / f"{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ collation, modality dropout, logging) against pure forward + backward + optimize
 collated in memory. 1.0 is the limit.
 
     .venv/bin/python benchmarks/loop_efficiency.py [--dataset easy-vqa|avdigits|avdigits-hard] [--epochs 5]
-                                                     [--prefetch N]
+                                                     [--prefetch N] [--set KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -35,13 +35,16 @@ def main() -> None:
     ap.add_argument("--dataset", default="easy-vqa", choices=["easy-vqa", "avdigits", "avdigits-hard"])
     ap.add_argument("--epochs", type=int, default=5, help="rounds of one fit epoch and one pure epoch")
     ap.add_argument("--fusion", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe override, as `polymodal train --set` (training.batch_size=160)")
     ap.add_argument("--prefetch", type=int, default=None, help="batches collated ahead in a thread (recipe default: "
                     "0, off)")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     from polymodal.config import build_recipe
     from polymodal.data import as_table
-    from polymodal.training.fit import loader, set_threads
+    from polymodal.training.fit import loader
+    from polymodal.training.runtime import configure_process
     from polymodal.training.module import LitMultimodal
     from polymodal.training.prepare import prepare
 
@@ -51,9 +54,9 @@ def main() -> None:
     raw["training"].update({"progress": False, "epochs": args.epochs})
     if args.prefetch is not None:
         raw["training"]["prefetch"] = args.prefetch
-    recipe = build_recipe(raw)
+    recipe = build_recipe(raw, args.set or None)
     cfg = recipe.training
-    set_threads(cfg.threads)
+    configure_process(cfg.threads, cfg.keep_memory)
     prep = prepare(recipe, {"train": as_table(recipe.data.train)})
     parts = prep.parts
     dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers, cfg.augment,
@@ -83,7 +86,7 @@ def main() -> None:
         pure.append(time.perf_counter() - start)
     fit_epoch, pure_epoch = min(timer.times), min(pure)
     rows = len(prep.train)
-    print(f"{args.dataset} ({recipe.model.fusion['method']}, prefetch {cfg.prefetch}): {rows} rows, "
+    print(f"{args.dataset} ({recipe.model.fusion['method']}, batch {cfg.batch_size}, prefetch {cfg.prefetch}): {rows} rows, "
           f"{len(batches)} batches; fit epochs {', '.join(f'{t:.2f}' for t in timer.times)} s, pure epochs "
           f"{', '.join(f'{t:.2f}' for t in pure)} s")
     print("| measure | seconds per epoch | rows/s |")

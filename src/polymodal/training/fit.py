@@ -3,13 +3,11 @@ weights, evaluate, save the model directory."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
 from ..config import Recipe
@@ -20,6 +18,7 @@ from ..model import Parts
 from ..storage import save_parts
 from .module import BestWeights, EMAWeights, LitMultimodal
 from .prepare import Prepared, prepare
+from .runtime import configure_process
 
 log = logging.getLogger("polymodal")
 for _name in ("lightning.pytorch", "lightning.fabric"):  # keep Lightning's banners (GPU/TPU, tips) out of the way
@@ -35,14 +34,10 @@ def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group:
                           persistent_workers=workers > 0, prefetch=prefetch)
 
 
-def set_threads(threads: int | None) -> None:
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-
-
 def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False) -> tuple[
         Parts, dict]:
     cfg = recipe.training
-    set_threads(cfg.threads)
+    configure_process(cfg.threads, cfg.keep_memory)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out = Path(out)
     prep: Prepared = prepare(recipe, tables)

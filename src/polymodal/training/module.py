@@ -135,14 +135,13 @@ def drop_modalities(inputs: dict[str, ModalityBatch], rate: float | dict[str, fl
     if len(names) < 2 or not any(rates):
         return inputs
     present = torch.stack([inputs[n].present for n in names], 1)  # [B, M]
-    p = torch.tensor(rates, device=present.device).expand_as(present)
-    drop = (torch.rand(present.shape, generator=generator, device=present.device) < p) & present
-    kept = present & ~drop
-    lost_all = present.any(1) & ~kept.any(1)
-    if lost_all.any():  # give such rows back one of their inputs, at random
-        score = torch.rand(present.shape, generator=generator, device=present.device) * present
-        pick = torch.zeros_like(present).scatter_(1, score.argmax(1, keepdim=True), True)
-        kept = torch.where(lost_all[:, None], pick & present, kept)
+    u = torch.rand((2, *present.shape), generator=generator, device=present.device)
+    kept = present & (u[0] >= torch.tensor(rates, device=present.device))
+    # a row that lost all its inputs gets back one of them, at random; computed for every row (no branch on the
+    # values, so no wait for the device on a GPU)
+    score = u[1] * present
+    pick = present & (score == score.amax(1, keepdim=True))
+    kept = kept | (pick & ~kept.any(1, keepdim=True))
     return {n: replace(inputs[n], present=kept[:, i]) for i, n in enumerate(names)}
 
 
