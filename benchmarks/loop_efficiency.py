@@ -43,7 +43,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     from polymodal.config import build_recipe
     from polymodal.data import as_table
-    from polymodal.training.fit import loader
+    from polymodal.training.fit import loader, steps_per_call
     from polymodal.training.runtime import configure_process
     from polymodal.training.module import LitMultimodal
     from polymodal.training.prepare import prepare
@@ -60,10 +60,10 @@ def main() -> None:
     prep = prepare(recipe, {"train": as_table(recipe.data.train)})
     parts = prep.parts
     dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers, cfg.augment,
-                cfg.prefetch)
+                cfg.prefetch, steps_per_call(cfg, parts.task))
     batches = list(loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed))  # collated once
     timer = EpochTimer()
-    module = LitMultimodal(parts.net, parts.task, cfg, len(dl) * args.epochs, recipe.model.unimodal_heads)
+    module = LitMultimodal(parts.net, parts.task, cfg, len(batches) * args.epochs, recipe.model.unimodal_heads)
     logs = tempfile.mkdtemp(prefix="loop-efficiency-")
     net = parts.net
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
@@ -86,7 +86,8 @@ def main() -> None:
         pure.append(time.perf_counter() - start)
     fit_epoch, pure_epoch = min(timer.times), min(pure)
     rows = len(prep.train)
-    print(f"{args.dataset} ({recipe.model.fusion['method']}, batch {cfg.batch_size}, prefetch {cfg.prefetch}): {rows} rows, "
+    print(f"{args.dataset} ({recipe.model.fusion['method']}, batch {cfg.batch_size}, "
+          f"{cfg.steps_per_call if parts.task.fuses else 1} steps per call, prefetch {cfg.prefetch}): {rows} rows, "
           f"{len(batches)} batches; fit epochs {', '.join(f'{t:.2f}' for t in timer.times)} s, pure epochs "
           f"{', '.join(f'{t:.2f}' for t in pure)} s")
     print("| measure | seconds per epoch | rows/s |")
@@ -95,7 +96,8 @@ def main() -> None:
     print(f"| pure forward+backward+step on collated batches | {pure_epoch:.2f} | {rows / pure_epoch:.0f} |")
     print(f"| loop efficiency (pure / fit, fastest epoch of each) | {pure_epoch / fit_epoch:.3f} | |")
     ratios = sorted(p / f for p, f in zip(pure, timer.times))
-    print(f"| per-round ratios (median) | {statistics.median(ratios):.3f} ({', '.join(f'{r:.2f}' for r in ratios)}) | |")
+    listed = ", ".join(f"{r:.2f}" for r in ratios)
+    print(f"| per-round ratios (median) | {statistics.median(ratios):.3f} ({listed}) | |")
 
 
 if __name__ == "__main__":

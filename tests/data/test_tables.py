@@ -48,8 +48,12 @@ def test_collate_encodes_each_distinct_value_once():
     text = MODALITIES.get("text")(MODALITIES.get("text").Config())
     text.fit(["a b", "c"])
     mb = collate_input(text, [1, -1, 0, 1], ["a b", "c"])
-    assert mb.data.shape[0] == 2 and mb.index.tolist() == [0, 0, 1, 0]
+    assert mb.data.shape[0] == 2 and mb.index.tolist() == [1, 0, 0, 1]  # distinct values in id order
     assert mb.present.tolist() == [True, False, True, True]
+    alone = [text.collate([t])[0][0] for t in ("c", "a b")]  # what rows 0 and 2 hold
+    for row, value in ((0, alone[0]), (2, alone[1])):
+        assert mb.data[mb.index[row], :len(value)].tolist() == value.tolist()
+    assert collate_input(text, [-1, -1], ["a b"]).index.tolist() == [0, 0]  # no value: the placeholder
 
 
 def test_grouped_sampler_keeps_groups_and_a_constant_batch_count():

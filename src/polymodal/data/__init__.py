@@ -1,8 +1,10 @@
 """Data: tables -> read values -> batches."""
-from .batching import Collator, GroupedBatchSampler, choose_group_input, collate_input
+from .batching import (ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, choose_group_input,
+                       collate_input)
 from .prefetch import PrefetchLoader
 from .dataset import InputSpec, ReadTable, check_columns, read_inputs
 from .table import Table, as_table, is_missing, read_table
 
-__all__ = ["Collator", "GroupedBatchSampler", "InputSpec", "PrefetchLoader", "ReadTable", "Table", "as_table",
-           "check_columns", "choose_group_input", "collate_input", "is_missing", "read_inputs", "read_table"]
+__all__ = ["ChunkCollator", "ChunkedBatchSampler", "Collator", "GroupedBatchSampler", "InputSpec", "PrefetchLoader",
+           "ReadTable", "Table", "as_table", "check_columns", "choose_group_input", "collate_input", "is_missing",
+           "read_inputs", "read_table"]

@@ -25,14 +25,16 @@ class Collator:
         self.data, self.modalities, self.task = data, modalities, task
         self.augment = augment if data.raw is not None else 0.0
         self.rng = np.random.default_rng(seed)
+        self.ids = {n: np.asarray(data.ids[n], dtype=np.int64) for n in modalities}  # row -> value id, -1: absent
 
     def __call__(self, rows: list[int]) -> tuple[Batch, torch.Tensor | None]:
         batch: Batch = {}
+        positions = np.asarray(rows, dtype=np.int64)
         for name, modality in self.modalities.items():
-            ids = [self.data.ids[name][r] for r in rows]
+            ids = self.ids[name][positions]
             items = self.data.items[name]
             if self.augment > 0:
-                items = self._augmented(name, modality, ids, items)
+                items = self._augmented(name, modality, ids.tolist(), items)
             batch[name] = collate_input(modality, ids, items)
         targets = None
         if self.task is not None and self.data.targets is not None:
@@ -63,16 +65,17 @@ class _Overlay(dict):
         return self.base[key]
 
 
-def collate_input(modality: Modality, ids: list[int], items: list[Any]) -> ModalityBatch:
-    order: dict[int, int] = {}
-    for i in ids:
-        if i >= 0 and i not in order:
-            order[i] = len(order)
-    values = [items[i] for i in order] or [modality.placeholder()]
+def collate_input(modality: Modality, ids: np.ndarray | list[int], items: list[Any] | dict[int, Any]) -> ModalityBatch:
+    """One input's batch from its rows' value ids (< 0: absent): the distinct values collated once (in id order)
+    and each row's position among them."""
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    distinct, index = np.unique(ids, return_inverse=True)
+    index = index.reshape(-1)
+    if len(distinct) and distinct[0] < 0:  # absent rows: not a value (they point at any valid position)
+        distinct, index = distinct[1:], np.maximum(index - 1, 0)
+    values = [items[i] for i in distinct.tolist()] or [modality.placeholder()]
     data, mask = modality.collate(values)
-    index = torch.tensor([order.get(i, 0) for i in ids], dtype=torch.long)
-    present = torch.tensor([i >= 0 for i in ids], dtype=torch.bool)
-    return ModalityBatch(data, mask, present, index)
+    return ModalityBatch(data, mask, torch.from_numpy(ids >= 0), torch.from_numpy(index))
 
 
 class GroupedBatchSampler(Sampler[list[int]]):
@@ -114,6 +117,43 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._batches)
+
+
+class ChunkedBatchSampler(Sampler[list[list[int]]]):
+    """Hands over `steps` consecutive batches of another batch sampler at a time (the last chunk of an epoch may be
+    shorter): the training loop takes one optimizer step per batch, so Lightning's per-call bookkeeping is paid once
+    per chunk. The batches and their order are the inner sampler's."""
+
+    def __init__(self, batches: Sampler[list[int]], steps: int) -> None:
+        self.batches, self.steps = batches, max(1, steps)
+
+    def __iter__(self) -> Iterator[list[list[int]]]:
+        chunk: list[list[int]] = []
+        for rows in self.batches:
+            chunk.append(rows)
+            if len(chunk) == self.steps:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def __len__(self) -> int:
+        return -(-len(self.batches) // self.steps)
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Batches per epoch: one optimizer step each."""
+        return len(self.batches)
+
+
+class ChunkCollator:
+    """A chunk of batches' rows -> a list of collated batches."""
+
+    def __init__(self, collate: Collator) -> None:
+        self.collate = collate
+
+    def __call__(self, chunk: list[list[int]]) -> list[tuple[Batch, torch.Tensor | None]]:
+        return [self.collate(rows) for rows in chunk]
 
 
 GROUPABLE = ("image", "video", "audio")  # modalities whose encoding is worth sharing between rows

@@ -10,8 +10,9 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ..config import Recipe
-from ..data import Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
+from ..config import Recipe, TrainingConfig
+from ..data import (ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable,
+                    Table)
 from ..errors import PolymodalError
 from ..evaluation.evaluate import evaluate_parts
 from ..model import Parts
@@ -26,12 +27,34 @@ for _name in ("lightning.pytorch", "lightning.fabric"):  # keep Lightning's bann
 
 
 def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group: str | None, seed: int,
-           workers: int = 0, augment: float = 0.0, prefetch: int = 0) -> DataLoader:
+           workers: int = 0, augment: float = 0.0, prefetch: int = 0, steps_per_call: int | None = None) -> DataLoader:
+    """Batches of a read table. With `steps_per_call` (training), each item is a list of that many batches."""
     keys = data.ids[group] if group else list(range(len(data)))
     sampler = GroupedBatchSampler(keys, batch_size, shuffle, seed)
     collate = Collator(data, parts.modalities, parts.task, augment=augment, seed=seed)
-    return PrefetchLoader(range(len(data)), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+    if steps_per_call is not None:
+        sampler, collate = ChunkedBatchSampler(sampler, steps_per_call), ChunkCollator(collate)
+    return PrefetchLoader(_Keys(len(data)), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                           persistent_workers=workers > 0, prefetch=prefetch)
+
+
+class _Keys:
+    """The loader's dataset: hands each sampled key (a row position, or a batch's rows in a chunk) to the collator."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __getitem__(self, key):
+        return key
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def steps_per_call(cfg: TrainingConfig, task) -> int:
+    """Batches per Lightning training step: the recipe's for fusing tasks; 1 for a generator or a joint embedding
+    space (their steps are large, and their callbacks, such as EMA weights, act after every batch)."""
+    return cfg.steps_per_call if task.fuses else 1
 
 
 def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False) -> tuple[
@@ -43,11 +66,11 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     prep: Prepared = prepare(recipe, tables)
     parts = prep.parts
     train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers,
-                      cfg.augment, cfg.prefetch)
+                      cfg.augment, cfg.prefetch, steps_per_call(cfg, parts.task))
     val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed, cfg.num_workers,
                     prefetch=cfg.prefetch) \
         if len(prep.validation) else None
-    module = LitMultimodal(parts.net, parts.task, cfg, total_steps=len(train_dl) * cfg.epochs,
+    module = LitMultimodal(parts.net, parts.task, cfg, total_steps=train_dl.batch_sampler.optimizer_steps * cfg.epochs,
                            unimodal_weight=recipe.model.unimodal_heads)
     robust = cfg.select == "robust" and len(parts.inputs) > 1
     monitor = f"val_{'robust_' if robust else ''}{parts.task.monitor}" if val_dl is not None else "train_loss"

@@ -17,9 +17,14 @@ from ..types import ModalityBatch
 
 
 class LitMultimodal(L.LightningModule):
+    """Trains with manual optimisation: each training call gets a chunk of batches (one, or
+    `training.steps_per_call`) and takes one optimizer step per batch, so the updates are those of one batch per
+    call while Lightning's per-call bookkeeping is paid once per chunk."""
+
     def __init__(self, net: MultimodalNet, task: Task, cfg: TrainingConfig, total_steps: int,
                  unimodal_weight: float = 0.0) -> None:
         super().__init__()
+        self.automatic_optimization = False
         self.net, self.task, self.cfg, self.total_steps = net, task, cfg, max(1, total_steps)
         self.unimodal_weight = unimodal_weight
         self.val_metrics = task.metrics()
@@ -31,43 +36,56 @@ class LitMultimodal(L.LightningModule):
         return self.net(batch)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
-        inputs, target = batch
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        return inputs, (None if target is None else target.to(device))
+        if isinstance(batch, list):  # a training chunk
+            return [_to_device(b, device) for b in batch]
+        return _to_device(batch, device)
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
-        inputs, target = batch
+    def training_step(self, chunk, batch_idx: int) -> Tensor:
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        for inputs, target in chunk if isinstance(chunk, list) else [chunk]:
+            loss, logged = self._loss(inputs, target)
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            if sched is not None:
+                sched.step()
+        self._log_train(logged, batch_idx)
+        return loss.detach()
+
+    def _loss(self, inputs, target) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
+        """One batch's training loss, and the values to log: name -> (value, rows)."""
         if not self.task.fuses:  # a joint embedding space or a generator: its own loss, no modality dropout
             augment = getattr(self.task.config, "image_augment", None)
             if augment is not None:
                 inputs = augment_images(inputs, self.net.kinds, augment, self._generator(inputs))
             loss = self.net.loss(self.task, inputs, target)
-            self._log_train("train_loss", loss, _rows(inputs), batch_idx)
-            return loss
+            return loss, {"train_loss": (loss, _rows(inputs))}
         inputs = drop_modalities(inputs, self.cfg.modality_dropout, self._generator(inputs))
         encoded = self.net.encode(inputs)
         loss = self.task.loss(self.net.head(self.net.fuse(encoded).pooled), target)
-        self._log_train("train_loss", loss, len(target), batch_idx)
+        logged = {"train_loss": (loss, len(target))}
         weight = self.unimodal_weight
         if weight > 0:
             aux = [self.task.loss(head(encoded[n].pooled[encoded[n].present]), target[encoded[n].present])
                    for n, head in self.net.unimodal_heads.items() if bool(encoded[n].present.any())]
             if aux:
                 aux_loss = torch.stack(aux).mean()
-                self._log_train("train_unimodal_loss", aux_loss, len(target), batch_idx, prog_bar=False)
+                logged["train_unimodal_loss"] = (aux_loss, len(target))
                 loss = loss + weight * aux_loss
-        return loss
+        return loss, logged
 
-    def _log_train(self, name: str, value: Tensor, rows: int, batch_idx: int, prog_bar: bool = True) -> None:
-        """Log a training value on the steps the logger writes (and each epoch's last step), not on every step:
-        Lightning's logging costs about a millisecond a call, a fifth of a small model's step on a CPU."""
+    def _log_train(self, logged: dict[str, tuple[Tensor, int]], batch_idx: int) -> None:
+        """Log the chunk's last training values when the logger writes (and on each epoch's last chunk), not on every
+        call: Lightning's logging costs about a millisecond a call, a fifth of a small model's step on a CPU."""
         trainer = self._trainer
         if trainer is not None:
             every = max(1, trainer.log_every_n_steps)
             last = isinstance(trainer.num_training_batches, int) and batch_idx >= trainer.num_training_batches - 1
-            if (self.global_step + 1) % every and not last:
+            written = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", self.global_step) + 1
+            if written % every and not last:
                 return
-        self.log(name, value, prog_bar=prog_bar, batch_size=rows)
+        for name, (value, rows) in logged.items():
+            self.log(name, value, prog_bar=name == "train_loss", batch_size=rows)
 
     def _generator(self, inputs) -> torch.Generator:
         device = next(iter(inputs.values())).present.device
@@ -111,6 +129,11 @@ class LitMultimodal(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, self.total_steps, warm_frac,
                                                                                floor))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _to_device(batch, device):
+    inputs, target = batch
+    return {k: v.to(device) for k, v in inputs.items()}, (None if target is None else target.to(device))
 
 
 def _rows(inputs: dict[str, ModalityBatch]) -> int:
