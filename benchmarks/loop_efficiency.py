@@ -60,7 +60,7 @@ def main() -> None:
     prep = prepare(recipe, {"train": as_table(recipe.data.train)})
     parts = prep.parts
     dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers, cfg.augment,
-                cfg.prefetch, steps_per_call(cfg, parts.task))
+                cfg.prefetch, steps_per_call(cfg, parts.task), cfg.modality_dropout if parts.task.fuses else 0.0)
     batches = list(loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed))  # collated once
     timer = EpochTimer()
     module = LitMultimodal(parts.net, parts.task, cfg, len(batches) * args.epochs, recipe.model.unimodal_heads)

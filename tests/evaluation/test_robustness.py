@@ -7,13 +7,13 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 import polymodal as pm
 from polymodal.evaluation.robustness import effective_robustness, relative_robustness
-from polymodal.training.module import drop_modalities
-from polymodal.types import ModalityBatch
+from polymodal.data.batching import drop_inputs
 from tests.conftest import image_text_recipe
 
 
@@ -43,21 +43,31 @@ def test_reliance_is_silent_on_a_balanced_model(xor_rows):
 
 
 def test_modality_dropout_never_hides_all_of_a_rows_inputs():
-    g = torch.Generator().manual_seed(0)
-    b = 4000
-    present_a = torch.rand(b, generator=g) < 0.8
-    present_b = torch.rand(b, generator=g) < 0.8
-    inputs = {"a": ModalityBatch(torch.zeros(1), None, present_a, torch.zeros(b, dtype=torch.long)),
-              "b": ModalityBatch(torch.zeros(1), None, present_b, torch.zeros(b, dtype=torch.long))}
-    out = drop_modalities(inputs, 0.5, g)
-    had_any = present_a | present_b
-    kept_any = out["a"].present | out["b"].present
-    assert torch.equal(kept_any, had_any)  # rows with an input keep one; rows with none stay empty
-    assert not (out["a"].present & ~present_a).any()  # never invents an input
-    both = present_a & present_b
-    rate = 1 - out["a"].present[both].float().mean()
-    assert 0.2 < float(rate) < 0.45  # about 0.5, less the rows given an input back
-    assert drop_modalities(inputs, 0.0, g) is inputs
+    rng = np.random.default_rng(0)
+    present = rng.random((4000, 2)) < 0.8
+    kept = drop_inputs(present, np.array([0.5, 0.5]), rng)
+    assert np.array_equal(kept.any(1), present.any(1))  # rows with an input keep one; rows with none stay empty
+    assert not (kept & ~present).any()  # never invents an input
+    both = present.all(1)
+    rate = 1 - kept[both, 0].mean()
+    assert 0.2 < rate < 0.45  # about 0.5, less the rows given an input back
+    assert np.array_equal(drop_inputs(present, np.array([0.0, 0.0]), rng), present)
+    assert not drop_inputs(present, np.array([0.0, 1.0]), rng)[:, 1][present[:, 0]].any()  # per-input rates
+
+
+def test_collated_training_batches_hide_inputs_but_keep_their_values(xor_rows):
+    from polymodal.config import build_recipe
+    from polymodal.data import Collator, as_table
+    from polymodal.training.prepare import prepare
+
+    prep = prepare(build_recipe(image_text_recipe()), {"train": as_table(xor_rows[:64])})
+    parts, data = prep.parts, prep.train
+    plain = Collator(data, parts.modalities, parts.task)(list(range(len(data))))[0]
+    hidden = Collator(data, parts.modalities, parts.task, modality_dropout=0.4, seed=1)(list(range(len(data))))[0]
+    present = torch.stack([hidden[n].present for n in ("img", "txt")], 1)
+    assert present.any(1).all() and 0.2 < 1 - present.float().mean() < 0.45
+    for name in ("img", "txt"):  # the same values and indices: only the flags change
+        assert torch.equal(plain[name].data, hidden[name].data) and torch.equal(plain[name].index, hidden[name].index)
 
 
 def test_robustness_areas():

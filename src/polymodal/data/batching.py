@@ -17,30 +17,48 @@ from .dataset import ReadTable
 
 
 class Collator:
-    """list of row positions -> (Batch, targets or None). With `augment` > 0 (training), each distinct value in a
-    batch is replaced, with that probability, by a random corruption of it at a random severity."""
+    """list of row positions -> (Batch, targets or None). For training: with `augment` > 0, each distinct value in a
+    batch is replaced, with that probability, by a random corruption of it at a random severity; with
+    `modality_dropout`, each input of each row is hidden with its probability (its value is still collated, the
+    row's `present` flag says it is absent), a row keeping at least one of the inputs it has."""
 
     def __init__(self, data: ReadTable, modalities: dict[str, Modality], task: Task | None, augment: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, modality_dropout: float | dict[str, float] = 0.0) -> None:
         self.data, self.modalities, self.task = data, modalities, task
         self.augment = augment if data.raw is not None else 0.0
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.ids = {n: np.asarray(data.ids[n], dtype=np.int64) for n in modalities}  # row -> value id, -1: absent
+        rates = [modality_dropout.get(n, 0.0) if isinstance(modality_dropout, dict) else modality_dropout
+                 for n in modalities]
+        self.dropout = np.asarray(rates, dtype=np.float64) if len(rates) > 1 and any(rates) else None
+        self._worker: int | None = None
 
     def __call__(self, rows: list[int]) -> tuple[Batch, torch.Tensor | None]:
-        batch: Batch = {}
+        self._reseed_in_worker()
         positions = np.asarray(rows, dtype=np.int64)
+        ids = {name: self.ids[name][positions] for name in self.modalities}
+        present = {name: i >= 0 for name, i in ids.items()}
+        if self.dropout is not None:
+            kept = drop_inputs(np.stack(list(present.values()), 1), self.dropout, self.rng)
+            present = {name: kept[:, m] for m, name in enumerate(present)}
+        batch: Batch = {}
         for name, modality in self.modalities.items():
-            ids = self.ids[name][positions]
             items = self.data.items[name]
             if self.augment > 0:
-                items = self._augmented(name, modality, ids.tolist(), items)
-            batch[name] = collate_input(modality, ids, items)
+                items = self._augmented(name, modality, ids[name].tolist(), items)
+            batch[name] = collate_input(modality, ids[name], items, present[name])
         targets = None
         if self.task is not None and self.data.targets is not None:
             targets = self.task.collate([self.data.targets[r] for r in rows])
         return batch, targets
 
+    def _reseed_in_worker(self) -> None:
+        """In a DataLoader worker process, a random stream of its own (a copy of the parent's would repeat it)."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self._worker != info.id:
+            self._worker = info.id
+            self.rng = np.random.default_rng([self.seed, info.id])
 
     def _augmented(self, name: str, modality: Modality, ids: list[int], items: list[Any]) -> dict[int, Any] | list:
         kinds = list(CORRUPTIONS.get(modality.registry_name, {}).values())
@@ -65,9 +83,10 @@ class _Overlay(dict):
         return self.base[key]
 
 
-def collate_input(modality: Modality, ids: np.ndarray | list[int], items: list[Any] | dict[int, Any]) -> ModalityBatch:
+def collate_input(modality: Modality, ids: np.ndarray | list[int], items: list[Any] | dict[int, Any],
+                  present: np.ndarray | None = None) -> ModalityBatch:
     """One input's batch from its rows' value ids (< 0: absent): the distinct values collated once (in id order)
-    and each row's position among them."""
+    and each row's position among them. `present` (default: ids >= 0) can mark more rows absent."""
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     distinct, index = np.unique(ids, return_inverse=True)
     index = index.reshape(-1)
@@ -75,7 +94,18 @@ def collate_input(modality: Modality, ids: np.ndarray | list[int], items: list[A
         distinct, index = distinct[1:], np.maximum(index - 1, 0)
     values = [items[i] for i in distinct.tolist()] or [modality.placeholder()]
     data, mask = modality.collate(values)
-    return ModalityBatch(data, mask, torch.from_numpy(ids >= 0), torch.from_numpy(index))
+    present = ids >= 0 if present is None else present & (ids >= 0)
+    return ModalityBatch(data, mask, torch.from_numpy(np.ascontiguousarray(present)), torch.from_numpy(index))
+
+
+def drop_inputs(present: np.ndarray, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Modality dropout on [rows, inputs] present flags: each input of each row hidden with its rate; a row that
+    would lose all the inputs it has gets one of them back, at random."""
+    u = rng.random((2, *present.shape))
+    kept = present & (u[0] >= rates)
+    score = np.where(present, u[1], -1.0)
+    pick = present & (score == score.max(1, keepdims=True))
+    return kept | (pick & ~kept.any(1, keepdims=True))
 
 
 class GroupedBatchSampler(Sampler[list[int]]):

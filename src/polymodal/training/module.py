@@ -60,8 +60,7 @@ class LitMultimodal(L.LightningModule):
                 inputs = augment_images(inputs, self.net.kinds, augment, self._generator(inputs))
             loss = self.net.loss(self.task, inputs, target)
             return loss, {"train_loss": (loss, _rows(inputs))}
-        inputs = drop_modalities(inputs, self.cfg.modality_dropout, self._generator(inputs))
-        encoded = self.net.encode(inputs)
+        encoded = self.net.encode(inputs)  # modality dropout happened in collation (the `present` flags)
         loss = self.task.loss(self.net.head(self.net.fuse(encoded).pooled), target)
         logged = {"train_loss": (loss, len(target))}
         weight = self.unimodal_weight
@@ -147,25 +146,6 @@ def lr_factor(step: int, total: int, warm_frac: float, floor: float) -> float:
         return floor + (1 - floor) * (step + 1) / warm
     progress = min(1.0, (step - warm) / max(1, total - warm))
     return max(1e-4, 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def drop_modalities(inputs: dict[str, ModalityBatch], rate: float | dict[str, float],
-                    generator: torch.Generator) -> dict[str, ModalityBatch]:
-    """Hide each input of each row with its probability (modality dropout); a row keeps at least one of the inputs
-    it has. Only the `present` flags change: hidden inputs take the encoder's learnt missing embedding."""
-    names = list(inputs)
-    rates = [rate.get(n, 0.0) if isinstance(rate, dict) else rate for n in names]
-    if len(names) < 2 or not any(rates):
-        return inputs
-    present = torch.stack([inputs[n].present for n in names], 1)  # [B, M]
-    u = torch.rand((2, *present.shape), generator=generator, device=present.device)
-    kept = present & (u[0] >= torch.tensor(rates, device=present.device))
-    # a row that lost all its inputs gets back one of them, at random; computed for every row (no branch on the
-    # values, so no wait for the device on a GPU)
-    score = u[1] * present
-    pick = present & (score == score.amax(1, keepdim=True))
-    kept = kept | (pick & ~kept.any(1, keepdim=True))
-    return {n: replace(inputs[n], present=kept[:, i]) for i, n in enumerate(names)}
 
 
 class EMAWeights(L.Callback):
