@@ -101,7 +101,8 @@ def worker(args) -> None:
     print(json.dumps({
         "method": args.method, "seed": args.seed, "metric": parts.task.monitor,
         "test": model.metrics["test"][parts.task.monitor],
-        "validation": model.metrics.get("validation", {}).get(parts.task.monitor), "train_seconds": t["seconds"], "fit_wall_seconds": wall,
+        "validation": model.metrics.get("validation", {}).get(parts.task.monitor), "train_seconds": t["seconds"],
+        "fit_wall_seconds": wall,
         "epochs": t["epochs"], "rows_per_second": t["train_rows"] * t["epochs"] / t["seconds"],
         "latency_ms_row": lat[1], "latency_ms_batch64": lat[64],
         "parameters": sum(p.numel() for p in parts.net.parameters()),

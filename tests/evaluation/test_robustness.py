@@ -134,7 +134,8 @@ def test_alone_rows_can_be_predicted_by_their_own_head(image_only_signal, kind, 
         fused = net.head(net.fuse(net.encode(batch)).pooled)
     assert torch.allclose(out, own) and not torch.allclose(out, fused)
     head = net.unimodal_heads["img"]
-    # mlp: the stack a unimodal model has after its encoder (Linear-GELU of the fusion's width: 64 here, then the task head)
+    # mlp: the stack a unimodal model has after its encoder (Linear-GELU of the fusion's width: 64 here, then the
+    # task head)
     assert isinstance(head, torch.nn.Linear) if kind == "linear" else head[0][0].out_features == 64
     model.save(tmp_path / "m")
     with torch.no_grad():
