@@ -113,7 +113,8 @@ class TrainingConfig(_Strict):
     steps_per_call: int = Field(1, ge=1, description="Batches handed to each Lightning training call, one optimizer "
                                 "step each (the same batches and updates as 1). For models whose step takes a few "
                                 "milliseconds on a CPU, where Lightning's per-call bookkeeping (~0.7 ms) shows; "
-                                "classification and regression only (a generator or a joint embedding space uses 1).")
+                                "classification and regression only (a generator or a joint embedding space uses 1). The CSV log's step "
+                                "column and the progress bar count calls.")
     keep_memory: bool = Field(True, description="On Linux (glibc): keep freed memory in the process while training "
                               "instead of returning it to the OS after every step, so the next step's large tensors "
                               "do not page-fault fresh pages (process-wide: the process stays at its training peak; "
