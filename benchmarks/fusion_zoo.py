@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--out", default="runs/bench-zoo")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="recipe override for every run, as `polymodal train --set` (training.batch_size=160)")
+                    help="recipe override for every run, as `polymodal fit --set` (training.batch_size=160)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

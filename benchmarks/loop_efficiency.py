@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5, help="rounds of one fit epoch and one pure epoch")
     ap.add_argument("--fusion", default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="recipe override, as `polymodal train --set` (training.batch_size=160)")
+                    help="recipe override, as `polymodal fit --set` (training.batch_size=160)")
     ap.add_argument("--prefetch", type=int, default=None, help="batches collated ahead in a thread (recipe default: "
                     "0, off)")
     args = ap.parse_args()

@@ -140,3 +140,23 @@ def test_alone_rows_can_be_predicted_by_their_own_head(image_only_signal, kind, 
     model.save(tmp_path / "m")
     with torch.no_grad():
         assert torch.allclose(pm.load(tmp_path / "m").parts.net(batch), out)
+
+
+def test_collator_in_each_worker_draws_its_own_dropout(xor_rows, monkeypatch):
+    from types import SimpleNamespace
+
+    from polymodal.config import build_recipe
+    from polymodal.data import Collator, as_table
+    from polymodal.training.prepare import prepare
+
+    prep = prepare(build_recipe(image_text_recipe()), {"train": as_table(xor_rows[:64])})
+    rows = list(range(len(prep.train)))
+
+    def flags(worker: int | None) -> list[bool]:
+        info = None if worker is None else SimpleNamespace(id=worker)
+        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: info)
+        collate = Collator(prep.train, prep.parts.modalities, prep.parts.task, modality_dropout=0.4, seed=1)
+        return collate(rows)[0]["img"].present.tolist()
+
+    assert flags(0) == flags(0)  # seeded per worker
+    assert flags(0) != flags(1) and flags(0) != flags(None)  # a copy of the parent's stream would repeat it

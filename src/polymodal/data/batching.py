@@ -58,7 +58,7 @@ class Collator:
         info = torch.utils.data.get_worker_info()
         if info is not None and self._worker != info.id:
             self._worker = info.id
-            self.rng = np.random.default_rng([self.seed, info.id])
+            self.rng = np.random.default_rng([self.seed, info.id + 1])  # [s, 0] would seed as s alone
 
     def _augmented(self, name: str, modality: Modality, ids: list[int], items: list[Any]) -> dict[int, Any] | list:
         kinds = list(CORRUPTIONS.get(modality.registry_name, {}).values())
