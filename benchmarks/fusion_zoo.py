@@ -25,9 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-FUSIONS = ["concat", "product", "early", "late", "tensor", "lowrank", "gated", "cross_attention", "bottleneck",
-           "film"]
-ATTENDING = {"early", "cross_attention", "bottleneck"}  # fusions whose cost grows with the number of tokens
+sys.path.insert(0, str(ROOT / "src"))
+from polymodal.fusion import FUSIONS as REGISTRY  # noqa: E402
+
+FUSIONS = REGISTRY.names()
+ATTENDING = {name for name, cls in REGISTRY.items() if cls.attends_tokens}  # cost grows with the token count
 
 
 def dataset(name: str) -> tuple[dict, dict]:
@@ -86,7 +88,7 @@ def worker(args) -> None:
     t = model.metrics["training"]
     parts = model.parts
     set_threads(None)
-    test = model._read(recipe["data"]["test"], require_target=True)
+    test = model._read(recipe["data"]["test"], "required")
     collate = Collator(test, parts.modalities, parts.task)
     lat = {}
     with torch.inference_mode():

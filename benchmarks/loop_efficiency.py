@@ -43,7 +43,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     from polymodal.config import build_recipe
     from polymodal.data import as_table
-    from polymodal.training.fit import loader, steps_per_call
+    from polymodal.training.fit import loader
     from polymodal.training.runtime import configure_process
     from polymodal.training.module import LitMultimodal
     from polymodal.training.prepare import prepare
@@ -59,8 +59,9 @@ def main() -> None:
     configure_process(cfg.threads, cfg.keep_memory)
     prep = prepare(recipe, {"train": as_table(recipe.data.train)})
     parts = prep.parts
+    plan = parts.task.training_plan(cfg, len(parts.inputs))
     dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers, cfg.augment,
-                cfg.prefetch, steps_per_call(cfg, parts.task), cfg.modality_dropout if parts.task.fuses else 0.0)
+                cfg.prefetch, plan.steps_per_call, plan.modality_dropout)
     batches = list(loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed))  # collated once
     timer = EpochTimer()
     module = LitMultimodal(parts.net, parts.task, cfg, len(batches) * args.epochs, recipe.model.unimodal_heads)
@@ -87,7 +88,7 @@ def main() -> None:
     fit_epoch, pure_epoch = min(timer.times), min(pure)
     rows = len(prep.train)
     print(f"{args.dataset} ({recipe.model.fusion['method']}, batch {cfg.batch_size}, "
-          f"{cfg.steps_per_call if parts.task.fuses else 1} steps per call, prefetch {cfg.prefetch}): {rows} rows, "
+          f"{plan.steps_per_call} steps per call, prefetch {cfg.prefetch}): {rows} rows, "
           f"{len(batches)} batches; fit epochs {', '.join(f'{t:.2f}' for t in timer.times)} s, pure epochs "
           f"{', '.join(f'{t:.2f}' for t in pure)} s")
     print("| measure | seconds per epoch | rows/s |")

@@ -7,7 +7,7 @@ from typing import Any
 
 from .config import Recipe, build_recipe
 from .data import Table, as_table, check_columns, read_inputs
-from .evaluation.evaluate import evaluate_parts, run_outputs
+from .evaluation.evaluate import Run, TargetNeed, evaluate_run, run_outputs
 from .model import Parts
 from .storage import load_parts, read_metrics, save_parts
 
@@ -31,26 +31,27 @@ class Model:
             return as_table([data])
         return as_table(data)
 
-    def _read(self, data: Any, require_target: bool, keep_raw: bool = False):
+    def _read(self, data: Any, target: TargetNeed, keep_raw: bool = False):
+        """Read a table (or one sample) through the model's inputs; the target column required, read when present
+        (optional), or not read at all (none: predictions never read targets)."""
         table = self._table(data)
         cols = table.columns()
         for spec in self.parts.inputs:  # a sample keyed by input name works as well as by column
             if spec.column not in cols and spec.name in cols:
                 table = Table([{**r, spec.column: r.get(spec.name)} for r in table.rows], table.base_dir,
                               table.source)
-        if require_target and self.parts.task.needs_target:
-            check_columns(table, [], self.parts.recipe.target.column)
-        target = self.parts.recipe.target.column if require_target else None  # predictions never read targets
-        require_target = require_target and self.parts.task.needs_target  # contrastive labels are optional
-        return read_inputs(table, self.parts.inputs, self.parts.task, target, self.parts.recipe.data.on_bad_input,
-                           require_target=require_target, show_progress=False, keep_raw=keep_raw)
+        column = self.parts.recipe.target.column
+        if target == "required":
+            check_columns(table, [], column)
+        return read_inputs(table, self.parts.inputs, self.parts.task, None if target == "none" else column,
+                           self.parts.recipe.data.on_bad_input, require_target=target == "required",
+                           show_progress=False, keep_raw=keep_raw)
 
     def predict(self, data: Any) -> list[dict] | dict:
         """Predictions for one sample (a dict; returns a dict) or a table (returns a list). Any input may be
         missing: leave the key out or set it to None."""
         single = isinstance(data, dict)
-        read = self._read(data, require_target=False)
-        read.targets = None
+        read = self._read(data, "none")
         out, _ = run_outputs(self.parts, read)
         decoded = self.parts.task.decode(out)
         for row, pred in zip(read.rows, decoded):
@@ -64,41 +65,30 @@ class Model:
                  seed: int = 0, sampler: str | None = None) -> list:
         """PIL images from a text-to-image model: n per prompt (prompt-major), seeded. steps, guidance and sampler
         (ddim, ddpm, dpm_solver) default to the recipe's."""
-        from .generation import generate_from_parts
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return self.parts.task.generate(self.parts, prompts, n, steps, guidance, seed, sampler)
 
-        return generate_from_parts(self.parts, [prompts] if isinstance(prompts, str) else list(prompts), n, steps,
-                                   guidance, seed, sampler)
+    def evaluate(self, data: Any, **options: Any) -> dict:
+        """The task's evaluation report on a table (path, DataFrame or rows). The options follow the task
+        (`evaluation_options()` lists them):
 
-    def evaluate(self, data: Any, robustness: bool = False, baseline: Any = None, out: str | Path | None = None,
-                 progress=None, classifier: str | Path | None = None, contrastive: str | Path | None = None,
-                 steps: int | None = None, guidance: float | None = None, limit: int | None = None,
-                 sampler: str | None = None) -> dict:
-        """Metrics on a labelled table (path, DataFrame or rows), with modality reliance. With robustness=True,
-        also a `robustness` report: every subset of inputs removed, curves over ten severities of each corruption,
-        relative robustness, and effective robustness against `baseline` (a late-fusion model's report, or a path to
-        one); curves are drawn as PNGs into `out` when given. A contrastive model reports retrieval recall@k both
-        ways; a text-to-image model reports its denoising loss and, with `classifier` (a model trained on real
-        images) and/or `contrastive`, generates for the table's captions (first `limit` rows) and scores them."""
-        from .evaluation.robustness import load_baseline, plot_curves, robustness_report
+        - classification, multilabel, regression: metrics and modality reliance; `robustness=True` adds every subset
+          of inputs removed and curves over ten severities of each corruption (PNGs into `out`), with effective
+          robustness against `baseline` (a late-fusion model's report, or a path to one); `progress(done, kind)`.
+        - contrastive: retrieval recall@k both ways (class-level with the label column); no options.
+        - text_to_image: the denoising loss; with `classifier` (a model trained on real images), `contrastive` or
+          `out`, generates for the table's captions (first `limit` rows; `steps`, `guidance`, `sampler`) and scores
+          them.
+        """
+        run = Run(self.parts, read=lambda target, keep_raw: self._read(data, target, keep_raw),
+                  table=lambda: self._table(data), load=load)
+        return evaluate_run(run, **options)
 
-        if self.parts.task.generates:  # text-to-image: generate for the table's captions and score the images
-            from .evaluation.generation import generation_report
+    def evaluation_options(self) -> list[str]:
+        """The keyword options `evaluate` takes for this model's task."""
+        from .evaluation.evaluate import evaluation_options
 
-            result = evaluate_parts(self.parts, self._read(data, require_target=False))
-            if classifier is not None or contrastive is not None or out is not None:
-                result["generation"] = generation_report(self.parts, self._table(data), classifier, contrastive,
-                                                         steps, guidance, limit=limit, progress=progress,
-                                                         out=None if out is None else Path(out), sampler=sampler)
-            return result
-        read = self._read(data, require_target=True, keep_raw=robustness)
-        result = evaluate_parts(self.parts, read)
-        if robustness:
-            if baseline is not None and not isinstance(baseline, dict):
-                baseline = load_baseline(baseline)
-            result["robustness"] = robustness_report(self.parts, read, baseline, progress=progress)
-            if out is not None:
-                result["robustness"]["plots"] = [str(p) for p in plot_curves(result["robustness"], Path(out))]
-        return result
+        return evaluation_options(self.parts)
 
     def explain(self, data: Any, index: int = 0, out: str | Path | None = None, global_: bool = False) -> dict:
         """Why the model predicts what it does. For one sample (a dict) or row `index` of a table: exact modality
@@ -107,7 +97,7 @@ class Model:
         the 2-D map of fused representations. With `out`, writes PNGs, report.html and explanation.json."""
         from .explain import explain_global, explain_row
 
-        read = self._read(data, require_target=global_ and not isinstance(data, dict))
+        read = self._read(data, "required" if global_ and not isinstance(data, dict) else "none")
         if global_:
             return explain_global(self.parts, read, None if out is None else Path(out))
         return explain_row(self.parts, read, 0 if isinstance(data, dict) else index, None if out is None else Path(out))

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
 from .registry import format_validation_error
+from .tasks import TASKS
 
 
 class _Strict(BaseModel):
@@ -47,16 +48,22 @@ class InputConfig(_Strict):
 class TargetConfig(_Strict):
     column: str | None = Field(None, description="Table column holding the target (for a contrastive model: an "
                                "optional label column that makes retrieval metrics class-level).")
-    task: Literal["classification", "multilabel", "regression", "contrastive", "text_to_image"] | None = Field(
-        None, description="Default: inferred from the values (fractional numbers: regression; lists: multilabel). "
-        "contrastive: a joint embedding space learnt from the inputs' pairs; text_to_image: a diffusion model "
-        "generating the image input from the text input.")
+    task: str | None = Field(
+        None, description="A name in the task registry (`polymodal components` lists them). Default: inferred from "
+        "the values (lists: multilabel; fractional numbers: regression; otherwise classification).")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str | None) -> str | None:
+        if task is not None and task not in TASKS:
+            raise ValueError(f"unknown task '{task}' (choose from: {', '.join(TASKS.names())})")
+        return task
 
     @model_validator(mode="after")
-    def _column_needed(self) -> "TargetConfig":
-        if self.column is None and self.task not in ("contrastive", "text_to_image"):
-            raise ValueError("a target column is needed (only contrastive and text_to_image models go without one)")
+    def _task_fits(self) -> "TargetConfig":
+        TASKS.get(self.task or "classification").check_target(self.column)  # the task says whether it needs one
         return self
+
     options: dict[str, Any] = Field(default_factory=dict, description="Task options (label_smoothing, ...).")
 
 

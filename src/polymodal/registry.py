@@ -9,11 +9,14 @@ from .errors import RecipeError
 
 T = TypeVar("T")
 
+REGISTRIES: dict[str, "Registry"] = {}  # kind -> registry, filled as the component packages are imported
+
 
 class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, type[T]] = {}
+        REGISTRIES[kind] = self
 
     def register(self, name: str):
         def deco(cls: type[T]) -> type[T]:
@@ -31,6 +34,9 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def items(self) -> list[tuple[str, type[T]]]:
+        return sorted(self._items.items())
 
     def __contains__(self, name: str) -> bool:
         return name in self._items

@@ -123,7 +123,7 @@ def test_alone_rows_can_be_predicted_by_their_own_head(image_only_signal, kind, 
     recipe["training"]["epochs"] = 3
     model = pm.fit(recipe, train=image_only_signal[:200], validation=image_only_signal[200:260])
     net = model.parts.net
-    read = model._read(image_only_signal[400:420], require_target=False)
+    read = model._read(image_only_signal[400:420], "none")
     from polymodal.data import Collator
 
     batch, _ = Collator(read, model.parts.modalities, None)(list(range(20)))

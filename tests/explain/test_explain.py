@@ -72,7 +72,7 @@ def test_heatmap_mass_concentrates_on_the_planted_patch(tmp_path):
         from polymodal.data import Collator
         from polymodal.explain.gradients import integrated_gradients
 
-        read = model._read(rows[200 + i:201 + i], require_target=False)
+        read = model._read(rows[200 + i:201 + i], "none")
         batch, _ = Collator(read, model.parts.modalities, None)(range(1))
         pred = int(model.parts.net(batch).argmax())
         heat = integrated_gradients(model.parts, batch, pred)["img"].abs().sum(0)
@@ -92,7 +92,7 @@ def test_attributions_depend_on_the_trained_weights(tmp_path):
     from polymodal.explain.gradients import integrated_gradients
     from polymodal.model import build_net
 
-    read = model._read(rows[170:171], require_target=False)
+    read = model._read(rows[170:171], "none")
     batch, _ = Collator(read, model.parts.modalities, None)(range(1))
     trained = integrated_gradients(model.parts, batch, 0)["img"].abs().flatten()
     torch.manual_seed(123)
@@ -137,3 +137,21 @@ def test_cli_explain_row_and_global(noise_text_model, image_only_signal, tmp_pat
     r = subprocess.run([sys.executable, "-m", "polymodal", "explain", str(tmp_path / "m"), "--data",
                         str(tmp_path / "t.jsonl"), "--index", "99"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "out of range" in r.stderr
+
+
+def test_shapley_values_add_up_exactly_to_the_full_minus_the_empty_prediction(robust_noise_text_model,
+                                                                              image_only_signal):
+    """Efficiency, per row: the inputs' Shapley values sum to v(all inputs) - v(no input), to float precision."""
+    from polymodal.evaluation.evaluate import run_outputs
+    from polymodal.evaluation.reliance import without
+    from polymodal.explain.shapley import shapley
+
+    model = robust_noise_text_model
+    read = model._read(image_only_signal[400:440], "none")
+    parts = model.parts
+    phi = shapley(parts, read)
+    full, _ = run_outputs(parts, read)
+    empty, _ = run_outputs(parts, without(read, list(read.ids)))
+    expected = parts.task.explained_value(full, full) - parts.task.explained_value(empty, full)
+    torch.testing.assert_close(sum(phi.values()), expected, rtol=0, atol=1e-6)
+    assert float(expected.abs().max()) > 0.1  # not the trivial 0 = 0

@@ -8,8 +8,7 @@ import polymodal as pm
 from polymodal.fusion import FUSIONS
 from polymodal.types import Encoded
 
-INTERACTION_METHODS = ["concat", "product", "early", "tensor", "lowrank", "gated", "cross_attention", "bottleneck",
-                       "film"]
+INTERACTION_METHODS = [name for name, cls in FUSIONS.items() if cls.models_interactions]
 
 
 def encoded(b: int, t: int, d: int, present: list[bool]) -> Encoded:
@@ -65,6 +64,7 @@ def test_unimodal_models_stay_near_chance_on_xor(xor_rows):
         assert 0.3 < acc < 0.7, (inputs, acc)
 
 
-def test_late_fusion_is_additive_and_cannot_learn_xor(xor_rows):
-    acc = _fit_xor(xor_rows, "late", {"img": "image", "txt": "text"}, epochs=15).metrics["test"]["accuracy"]
+@pytest.mark.parametrize("method", [name for name, cls in FUSIONS.items() if not cls.models_interactions])
+def test_additive_fusions_cannot_learn_xor(xor_rows, method):
+    acc = _fit_xor(xor_rows, method, {"img": "image", "txt": "text"}, epochs=15).metrics["test"]["accuracy"]
     assert acc < 0.75

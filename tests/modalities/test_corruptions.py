@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from polymodal.modalities.corruptions import CORRUPTIONS, corrupt
+from polymodal.modalities import MODALITIES
+from polymodal.modalities.corruptions import all_corruptions, corrupt
 
 
 def sample(modality: str):
@@ -31,7 +32,7 @@ def equal(a, b) -> bool:
     return a.shape == b.shape and np.array_equal(a, b)
 
 
-CASES = [(m, name) for m, kinds in CORRUPTIONS.items() for name in kinds]
+CASES = [(m, name) for m, kinds in all_corruptions().items() for name in kinds]
 
 
 @pytest.mark.parametrize("modality, name", CASES)
@@ -46,7 +47,7 @@ def test_identity_at_zero_and_a_change_at_one(modality, name):
 
 
 def test_every_modality_has_corruptions():
-    assert {m for m, kinds in CORRUPTIONS.items() if kinds} == {"image", "audio", "text", "video", "signal"}
+    assert {m for m, kinds in all_corruptions().items() if kinds} == set(MODALITIES.names())
 
 
 def test_audio_white_noise_hits_the_requested_snr():

@@ -10,10 +10,8 @@ import torch
 from torch.utils.data import Sampler
 
 from ..modalities.base import Modality
-from ..modalities.corruptions import CORRUPTIONS
-from ..tasks.base import Task
 from ..types import Batch, ModalityBatch
-from .dataset import ReadTable
+from .dataset import ReadTable, TargetCodec
 
 
 class Collator:
@@ -22,7 +20,7 @@ class Collator:
     `modality_dropout`, each input of each row is hidden with its probability (its value is still collated, the
     row's `present` flag says it is absent), a row keeping at least one of the inputs it has."""
 
-    def __init__(self, data: ReadTable, modalities: dict[str, Modality], task: Task | None, augment: float = 0.0,
+    def __init__(self, data: ReadTable, modalities: dict[str, Modality], task: TargetCodec | None, augment: float = 0.0,
                  seed: int = 0, modality_dropout: float | dict[str, float] = 0.0) -> None:
         self.data, self.modalities, self.task = data, modalities, task
         self.augment = augment if data.raw is not None else 0.0
@@ -61,7 +59,7 @@ class Collator:
             self.rng = np.random.default_rng([self.seed, info.id + 1])  # [s, 0] would seed as s alone
 
     def _augmented(self, name: str, modality: Modality, ids: list[int], items: list[Any]) -> dict[int, Any] | list:
-        kinds = list(CORRUPTIONS.get(modality.registry_name, {}).values())
+        kinds = list(modality.corruptions.values())
         if not kinds:
             return items
         out = _Overlay(items)
@@ -186,21 +184,19 @@ class ChunkCollator:
         return [self.collate(rows) for rows in chunk]
 
 
-GROUPABLE = ("image", "video", "audio")  # modalities whose encoding is worth sharing between rows
-
-
-def choose_group_input(data: ReadTable, setting: str | None, modalities: dict[str, str], batch_size: int) -> str | None:
-    """The input to group batches by: the one named, or with 'auto' the image/video/audio input whose values repeat
-    most (at least twice per distinct value on average, and groups small enough to fill several per batch)."""
+def choose_group_input(data: ReadTable, setting: str | None, modalities: dict[str, Modality],
+                       batch_size: int) -> str | None:
+    """The input to group batches by: the one named, or with 'auto' the input of a groupable modality (image, video,
+    audio) whose values repeat most (at least twice per distinct value on average, and groups small enough to fill several per batch)."""
     if setting is None:
         return None
     if setting != "auto":
         return setting
     best, best_ratio = None, 2.0
-    for name, kind in modalities.items():
+    for name, modality in modalities.items():
         present = sum(1 for i in data.ids[name] if i >= 0)
         distinct = len(data.items[name])
         ratio = present / distinct if distinct else 0.0
-        if kind in GROUPABLE and ratio >= best_ratio and ratio <= batch_size / 2:
+        if modality.groupable and ratio >= best_ratio and ratio <= batch_size / 2:
             best, best_ratio = name, ratio
     return best

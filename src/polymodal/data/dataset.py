@@ -5,14 +5,23 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import BadInput, DataError, where
 from ..modalities.base import Modality
-from ..tasks.base import Task
 from .table import Table, is_missing
 
 log = logging.getLogger("polymodal")
+
+
+class TargetCodec(Protocol):
+    """What reading and batching need of a task: validate, encode and batch its targets."""
+
+    def check(self, value: Any) -> Any: ...
+
+    def encode(self, value: Any) -> Any: ...
+
+    def collate(self, values: list[Any]) -> Any: ...
 
 
 @dataclass
@@ -61,7 +70,7 @@ def progress(iterable, total: int, description: str, enabled: bool = True):
             bar.advance(task)
 
 
-def read_inputs(table: Table, inputs: list[InputSpec], task: Task | None, target_column: str | None,
+def read_inputs(table: Table, inputs: list[InputSpec], task: TargetCodec | None, target_column: str | None,
                 on_bad_input: str = "error", require_target: bool = True, show_progress: bool = True,
                 encode_targets: bool = True, keep_raw: bool = False) -> ReadTable:
     """Read all values of a table. `task` must be fitted when encode_targets is True. With keep_raw, the decoded
@@ -113,7 +122,7 @@ def _has_column(table: Table, column: str) -> bool:
 def _read_value(row: dict, r: int, spec: InputSpec, table: Table, items: list, cache: dict,
                 raws: list | None = None) -> int:
     value = row.get(spec.column)
-    if isinstance(value, list) and spec.modality.registry_name != "signal" and not value:
+    if isinstance(value, list) and not spec.modality.list_values and not value:
         value = None
     if value is None or (not isinstance(value, (list, tuple)) and _missing_scalar(value)):
         return -1

@@ -1,17 +1,24 @@
-"""Run a model over read data: outputs, metrics, predictions. Reuses the training data path."""
+"""Run a model over read data (outputs, metrics), and `Run`: what a task's `evaluate` hook works with. The task
+decides what its report holds and which options it takes; this module holds the machinery."""
 from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor
 
-from ..data import Collator, GroupedBatchSampler, ReadTable
+from ..data import Collator, GroupedBatchSampler, ReadTable, Table
+from ..errors import PolymodalError
 from ..model import Parts
-from ..tasks import update_metrics
+
+TargetNeed = Literal["required", "optional", "none"]
 
 
 @torch.inference_mode()
 def run_outputs(parts: Parts, data: ReadTable, batch_size: int = 256) -> tuple[Tensor, Tensor | None]:
-    """The head's outputs for every row, in row order (and the targets when the data has them)."""
+    """The network's outputs for every row, in row order (and the targets when the data has them)."""
     parts.net.eval()
     collate = Collator(data, parts.modalities, parts.task)
     sampler = GroupedBatchSampler(list(range(len(data))), batch_size, shuffle=False, seed=0)
@@ -25,45 +32,103 @@ def run_outputs(parts: Parts, data: ReadTable, batch_size: int = 256) -> tuple[T
     return torch.cat(outs), (torch.cat(targets) if targets else None)
 
 
-def metrics_from_outputs(parts: Parts, out: Tensor, target: Tensor) -> dict:
-    metrics = parts.task.metrics()
-    update_metrics(parts.task, metrics, out, target)
-    result = {k: round(float(v), 6) for k, v in metrics.compute().items()}
-    result["loss"] = round(float(parts.task.loss(out, target)), 6)
-    per_class = getattr(parts.task, "per_class_accuracy", None)
-    if per_class is not None:
-        result["per_class_accuracy"] = {k: round(v, 6) for k, v in per_class(out, target).items()}
-    return result
-
-
 def score(parts: Parts, data: ReadTable, batch_size: int = 256) -> dict:
-    """Metrics of the model on read data (no reliance analysis)."""
-    out, target = run_outputs(parts, data, batch_size)
-    return metrics_from_outputs(parts, out, target)
-
-
-def evaluate_parts(parts: Parts, data: ReadTable, batch_size: int = 256, with_reliance: bool = True) -> dict:
-    """Metrics, per-class accuracy, and modality reliance (the change when each input is removed)."""
-    from .reliance import reliance
-
-    if parts.task.generates:
-        from .generation import denoising_loss
-
-        return denoising_loss(parts, data, batch_size)
-    if parts.task.retrieval:
-        from .retrieval import retrieval_report
-
-        return retrieval_report(parts, data, batch_size)
+    """The task's report on a split's outputs (no reliance analysis)."""
     if data.targets is None:
         raise ValueError("evaluation needs the target column")
-    result = score(parts, data, batch_size)
-    result["rows"] = len(data)
-    if data.skipped:
-        result["skipped_rows"] = len(data.skipped)
-    if with_reliance:
-        changes, warnings = reliance(parts, data, result, score)
+    out, target = run_outputs(parts, data, batch_size)
+    return parts.task.report(out, target)
+
+
+class Run:
+    """One evaluation: the model's parts, where the rows come from (a table to read, or rows read already), and the
+    machinery a task's `evaluate` hook composes its report from."""
+
+    def __init__(self, parts: Parts, read: Callable[[TargetNeed, bool], ReadTable] | None = None,
+                 data: ReadTable | None = None, table: Callable[[], Table] | None = None,
+                 load: Callable[[str | Path], Any] | None = None, batch_size: int = 256) -> None:
+        self.parts, self._read, self._data, self._table, self._load = parts, read, data, table, load
+        self.batch_size = batch_size
+
+    def read(self, target: TargetNeed = "required", keep_raw: bool = False) -> ReadTable:
+        """The rows, with the target column as the task needs it: required, optional (read when present) or none."""
+        if self._data is not None:
+            return self._data
+        if self._read is None:
+            raise PolymodalError("nothing to evaluate on")
+        return self._read(target, keep_raw)
+
+    def table(self) -> Table:
+        if self._table is None:
+            return self.read("none").table
+        return self._table()
+
+    def outputs(self, data: ReadTable) -> tuple[Tensor, Tensor | None]:
+        return run_outputs(self.parts, data, self.batch_size)
+
+    def score(self, data: ReadTable) -> dict:
+        """The task's report on the rows' outputs, with the row counts."""
+        result = score(self.parts, data, self.batch_size)
+        result["rows"] = len(data)
+        if data.skipped:
+            result["skipped_rows"] = len(data.skipped)
+        return result
+
+    def add_reliance(self, data: ReadTable, result: dict) -> None:
+        """Modality reliance (the change when each input is removed) and warnings for ignored inputs."""
+        from .reliance import reliance
+
+        changes, warnings = reliance(self.parts, data, result, score)
         if changes:
             result["reliance"] = changes
         if warnings:
             result["warnings"] = warnings
-    return result
+
+    def robustness(self, data: ReadTable, baseline: Any = None, progress: Any = None,
+                   out: str | Path | None = None) -> dict:
+        from .robustness import load_baseline, plot_curves, robustness_report
+
+        if baseline is not None and not isinstance(baseline, dict):
+            baseline = load_baseline(baseline)
+        report = robustness_report(self.parts, data, baseline, progress=progress)
+        if out is not None:
+            report["plots"] = [str(p) for p in plot_curves(report, Path(out))]
+        return report
+
+    def retrieval(self, data: ReadTable) -> dict:
+        from .retrieval import retrieval_report
+
+        return retrieval_report(self.parts, data, self.batch_size)
+
+    def denoising_loss(self, data: ReadTable) -> dict:
+        from .generation import denoising_loss
+
+        return denoising_loss(self.parts, data, self.batch_size)
+
+    def generation(self, **options: Any) -> dict:
+        from .generation import generation_report
+
+        if self._load is None:
+            raise PolymodalError("scoring generated images needs a way to load the judging models")
+        return generation_report(self.parts, self.table(), load=self._load, **options)
+
+
+def evaluation_options(parts: Parts) -> list[str]:
+    """The keyword options the model's task takes in `evaluate`."""
+    params = inspect.signature(parts.task.evaluate).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def evaluate_run(run: Run, **options: Any) -> dict:
+    """The task's evaluation report; an option the task does not take is an error that names what it takes."""
+    allowed = evaluation_options(run.parts)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise PolymodalError(f"a {run.parts.task.registry_name} model's evaluation takes no "
+                             f"{', '.join(unknown)} (its options: {', '.join(allowed) or 'none'})")
+    return run.parts.task.evaluate(run, **options)
+
+
+def evaluate_parts(parts: Parts, data: ReadTable, batch_size: int = 256) -> dict:
+    """The task's report on rows read already (after training: validation and test)."""
+    return evaluate_run(Run(parts, data=data, batch_size=batch_size))

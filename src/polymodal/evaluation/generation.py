@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 @torch.inference_mode()
 def classifier_features(clf, table: Table) -> np.ndarray:
     """A classifier's fused representation (what its head reads) of a table's images, through its own data path."""
-    read = clf._read(table, require_target=False)
+    read = clf._read(table, "none")
     net = clf.parts.net
     collate = Collator(read, clf.parts.modalities, None)
     feats = []
@@ -59,13 +59,12 @@ def classifier_features(clf, table: Table) -> np.ndarray:
     return np.concatenate(feats)
 
 
-def generation_report(parts: Parts, table: Table, classifier: str | Path | None = None,
+def generation_report(parts: Parts, table: Table, load: Callable[[str | Path], Any], classifier: str | Path | None = None,
                       contrastive: str | Path | None = None, steps: int | None = None, guidance: float | None = None,
                       seed: int = 0, limit: int | None = None, progress: Callable[[int, int], None] | None = None,
                       out: Path | None = None, sampler: str | None = None) -> dict:
-    """Generate one image per held-out row's caption and score them."""
-    from ..api import load
-    from ..generation import generate_from_parts, image_grid
+    """Generate one image per held-out row's caption and score them (`load` opens the classifier as a Model)."""
+    from ..generation import image_grid
 
     cond = next(s for s in parts.inputs if s.name == parts.net.condition)
     image_spec = next(s for s in parts.inputs if s.name == parts.net.image)
@@ -75,7 +74,7 @@ def generation_report(parts: Parts, table: Table, classifier: str | Path | None 
     captions = [r[cond.column] for r in rows]
     images = []
     for start in range(0, len(captions), 16):
-        images.extend(generate_from_parts(parts, captions[start:start + 16], 1, steps, guidance, seed + start,
+        images.extend(parts.task.generate(parts, captions[start:start + 16], 1, steps, guidance, seed + start,
                                           sampler))
         if progress:
             progress(min(len(captions), start + 16), len(captions))

@@ -13,7 +13,6 @@ import numpy as np
 
 from ..data import ReadTable
 from ..model import Parts
-from ..modalities.corruptions import CORRUPTIONS
 from .evaluate import score
 from .reliance import without
 
@@ -60,7 +59,7 @@ def robustness_report(parts: Parts, data: ReadTable, baseline: dict | None = Non
     report: dict = {"metric": metric, "clean": clean, "levels": LEVELS, "subsets": subset_scores(parts, data, metric),
                     "curves": {}, "relative_robustness": {}, "effective_robustness": {}}
     for name, modality in parts.modalities.items():
-        kinds = CORRUPTIONS.get(modality.registry_name, {})
+        kinds = modality.corruptions
         report["curves"][name], report["relative_robustness"][name] = {}, {}
         for kind, fn in kinds.items():
             curve = [clean] + [score(parts, corrupted(data, parts, name, fn, s, seed))[metric] for s in LEVELS[1:]]

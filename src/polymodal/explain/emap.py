@@ -7,7 +7,6 @@ import torch
 from torch import Tensor
 
 from ..data import Collator, ReadTable
-from ..evaluation.evaluate import metrics_from_outputs
 from ..model import Parts
 from ..types import Encoded
 
@@ -56,8 +55,8 @@ def emap(parts: Parts, data: ReadTable, max_rows: int = 300) -> dict:
     full = logits.diagonal(dim1=0, dim2=1).movedim(-1, 0)
     additive = logits.mean(1) + logits.mean(0) - logits.mean((0, 1))
     target = parts.task.collate(sub.targets)
-    full_metrics = metrics_from_outputs(parts, full, target)
-    add_metrics = metrics_from_outputs(parts, additive, target)
+    full_metrics = parts.task.report(full, target)
+    add_metrics = parts.task.report(additive, target)
     metric = parts.task.monitor
     return {"rows": n, "metric": metric, "full": full_metrics[metric], "additive": add_metrics[metric],
             "gap": full_metrics[metric] - add_metrics[metric]}

@@ -13,7 +13,7 @@ from ..data import Collator, ReadTable
 from ..errors import DataError
 from ..evaluation.evaluate import run_outputs
 from ..model import Parts
-from . import render
+from .. import render
 from .emap import emap
 from .gradients import integrated_gradients, interaction
 from .shapley import shapley, shares
@@ -28,10 +28,10 @@ def _row(data: ReadTable, index: int) -> ReadTable:
 def explain_row(parts: Parts, data: ReadTable, index: int, out: Path | None = None) -> dict:
     row = _row(data, index)
     parts.net.eval()
+    phi = {k: float(v[0]) for k, v in shapley(parts, row).items()}  # first: a task with nothing to explain says so
     full, _ = run_outputs(parts, row)
     decoded = parts.task.decode(full)[0]
-    target = int(full[0].argmax()) if parts.task.registry_name != "regression" else None
-    phi = {k: float(v[0]) for k, v in shapley(parts, row).items()}
+    target = parts.task.attribution_target(full)
     batch, _ = Collator(row, parts.modalities, None)(range(1))
     attributions = integrated_gradients(parts, batch, target)
     with torch.no_grad():
@@ -64,23 +64,16 @@ def _render_row(parts, batch, row, attributions, attention, result, out: Path) -
                      render.table_html({k: {"shapley": v, "share": result["shapley_share"][k]}
                                         for k, v in result["shapley"].items()}, ("input", "shapley", "share"))))
     for name, attr in attributions.items():
-        kind = parts.modalities[name].registry_name
         mb = batch[name]
-        value = mb.data[mb.index[0]]
-        if kind == "image":
-            figures.append(render.image_figure(value, attr, out / f"attr_{name}.png", f"{name}: |IG|"))
-        elif kind in ("audio", "signal"):
-            length = int(mb.mask[mb.index[0]].sum()) if mb.mask is not None else value.shape[0]
-            spectro = kind == "audio" and not parts.modalities[name].describe().get("waveform")
-            figures.append(render.sequence_figure(value[:length], attr[:length], out / f"attr_{name}.png",
-                                                  f"{name}: saliency over time", spectro))
-        elif kind == "video":
-            figures.append(render.video_figure(value, attr, out / f"attr_{name}.png", f"{name}: per-frame |IG|"))
-        elif kind == "text":
-            ids = value[mb.mask[mb.index[0]]] if mb.mask is not None else value
-            tokens = parts.modalities[name].id_tokens(ids.tolist())
-            sections.append((f"{name}: words", f"<p>{render.text_html(tokens, attr[:len(tokens)])}</p>"))
-            result.setdefault("tokens", {})[name] = list(zip(tokens, attr[:len(tokens)].tolist()))
+        row = int(mb.index[0])
+        drawn = parts.modalities[name].draw_attribution(name, mb.data[row], attr,
+                                                        None if mb.mask is None else mb.mask[row], out)
+        if drawn.figure is not None:
+            figures.append(drawn.figure)
+        if drawn.section is not None:
+            sections.append(drawn.section)
+        if drawn.tokens is not None:
+            result.setdefault("tokens", {})[name] = drawn.tokens
     for key, maps in attention.items():
         if maps.dim() == 3:
             figures.append(render.heatmap_figure(maps[0], out / f"attention_{key.replace('<-', '_from_')}.png",
@@ -94,15 +87,16 @@ def _render_row(parts, batch, row, attributions, attention, result, out: Path) -
 
 def explain_global(parts: Parts, data: ReadTable, out: Path | None = None, max_rows: int = 300) -> dict:
     sub = data.take(list(range(min(len(data), max_rows))))
-    full, target = run_outputs(parts, sub)
     phi = shapley(parts, sub)
+    full, target = run_outputs(parts, sub)
     # a share is the input's mean |Shapley value| over the rows, out of the sum over inputs
     result: dict = {"rows": len(sub), "shapley_share": shares(phi),
                     "shapley_mean": {k: float(v.mean()) for k, v in phi.items()}}
     classes = getattr(parts.task, "classes", None)
-    if classes is not None and parts.task.registry_name == "classification":
-        pred = full.argmax(-1)
-        result["shapley_share_per_class"] = {c: shares(phi, pred == i) for i, c in enumerate(classes)
+    predicted = parts.task.predicted_classes(full)
+    if predicted is not None:
+        names, pred = predicted
+        result["shapley_share_per_class"] = {c: shares(phi, pred == i) for i, c in enumerate(names)
                                              if bool((pred == i).any())}
     if len(sub.ids) == 2 and sub.targets is not None:
         result["emap"] = emap(parts, sub, max_rows)

@@ -24,13 +24,6 @@ def _repeat_batch(batch: Batch, n: int, override: dict[str, Tensor]) -> Batch:
     return out
 
 
-def flat_baseline(x: Tensor, kind: str) -> Tensor:
-    """The input with its structure removed: each channel's mean over space (images, frames) or each feature's mean
-    over time (audio, signals). Attributions then say what departs from a flat input, not from black."""
-    dims = {"image": (2, 3), "video": (1, 3, 4)}.get(kind, (1,))
-    return x.mean(dim=dims, keepdim=True).expand_as(x).contiguous()
-
-
 def embedding_layer(parts: Parts, name: str) -> nn.Module | None:
     enc = parts.net.encoders[name].encoder
     if hasattr(enc, "embed"):
@@ -53,7 +46,7 @@ def integrated_gradients(parts: Parts, batch: Batch, target: int | None, n_steps
             return net(_repeat_batch(batch, datas[0].shape[0], dict(zip(floats, datas))))
 
         inputs = tuple(batch[n].data[batch[n].index[:1]] for n in floats)
-        baselines = tuple(flat_baseline(x, parts.modalities[n].registry_name) for n, x in zip(floats, inputs))
+        baselines = tuple(parts.modalities[n].attribution_baseline(x) for n, x in zip(floats, inputs))
         attrs = IntegratedGradients(forward).attribute(inputs, baselines=baselines, target=target, n_steps=n_steps)
         result.update({n: a[0].detach() for n, a in zip(floats, attrs)})
     for name in [n for n in present if n not in floats]:

@@ -14,19 +14,6 @@ from ..evaluation.reliance import without
 from ..model import Parts
 
 
-def value(parts: Parts, out: Tensor, reference: Tensor) -> Tensor:
-    """What a subset is worth for each row: the probability of the full model's predicted class (classification),
-    the mean probability of its predicted labels (multilabel), the predicted value (regression)."""
-    task = parts.task.registry_name
-    if task == "classification":
-        return out.float().softmax(-1).gather(-1, reference.argmax(-1, keepdim=True)).squeeze(-1)
-    if task == "multilabel":
-        chosen = (reference.sigmoid() >= 0.5).float()
-        chosen = torch.where(chosen.sum(-1, keepdim=True) > 0, chosen, torch.ones_like(chosen))
-        return (out.float().sigmoid() * chosen).sum(-1) / chosen.sum(-1)
-    return parts.task.predict_values(out)
-
-
 def shapley(parts: Parts, data: ReadTable) -> dict[str, Tensor]:
     """{input: [rows] Shapley value}; the values of a row add up to v(all inputs) - v(no input)."""
     names = list(data.ids)
@@ -36,7 +23,7 @@ def shapley(parts: Parts, data: ReadTable) -> dict[str, Tensor]:
     for k in range(n + 1):
         for subset in itertools.combinations(names, k):
             out, _ = run_outputs(parts, without(data, set(names) - set(subset)))
-            worth[frozenset(subset)] = value(parts, out, full)
+            worth[frozenset(subset)] = parts.task.explained_value(out, full)
     phi = {}
     for name in names:
         others = [m for m in names if m != name]

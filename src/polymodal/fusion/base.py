@@ -25,6 +25,7 @@ class Fusion(nn.Module):
     Config: ClassVar[type[FusionConfig]] = FusionConfig
     registry_name: ClassVar[str] = ""
     models_interactions: ClassVar[bool] = True  # False for decision-level (additive) fusion
+    attends_tokens: ClassVar[bool] = False  # True where the cost grows with the inputs' token counts (attention)
 
     def __init__(self, config: FusionConfig, names: list[str], dim: int) -> None:
         super().__init__()

@@ -20,6 +20,7 @@ class BottleneckConfig(FusionConfig):
 
 @FUSIONS.register("bottleneck")
 class BottleneckFusion(Fusion):
+    attends_tokens = True
     Config = BottleneckConfig
     config: BottleneckConfig
 

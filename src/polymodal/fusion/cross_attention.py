@@ -33,6 +33,7 @@ class CrossBlock(nn.Module):
 
 @FUSIONS.register("cross_attention")
 class CrossAttentionFusion(Fusion):
+    attends_tokens = True
     Config = CrossAttentionConfig
     config: CrossAttentionConfig
 

@@ -16,6 +16,7 @@ class EarlyConfig(FusionConfig):
 
 @FUSIONS.register("early")
 class EarlyFusion(Fusion):
+    attends_tokens = True
     Config = EarlyConfig
     config: EarlyConfig
 

@@ -13,7 +13,9 @@ from pydantic import Field
 from torch import Tensor
 
 from ..errors import BadInput
-from .base import MODALITIES, Modality, ModalityConfig, resolve
+from .. import render
+from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
+from .corruptions import chunks, corruption, drop_span
 
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif", ".au"}
 
@@ -97,6 +99,8 @@ def resample(wave: np.ndarray, sr: int, target: int) -> np.ndarray:
 class AudioModality(Modality):
     Config = AudioConfig
     default_encoder = "conv1d"
+    suffixes = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aiff", ".aif", ".au")
+    groupable = True
     config: AudioConfig
 
     def __init__(self, config: AudioConfig) -> None:
@@ -153,6 +157,12 @@ class AudioModality(Modality):
     def collate(self, items: list[Tensor]) -> tuple[Tensor, Tensor]:
         return pad_sequences(items, (self.mean, self.std), min_length=16)
 
+    def draw_attribution(self, name: str, value: Tensor, attr: Tensor, mask: Tensor | None, out: Path) -> Drawn:
+        """Saliency over time, over the log-mel spectrogram (or the waveform)."""
+        length = int(mask.sum()) if mask is not None else value.shape[0]
+        return Drawn(figure=render.sequence_figure(value[:length], attr[:length], out / f"attr_{name}.png",
+                                                   f"{name}: saliency over time", not self.describe().get("waveform")))
+
     def describe(self) -> dict:
         return {"features": 1 if self.config.features == "waveform" else self.config.n_mels,
                 "waveform": self.config.features == "waveform", "sample_rate": self.config.sample_rate}
@@ -169,3 +179,27 @@ def pad_sequences(items: list[Tensor], norm: tuple[float, float] | tuple[Tensor,
         data[i, : x.shape[0]] = (x - mean) / std
         mask[i, : x.shape[0]] = True
     return data, mask
+
+
+# -- corruptions -----------------------------------------------------------------------------------
+@corruption(AudioModality, "white_noise")
+def audio_white_noise(wave: np.ndarray, s: float, rng) -> np.ndarray:
+    """White noise at an SNR from 30 dB (s -> 0) down to -10 dB (s = 1)."""
+    snr_db = 30 - 40 * s
+    power = float(np.mean(wave ** 2)) or 1e-8
+    return (wave + rng.normal(0, np.sqrt(power / 10 ** (snr_db / 10)), wave.shape)).astype(np.float32)
+
+
+@corruption(AudioModality, "random_dropout")
+def audio_random_dropout(wave: np.ndarray, s: float, rng) -> np.ndarray:
+    """A fraction `s` of 20 ms chunks (at 16 kHz; 320 samples) silenced at random."""
+    out, size = wave.copy(), 320
+    for c in np.flatnonzero(rng.random(chunks(out.size, size)) < s):
+        out[c * size:(c + 1) * size] = 0
+    return out
+
+
+@corruption(AudioModality, "structured_dropout")
+def audio_structured_dropout(wave: np.ndarray, s: float, rng) -> np.ndarray:
+    """One contiguous stretch of a fraction `s` of the clip silenced."""
+    return drop_span(wave, s, rng)

@@ -1,6 +1,7 @@
 """What every modality does: read one raw value, learn state from training values, batch distinct values."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Hashable
 
@@ -14,15 +15,42 @@ class ModalityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass
+class Drawn:
+    """An attribution drawn for a report: a figure, an HTML section, and tokens with their scores (text)."""
+
+    figure: Path | None = None
+    section: tuple[str, str] | None = None  # (title, html)
+    tokens: list[tuple[str, float]] | None = None
+
+
 class Modality:
-    """A kind of data. Instances hold per-input options and any state learnt from the training values."""
+    """A kind of data. Instances hold per-input options and any state learnt from the training values. The class
+    holds the modality's facts, one place each: file suffixes, whether values repeat and are worth grouping, the
+    default encoder, the corruptions (registered with `@corruption(Class, name)`), and how an attribution's baseline
+    is made and how it is drawn."""
 
     Config: ClassVar[type[ModalityConfig]] = ModalityConfig
     default_encoder: ClassVar[str] = ""
     registry_name: ClassVar[str] = ""
+    suffixes: ClassVar[tuple[str, ...]] = ()  # file suffixes whose values this modality reads (lower case)
+    groupable: ClassVar[bool] = False  # values repeat across rows (a VQA image) and are worth encoding once per batch
+    list_values: ClassVar[bool] = False  # a list in a cell is one value (a signal's samples), not a missing value
+    plain_values: ClassVar[bool] = False  # plain strings and numbers in a cell are this modality's values (text)
+    corruptions: ClassVar[dict[str, Callable]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.corruptions = {}  # each modality its own list
 
     def __init__(self, config: ModalityConfig) -> None:
         self.config = config
+
+    @classmethod
+    def facts(cls) -> dict:
+        """What `polymodal components` shows besides the config."""
+        return {"default_encoder": cls.default_encoder, "suffixes": list(cls.suffixes), "groupable": cls.groupable,
+                "corruptions": list(cls.corruptions)}
 
     # -- reading -------------------------------------------------------------------------------------------------
     def key(self, value: Any, base_dir: Path) -> Hashable | None:
@@ -74,6 +102,16 @@ class Modality:
     def describe(self) -> dict:
         """Facts an encoder needs (channels, feature count, vocabulary size)."""
         return {}
+
+    # -- explanations --------------------------------------------------------------------------------------------
+    def attribution_baseline(self, x: Tensor) -> Tensor:
+        """The input with its structure removed, for Integrated Gradients (default: each feature's mean over the
+        first axis after the batch): attributions then say what departs from a flat input, not from zeros."""
+        return x.mean(dim=1, keepdim=True).expand_as(x).contiguous()
+
+    def draw_attribution(self, name: str, value: Tensor, attr: Tensor, mask: Tensor | None, out: Path) -> Drawn:
+        """Draw one value's attribution (shaped like the value) for the explanation report; default: nothing."""
+        return Drawn()
 
 
 MODALITIES: Registry[Modality] = Registry("modality")

@@ -7,12 +7,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFilter, UnidentifiedImageError
 from pydantic import Field
 from torch import Tensor
 
 from ..errors import BadInput
-from .base import MODALITIES, Modality, ModalityConfig, resolve
+from .. import render
+from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
+from .corruptions import corruption, to_u8
 
 
 class ImageConfig(ModalityConfig):
@@ -70,6 +72,8 @@ def fit_size(img: Image.Image, size: tuple[int, int], policy: str) -> Image.Imag
 class ImageModality(Modality):
     Config = ImageConfig
     default_encoder = "image_cnn"
+    suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+    groupable = True
     config: ImageConfig
 
     @property
@@ -91,5 +95,74 @@ class ImageModality(Modality):
     def collate(self, items: list[Tensor]) -> tuple[Tensor, None]:
         return torch.stack(items).float().div_(255.0), None
 
+    def attribution_baseline(self, x: Tensor) -> Tensor:
+        """Each channel's mean over the image."""
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
+
+    def draw_attribution(self, name: str, value: Tensor, attr: Tensor, mask: Tensor | None, out: Path) -> Drawn:
+        return Drawn(figure=render.image_figure(value, attr, out / f"attr_{name}.png", f"{name}: |IG|"))
+
     def describe(self) -> dict:
         return {"channels": self.config.channels, "size": self.hw}
+
+
+# -- corruptions -----------------------------------------------------------------------------------
+@corruption(ImageModality, "gaussian_noise")
+def image_gaussian_noise(img: Tensor, s: float, rng) -> Tensor:
+    """Additive Gaussian noise, sigma up to 0.5 of the range."""
+    return to_u8(img.numpy().astype(np.float32) + rng.normal(0, 127.5 * s, img.shape))
+
+
+@corruption(ImageModality, "salt_pepper")
+def image_salt_pepper(img: Tensor, s: float, rng) -> Tensor:
+    """A fraction (up to 0.5) of pixels set to black or white."""
+    out = img.numpy().copy()
+    hit = rng.random(out.shape[1:]) < 0.5 * s
+    out[:, hit] = np.where(rng.random(int(hit.sum())) < 0.5, 0, 255).astype(np.uint8)
+    return torch.from_numpy(out)
+
+
+@corruption(ImageModality, "low_contrast")
+def image_low_contrast(img: Tensor, s: float, rng) -> Tensor:
+    """Blend towards the mean grey level (a flat image at 1)."""
+    x = img.numpy().astype(np.float32)
+    return to_u8(x.mean() + (x - x.mean()) * (1 - s))
+
+
+@corruption(ImageModality, "blur")
+def image_blur(img: Tensor, s: float, rng) -> Tensor:
+    """Gaussian blur, radius up to a quarter of the image side."""
+    arr = img.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    out = np.asarray(pil.filter(ImageFilter.GaussianBlur(s * max(arr.shape[:2]) / 4)))
+    return torch.from_numpy((out[..., None] if out.ndim == 2 else out).copy()).permute(2, 0, 1).contiguous()
+
+
+@corruption(ImageModality, "occlusion")
+def image_occlusion(img: Tensor, s: float, rng) -> Tensor:
+    """A grey square covering a fraction `s` of the area, at a random place."""
+    out = img.clone()
+    h, w = out.shape[1:]
+    side_h, side_w = max(1, round(h * s ** 0.5)), max(1, round(w * s ** 0.5))
+    y, x = int(rng.integers(0, h - side_h + 1)), int(rng.integers(0, w - side_w + 1))
+    out[:, y:y + side_h, x:x + side_w] = 128
+    return out
+
+
+@corruption(ImageModality, "rotation")
+def image_rotation(img: Tensor, s: float, rng) -> Tensor:
+    """Rotation by up to 180 degrees (random direction)."""
+    arr = img.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    out = np.asarray(pil.rotate(180 * s * rng.choice([-1, 1]), resample=Image.BILINEAR))
+    return torch.from_numpy((out[..., None] if out.ndim == 2 else out).copy()).permute(2, 0, 1).contiguous()
+
+
+@corruption(ImageModality, "greyscale")
+def image_greyscale(img: Tensor, s: float, rng) -> Tensor:
+    """Blend towards the image's luminance (colour removed at 1)."""
+    x = img.numpy().astype(np.float32)
+    if x.shape[0] == 1:
+        return img.clone()
+    grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+    return to_u8(x * (1 - s) + grey * s)

@@ -12,7 +12,9 @@ from torch import Tensor
 
 from ..errors import BadInput
 from .audio import pad_sequences
-from .base import MODALITIES, Modality, ModalityConfig, resolve
+from .. import render
+from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
+from .corruptions import corruption, drop_span, zero_steps
 
 
 class SignalConfig(ModalityConfig):
@@ -56,6 +58,8 @@ def _is_number(s: str) -> bool:
 class SignalModality(Modality):
     Config = SignalConfig
     default_encoder = "conv1d"
+    suffixes = (".npy", ".csv", ".tsv")
+    list_values = True
     config: SignalConfig
 
     def __init__(self, config: SignalConfig) -> None:
@@ -99,5 +103,31 @@ class SignalModality(Modality):
         norm = (torch.tensor(self.mean), torch.tensor(self.std)) if self.mean else (0.0, 1.0)
         return pad_sequences(items, norm, min_length=16)
 
+    def draw_attribution(self, name: str, value: Tensor, attr: Tensor, mask: Tensor | None, out: Path) -> Drawn:
+        """Saliency over time, over the signal's features."""
+        length = int(mask.sum()) if mask is not None else value.shape[0]
+        return Drawn(figure=render.sequence_figure(value[:length], attr[:length], out / f"attr_{name}.png",
+                                                   f"{name}: saliency over time", False))
+
     def describe(self) -> dict:
         return {"features": self.n_features or 1, "waveform": False}
+
+
+# -- corruptions -----------------------------------------------------------------------------------
+@corruption(SignalModality, "white_noise")
+def signal_white_noise(x: Tensor, s: float, rng) -> Tensor:
+    """Gaussian noise with a standard deviation of up to 2x each feature's own."""
+    std = x.std(0, keepdim=True).clamp_min(1e-6).numpy() if x.shape[0] > 1 else np.ones((1, x.shape[1]))
+    return x + torch.from_numpy(rng.normal(0, 2 * s, x.shape) * std).float()
+
+
+@corruption(SignalModality, "random_drop")
+def signal_random_drop(x: Tensor, s: float, rng) -> Tensor:
+    """A fraction `s` of time steps zeroed."""
+    return zero_steps(x, s, rng)
+
+
+@corruption(SignalModality, "structured_drop")
+def signal_structured_drop(x: Tensor, s: float, rng) -> Tensor:
+    """One contiguous stretch of a fraction `s` of the steps zeroed."""
+    return drop_span(x, s, rng)

@@ -10,7 +10,9 @@ from pydantic import Field
 from torch import Tensor
 
 from ..errors import BadInput, RecipeError
-from .base import MODALITIES, Modality, ModalityConfig, resolve
+from .. import render
+from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
+from .corruptions import corruption
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 
@@ -29,6 +31,8 @@ class TextConfig(ModalityConfig):
 class TextModality(Modality):
     Config = TextConfig
     default_encoder = "text_transformer"
+    suffixes = (".txt",)
+    plain_values = True
     config: TextConfig
 
     def __init__(self, config: TextConfig) -> None:
@@ -145,6 +149,66 @@ class TextModality(Modality):
             return self.tokenizer.convert_ids_to_tokens(ids)
         return [self.tokenizer.id_to_token(i) for i in ids]
 
+    def draw_attribution(self, name: str, value: Tensor, attr: Tensor, mask: Tensor | None, out: Path) -> Drawn:
+        """Words coloured by their attribution (per token)."""
+        ids = value[mask] if mask is not None else value
+        tokens = self.id_tokens(ids.tolist())
+        return Drawn(section=(f"{name}: words", f"<p>{render.text_html(tokens, attr[:len(tokens)])}</p>"),
+                     tokens=list(zip(tokens, attr[:len(tokens)].tolist())))
+
     def describe(self) -> dict:
         size = len(self.tokenizer) if self.pretrained else self.tokenizer.get_vocab_size()
         return {"vocab_size": size, "max_length": self.config.max_length}
+
+
+# -- corruptions -----------------------------------------------------------------------------------
+QWERTY = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
+_POS = {ch: (r, c) for r, row in enumerate(QWERTY) for c, ch in enumerate(row)}
+
+
+def _neighbours(ch: str) -> str:
+    if ch.lower() not in _POS:
+        return ch
+    r, c = _POS[ch.lower()]
+    near = [QWERTY[rr][cc] for rr in (r - 1, r, r + 1) for cc in (c - 1, c, c + 1)
+            if 0 <= rr < 3 and 0 <= cc < len(QWERTY[rr]) and (rr, cc) != (r, c)]
+    return "".join(near)
+
+
+def _per_word(text: str, s: float, rng, edit) -> str:
+    words = text.split(" ")
+    return " ".join(edit(w) if len(w) > 1 and rng.random() < s else w for w in words)
+
+
+@corruption(TextModality, "swap")
+def text_swap(text: str, s: float, rng) -> str:
+    """In a fraction `s` of words, two adjacent characters swapped."""
+    def edit(w):
+        i = int(rng.integers(0, len(w) - 1))
+        return w[:i] + w[i + 1] + w[i] + w[i + 2:]
+    return _per_word(text, s, rng, edit)
+
+
+@corruption(TextModality, "typo")
+def text_typo(text: str, s: float, rng) -> str:
+    """In a fraction `s` of words, one character replaced by a QWERTY neighbour."""
+    def edit(w):
+        i = int(rng.integers(0, len(w)))
+        near = _neighbours(w[i])
+        return w[:i] + near[int(rng.integers(0, len(near)))] + w[i + 1:] if near != w[i] else w
+    return _per_word(text, s, rng, edit)
+
+
+@corruption(TextModality, "omission")
+def text_omission(text: str, s: float, rng) -> str:
+    """In a fraction `s` of words, one character deleted."""
+    def edit(w):
+        i = int(rng.integers(0, len(w)))
+        return w[:i] + w[i + 1:]
+    return _per_word(text, s, rng, edit)
+
+
+@corruption(TextModality, "word_dropout")
+def text_word_dropout(text: str, s: float, rng) -> str:
+    """A fraction `s` of words removed."""
+    return " ".join(w for w in text.split(" ") if rng.random() >= s)

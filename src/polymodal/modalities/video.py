@@ -11,8 +11,10 @@ from pydantic import Field
 from torch import Tensor
 
 from ..errors import BadInput
-from .base import MODALITIES, Modality, ModalityConfig, resolve
-from .image import fit_size
+from .. import render
+from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
+from .corruptions import corruption, zero_steps
+from .image import fit_size, image_gaussian_noise
 
 
 class VideoConfig(ModalityConfig):
@@ -31,6 +33,8 @@ def uniform_indices(total: int, n: int) -> np.ndarray:
 class VideoModality(Modality):
     Config = VideoConfig
     default_encoder = "video_cnn"
+    suffixes = (".mp4", ".webm", ".avi", ".mkv", ".mov")
+    groupable = True
     config: VideoConfig
 
     def _frame(self, img: Image.Image) -> np.ndarray:
@@ -85,5 +89,33 @@ class VideoModality(Modality):
     def collate(self, items: list[Tensor]) -> tuple[Tensor, None]:
         return torch.stack(items).float().div_(255.0), None
 
+    def attribution_baseline(self, x: Tensor) -> Tensor:
+        """Each channel's mean over the frames and the image."""
+        return x.mean(dim=(1, 3, 4), keepdim=True).expand_as(x).contiguous()
+
+    def draw_attribution(self, name: str, value: Tensor, attr: Tensor, mask: Tensor | None, out: Path) -> Drawn:
+        return Drawn(figure=render.video_figure(value, attr, out / f"attr_{name}.png", f"{name}: per-frame |IG|"))
+
     def describe(self) -> dict:
         return {"channels": self.config.channels, "size": (self.config.size,) * 2, "n_frames": self.config.n_frames}
+
+
+# -- corruptions -----------------------------------------------------------------------------------
+@corruption(VideoModality, "frame_drop")
+def video_frame_drop(frames: Tensor, s: float, rng) -> Tensor:
+    """A fraction `s` of frames replaced by black frames."""
+    return zero_steps(frames, s, rng)
+
+
+@corruption(VideoModality, "frame_noise")
+def video_frame_noise(frames: Tensor, s: float, rng) -> Tensor:
+    """Gaussian noise on every frame, as for images."""
+    return torch.stack([image_gaussian_noise(f, s, rng) for f in frames])
+
+
+@corruption(VideoModality, "temporal_jitter")
+def video_temporal_jitter(frames: Tensor, s: float, rng) -> Tensor:
+    """Each frame replaced by one up to s * N frames away."""
+    n = frames.shape[0]
+    shift = rng.integers(-int(np.ceil(s * n)), int(np.ceil(s * n)) + 1, n)
+    return frames[np.clip(np.arange(n) + shift, 0, n - 1)].clone()

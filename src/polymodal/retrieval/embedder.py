@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..modalities import modality_of_suffix
 from ..data import InputSpec, Table, check_columns, read_inputs
 from ..data.batching import collate_input
 from ..errors import PolymodalError
@@ -88,7 +89,7 @@ class ModelEmbedder(Embedder):
         from ..storage import load_parts
 
         self.parts = load_parts(directory)
-        if not self.parts.task.retrieval:
+        if not hasattr(self.parts.net, "embed"):  # only a joint embedding space maps inputs to vectors
             raise PolymodalError(f"{directory}: a {self.parts.recipe.target.task} model has no joint embedding space "
                                  "(train one with target.task: contrastive)")
         self.source = str(directory)
@@ -153,15 +154,12 @@ def open_embedder(source: str | Path) -> Embedder:
 
 
 def modality_of_file(path: str) -> str:
-    """The modality a query file holds, from its extension."""
-    suffix = Path(path).suffix.lower()
-    kinds = {"image": (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
-             "audio": (".wav", ".flac", ".ogg", ".mp3"), "video": (".mp4", ".avi", ".mov", ".mkv", ".webm"),
-             "signal": (".npy", ".csv")}
-    for kind, suffixes in kinds.items():
-        if suffix in suffixes:
-            return kind
-    raise PolymodalError(f"{path}: cannot tell the modality of a '{suffix}' file; name the input with --query-input")
+    """The modality a query file holds, from its suffix (the same table `fit` reads by)."""
+    kind = modality_of_suffix(path)
+    if kind is None:
+        raise PolymodalError(f"{path}: cannot tell the modality of a '{Path(path).suffix.lower()}' file; name the "
+                             "input with --query-input")
+    return kind
 
 
 __all__ = ["Embedder", "HFDualEncoder", "ModelEmbedder", "modality_of_file", "open_embedder"]

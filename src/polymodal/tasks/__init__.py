@@ -1,14 +1,19 @@
 """Tasks. Importing this package registers every task."""
 from . import classification, contrastive, regression, text_to_image  # noqa: F401  (registration)
-from .base import TASKS, Task
+from ..data import is_missing
+from .base import TASKS, Task, TrainingPlan
+from .predictive import PredictiveTask
 
-__all__ = ["TASKS", "Task", "update_metrics"]
+__all__ = ["TASKS", "PredictiveTask", "Task", "TrainingPlan", "infer_task"]
 
 
-def update_metrics(task: Task, metrics, out, target) -> None:
-    """Feed a batch to a task's metrics (tasks whose metrics need transformed outputs define update_metrics)."""
-    hook = getattr(task, "update_metrics", None)
-    if hook is not None:
-        hook(metrics, out, target)
-    else:
-        metrics.update(out.float(), target)
+def infer_task(values: list) -> str:
+    """The task a target column's values suggest: lists -> multilabel, fractional numbers -> regression, else
+    classification."""
+    present = [v for v in values if isinstance(v, (list, tuple)) or not is_missing(v)]
+    if any(isinstance(v, (list, tuple)) for v in present):
+        return "multilabel"
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        if any(isinstance(v, float) and not v.is_integer() for v in present):
+            return "regression"
+    return "classification"

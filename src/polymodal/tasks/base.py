@@ -1,11 +1,20 @@
-"""Tasks: a head over the fused representation, its loss, its metrics and the decoding of outputs."""
+"""Tasks own everything that differs between tasks: the network they need on top of the encoders, the training loss,
+the metrics, the evaluation report, the value an explanation attributes and the decoding of outputs. Code outside
+`tasks/` calls these hooks and never asks which task it has.
+
+The kinds: `PredictiveTask` (classification, multilabel, regression: fusion + head), the joint embedding space
+(contrastive) and generators (text-to-image); each is a subclass of `Task` that overrides the hooks it needs.
+"""
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from ..errors import PolymodalError
 from ..registry import Registry
 
 
@@ -13,19 +22,48 @@ class TaskConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How the training loop runs for a task (derived from the recipe's training section)."""
+
+    steps_per_call: int = 1  # batches per Lightning training call
+    modality_dropout: float | dict[str, float] = 0.0  # inputs hidden per training row
+    alone_scores: bool = False  # score each input alone on validation (training.select: robust)
+    ema_decay: float = 0.0  # keep an exponential moving average of the weights (0: off)
+    early_stopping: bool = True  # stop when the monitored validation score stops improving
+    keep_best: bool = True  # restore the weights of the best validation epoch
+
+
+StepRNG = Callable[[], torch.Generator]
+
+
 class Task:
+    """The base of every task. Subclasses set `Config`, `monitor` and `monitor_mode` and override the hooks."""
+
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     registry_name: ClassVar[str] = ""
     monitor: ClassVar[str] = "loss"  # the validation metric that selects the best checkpoint
     monitor_mode: ClassVar[str] = "min"
-    fuses: ClassVar[bool] = True  # False: no fusion or head; each input is embedded (contrastive)
-    needs_target: ClassVar[bool] = True  # False: the target column is optional (labels for class-level metrics)
-    retrieval: ClassVar[bool] = False  # evaluated by cross-modal retrieval rather than from predictions
-    generates: ClassVar[bool] = False  # generates one of its inputs from the others (text-to-image)
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config
 
+    # -- the recipe --------------------------------------------------------------------------------------------------
+    @classmethod
+    def check_target(cls, column: str | None) -> None:
+        """Raise ValueError when the recipe's target section does not suit the task (default: a column is needed)."""
+        if column is None:
+            raise ValueError(f"a target column is needed for {cls.registry_name or 'this task'}")
+
+    @classmethod
+    def resolve_training(cls, training: dict[str, Any]) -> None:
+        """Fix the recipe's training fields that the task decides (in place, before the recipe is saved)."""
+
+    def training_plan(self, cfg: Any, inputs: int) -> TrainingPlan:
+        """How the training loop runs for this task, from the recipe's `training` section and the input count."""
+        return TrainingPlan(early_stopping=True)
+
+    # -- targets -----------------------------------------------------------------------------------------------------
     def fit(self, targets: list[Any]) -> None:
         """Learn what the targets are (class names, scale) from the training targets."""
 
@@ -40,23 +78,6 @@ class Task:
     def collate(self, values: list[Any]) -> Tensor:
         raise NotImplementedError
 
-    def head(self, dim: int) -> nn.Module:
-        raise NotImplementedError
-
-    def loss(self, out: Tensor, target: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def metrics(self) -> nn.Module:
-        """A torchmetrics MetricCollection updated with (out, target)."""
-        raise NotImplementedError
-
-    def decode(self, out: Tensor) -> list[dict]:
-        raise NotImplementedError
-
-    def score(self, out: Tensor) -> Tensor:
-        """A per-row scalar the explanation methods attribute: the score of the predicted output."""
-        raise NotImplementedError
-
     def state(self) -> dict:
         return {}
 
@@ -65,6 +86,66 @@ class Task:
 
     def describe(self) -> dict:
         return self.state()
+
+    # -- the network -------------------------------------------------------------------------------------------------
+    def encoded_inputs(self, kinds: dict[str, str]) -> list[str]:
+        """The inputs that get an encoder (input name -> modality given); default: all of them."""
+        return list(kinds)
+
+    def build_net(self, encoders: dict[str, nn.Module], kinds: dict[str, str], modalities: dict[str, Any],
+                  recipe: Any) -> nn.Module:
+        """The network on top of the encoders (a fusion and a head, projections, a denoiser)."""
+        raise NotImplementedError
+
+    @classmethod
+    def architecture(cls, recipe: dict) -> dict:
+        """What `polymodal info` shows of the network beyond the inputs (the fusion, for a fusing task)."""
+        return {}
+
+    # -- training ----------------------------------------------------------------------------------------------------
+    def training_loss(self, net: nn.Module, inputs: dict, target: Tensor | None, unimodal_weight: float,
+                      rng: StepRNG) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
+        """One batch's training loss and the values to log (name -> (value, rows))."""
+        raise NotImplementedError
+
+    def validation_loss(self, net: nn.Module, inputs: dict, out: Tensor, target: Tensor | None) -> Tensor:
+        return net.loss(self, inputs, target)
+
+    def metrics(self) -> nn.Module:
+        """A torchmetrics MetricCollection updated with `update_metrics(metrics, out, target)`."""
+        from torchmetrics import MetricCollection
+
+        return MetricCollection({})
+
+    def update_metrics(self, metrics: nn.Module, out: Tensor, target: Tensor | None) -> None:
+        metrics.update(out.float(), target)
+
+    # -- evaluation, prediction, explanation -------------------------------------------------------------------------
+    def evaluate(self, run: Any) -> dict:
+        """The evaluation report. `run` (evaluation.Run) reads the table and runs the machinery; the keyword
+        arguments a task's `evaluate` declares are the options `Model.evaluate` and `polymodal evaluate` take."""
+        raise NotImplementedError
+
+    def decode(self, out: Tensor) -> list[dict]:
+        """The network's outputs -> one prediction dict per row."""
+        raise PolymodalError(f"a {self.registry_name} model has no per-row predictions")
+
+    def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
+        """What a subset of inputs is worth per row, for Shapley values (`reference`: outputs with every input)."""
+        raise PolymodalError(f"explanations are for predictive tasks; a {self.registry_name} model has no "
+                             "prediction to explain")
+
+    def attribution_target(self, out: Tensor) -> int | None:
+        """The output index gradient attributions explain (None: the single output)."""
+        return None
+
+    def predicted_classes(self, out: Tensor) -> tuple[list[str], Tensor] | None:
+        """(class names, predicted class per row) for per-class summaries; None where outputs are not classes."""
+        return None
+
+    def generate(self, parts: Any, prompts: list[str], n: int, steps: int | None, guidance: float | None,
+                 seed: int, sampler: str | None) -> list:
+        raise PolymodalError(f"a {self.registry_name} model does not generate images")
 
 
 TASKS: Registry[Task] = Registry("task")

@@ -11,7 +11,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score, MultilabelAccuracy,
                                          MultilabelAUROC, MultilabelF1Score)
 
-from .base import TASKS, Task, TaskConfig
+from .base import TASKS, TaskConfig
+from .predictive import PredictiveTask
 
 
 def label_sort_key(label: str) -> tuple:
@@ -32,7 +33,7 @@ class ClassificationConfig(TaskConfig):
 
 
 @TASKS.register("classification")
-class Classification(Task):
+class Classification(PredictiveTask):
     Config = ClassificationConfig
     config: ClassificationConfig
     monitor, monitor_mode = "accuracy", "max"
@@ -87,13 +88,22 @@ class Classification(Task):
                                                                  zip(self.classes, row)}}
                 for k, row in zip(top, probs)]
 
-    def score(self, out: Tensor) -> Tensor:
-        return out.gather(-1, out.argmax(-1, keepdim=True)).squeeze(-1)
-
-    def per_class_accuracy(self, out: Tensor, target: Tensor) -> dict[str, float]:
+    def report(self, out: Tensor, target: Tensor) -> dict:
+        result = super().report(out, target)
         pred = out.argmax(-1)
-        return {c: float((pred[target == i] == i).float().mean()) for i, c in enumerate(self.classes)
-                if (target == i).any()}
+        result["per_class_accuracy"] = {c: round(float((pred[target == i] == i).float().mean()), 6)
+                                        for i, c in enumerate(self.classes) if (target == i).any()}
+        return result
+
+    def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
+        """The probability of the class the full model predicts."""
+        return out.float().softmax(-1).gather(-1, reference.argmax(-1, keepdim=True)).squeeze(-1)
+
+    def attribution_target(self, out: Tensor) -> int | None:
+        return int(out[0].argmax())
+
+    def predicted_classes(self, out: Tensor) -> tuple[list[str], Tensor] | None:
+        return self.classes, out.argmax(-1)
 
 
 class MultilabelConfig(TaskConfig):
@@ -102,7 +112,7 @@ class MultilabelConfig(TaskConfig):
 
 
 @TASKS.register("multilabel")
-class Multilabel(Task):
+class Multilabel(PredictiveTask):
     Config = MultilabelConfig
     config: MultilabelConfig
     monitor, monitor_mode = "f1_macro", "max"
@@ -163,5 +173,11 @@ class Multilabel(Task):
         return [{"labels": [c for c, p in zip(self.classes, row) if p >= self.config.threshold],
                  "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, row)}} for row in probs]
 
-    def score(self, out: Tensor) -> Tensor:
-        return out.max(-1).values
+    def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
+        """The mean probability of the labels the full model predicts (all labels when it predicts none)."""
+        chosen = (reference.sigmoid() >= self.config.threshold).float()
+        chosen = torch.where(chosen.sum(-1, keepdim=True) > 0, chosen, torch.ones_like(chosen))
+        return (out.float().sigmoid() * chosen).sum(-1) / chosen.sum(-1)
+
+    def attribution_target(self, out: Tensor) -> int | None:
+        return int(out[0].argmax())

@@ -15,7 +15,10 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from ..errors import PolymodalError
-from .base import TASKS, Task, TaskConfig
+
+from ..modalities.augment import augment_images
+from ..types import Batch
+from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan
 from .classification import as_label
 
 
@@ -122,14 +125,68 @@ class RetrievalRecall(Metric):
         return torch.stack(hits).mean() if hits else torch.tensor(0.0)
 
 
+class EmbeddingNet(nn.Module):
+    """inputs -> per-input encoders -> per-input projections into one shared, normalised space (no fusion)."""
+
+    def __init__(self, encoders: dict[str, nn.Module], head: EmbeddingHead, kinds: dict[str, str]) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.head = head
+        self.kinds = kinds  # input name -> modality (training augments images)
+
+    def embed(self, batch: Batch) -> dict[str, Tensor]:
+        """Normalised embeddings of the inputs in the batch (any subset of the model's inputs)."""
+        out = {}
+        for name, b in batch.items():
+            pooled = self.encoders[name](b).pooled
+            out[name] = nn.functional.normalize(self.head.proj[name](pooled).float(), dim=-1)
+        return out
+
+    def forward(self, batch: Batch) -> Tensor:
+        """[B, inputs, E]: each input's embedding, zeros where a row lacks it (or the batch does)."""
+        emb = self.embed(batch)
+        first = next(iter(emb.values()))
+        zeros = first.new_zeros(first.shape)
+        return torch.stack([torch.where(batch[n].present[:, None], emb[n], zeros) if n in emb else zeros
+                            for n in self.encoders], 1)
+
+    def loss(self, task: "Contrastive", batch: Batch, target: Tensor | None) -> Tensor:
+        return task.batch_loss(self.embed(batch), batch, target, self.head)
+
+
 @TASKS.register("contrastive")
 class Contrastive(Task):
     Config = ContrastiveConfig
     config: ContrastiveConfig
     monitor, monitor_mode = "recall_at_1", "max"
-    fuses = False  # no fusion and no prediction head: each input is projected into the shared space
-    needs_target = False
-    retrieval = True
+
+    @classmethod
+    def check_target(cls, column: str | None) -> None:
+        """The label column is optional: with it, retrieval metrics are class-level."""
+
+    @classmethod
+    def resolve_training(cls, training: dict[str, Any]) -> None:
+        training["group_by"] = None  # rows sharing a value in one batch would be false negatives
+        training["modality_dropout"] = 0.0
+
+    def training_plan(self, cfg: Any, inputs: int) -> TrainingPlan:
+        return TrainingPlan()
+
+    def build_net(self, encoders: dict[str, nn.Module], kinds: dict[str, str], modalities: dict[str, Any],
+                  recipe: Any) -> EmbeddingNet:
+        torch.manual_seed(recipe.training.seed)
+        return EmbeddingNet(encoders, self.embedding_head(list(kinds), recipe.model.dim), kinds)
+
+    def training_loss(self, net: EmbeddingNet, inputs: dict, target: Tensor | None, unimodal_weight: float,
+                      rng: StepRNG) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
+        inputs = augment_images(inputs, net.kinds, self.config.image_augment, rng())
+        loss = net.loss(self, inputs, target)
+        return loss, {"train_loss": (loss, len(next(iter(inputs.values())).present))}
+
+    def evaluate(self, run: Any) -> dict:
+        """Retrieval recall@1/5/10 both ways for every pair of inputs (class-level too, when the table has the
+        label column)."""
+        return run.retrieval(run.read("optional"))
 
     def fit(self, targets: list[Any]) -> None:
         pass
@@ -177,6 +234,6 @@ class Contrastive(Task):
         return [{"embedding": {n: row[i].tolist() for i, n in enumerate(names) if float(row[i].norm()) > 0}}
                 for row in out]
 
-    def score(self, out: Tensor) -> Tensor:
+    def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
         raise PolymodalError("explanations are for predictive tasks; a contrastive model has no prediction "
                              "(use evaluate, search or zero-shot)")

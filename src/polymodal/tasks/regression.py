@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, PearsonCorrCoef, R2Score
 
-from .base import TASKS, Task, TaskConfig
+from .base import TASKS, TaskConfig
+from .predictive import PredictiveTask
 
 
 @TASKS.register("regression")
-class Regression(Task):
+class Regression(PredictiveTask):
     monitor, monitor_mode = "rmse", "min"
 
     def __init__(self, config: TaskConfig) -> None:
@@ -62,5 +63,6 @@ class Regression(Task):
     def decode(self, out: Tensor) -> list[dict]:
         return [{"value": float(v)} for v in self.predict_values(out)]
 
-    def score(self, out: Tensor) -> Tensor:
-        return out.squeeze(-1)
+    def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
+        """The predicted value."""
+        return self.predict_values(out)

@@ -3,15 +3,20 @@ schedulers), conditioned by cross-attention on a text input's token states. Clas
 condition dropout (a dropped caption is the text encoder's learnt "missing" token); EMA weights are what is saved."""
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..data import InputSpec, Table, collate_input, read_inputs
 from ..errors import PolymodalError
-from .base import TASKS, Task, TaskConfig
+from ..types import Batch, Encoded, ModalityBatch
+from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan
 
 SAMPLERS = ("ddim", "ddpm", "dpm_solver")
 
@@ -94,17 +99,143 @@ class Denoiser(nn.Module):
         return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 
 
+class GeneratorNet(nn.Module):
+    """A condition input's encoder (text tokens) and a denoiser that generates the image input (text-to-image)."""
+
+    def __init__(self, encoders: dict[str, nn.Module], head: Denoiser, image: str, condition: str) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.head = head
+        self.image, self.condition = image, condition
+
+    def _condition(self, batch: Batch, drop: float = 0.0) -> Encoded:
+        cond = batch[self.condition]
+        if drop > 0:  # condition dropout: the dropped rows see the learnt "missing" token (classifier-free guidance)
+            keep = torch.rand(cond.present.shape, device=cond.present.device) >= drop
+            cond = replace(cond, present=cond.present & keep)
+        return self.encoders[self.condition](cond)
+
+    def loss(self, task: "TextToImage", batch: Batch, target: Tensor | None) -> Tensor:
+        img = batch[self.image]
+        x0 = img.data[img.index] * 2 - 1
+        c = self._condition(batch, task.config.condition_dropout if self.training else 0.0)
+        rows = img.present
+        return task.loss_of(self.head, x0[rows], c.tokens[rows], c.mask[rows], c.pooled[rows])
+
+    def forward(self, batch: Batch) -> Tensor:
+        """No per-row prediction: generation is `sample`, training is `loss`."""
+        return torch.zeros(len(batch[self.image].present), 1)
+
+    @torch.no_grad()
+    def sample(self, task: "TextToImage", cond: ModalityBatch, steps: int, guidance: float, sampler: str,
+               generator: torch.Generator, shape: tuple[int, int, int]) -> Tensor:
+        """Images [B, C, H, W] in [0, 1] for a batch of conditions, by the chosen sampler and guidance scale."""
+        sched = scheduler(task.config, sampler)
+        sched.set_timesteps(steps)
+        enc = self.encoders[self.condition]
+        c = enc(cond)
+        tokens, mask, pooled = c.tokens, c.mask, c.pooled
+        guided = guidance != 1.0
+        if guided:
+            u = enc(replace(cond, present=torch.zeros_like(cond.present)))
+            tokens, mask = torch.cat([tokens, u.tokens]), torch.cat([mask, u.mask])
+            pooled = torch.cat([pooled, u.pooled])
+        n = len(cond.present)
+        device = tokens.device
+        x = torch.randn((n, *shape), generator=generator, device=generator.device).to(device)
+        x = x * sched.init_noise_sigma
+        for t in sched.timesteps:
+            inp = sched.scale_model_input(torch.cat([x, x]) if guided else x, t)
+            eps = self.head(inp, t.to(device).expand(inp.shape[0]), tokens, mask, pooled)
+            if guided:
+                e_c, e_u = eps.chunk(2)
+                eps = e_u + guidance * (e_c - e_u)
+            x = sched.step(eps, t, x, generator=generator).prev_sample  # seeded noise for stochastic samplers
+        return ((x + 1) / 2).clamp(0, 1)
+
+
+def to_pil(images: Tensor) -> list[Image.Image]:
+    arr = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
+
+
 @TASKS.register("text_to_image")
 class TextToImage(Task):
     Config = TextToImageConfig
     config: TextToImageConfig
     monitor, monitor_mode = "loss", "min"
-    fuses = False
-    needs_target = False
-    generates = True
+
+    @classmethod
+    def check_target(cls, column: str | None) -> None:
+        """No target: the image input is what is generated."""
+
+    @classmethod
+    def resolve_training(cls, training: dict[str, Any]) -> None:
+        training["group_by"] = None
+        training["modality_dropout"] = 0.0
+
+    def training_plan(self, cfg: Any, inputs: int) -> TrainingPlan:
+        # a diffusion loss is too noisy to stop or pick an epoch on: train the planned epochs, keep the EMA weights
+        return TrainingPlan(ema_decay=self.config.ema_decay, early_stopping=False, keep_best=False)
 
     def fit(self, targets: list[Any]) -> None:
         pass
+
+    def encoded_inputs(self, kinds: dict[str, str]) -> list[str]:
+        return [self.roles(kinds)[1]]
+
+    def build_net(self, encoders: dict[str, nn.Module], kinds: dict[str, str], modalities: dict[str, Any],
+                  recipe: Any) -> GeneratorNet:
+        image, condition = self.roles(kinds)
+        torch.manual_seed(recipe.training.seed)
+        info = modalities[image].describe()
+        head = Denoiser(self.config, info["channels"], tuple(info["size"]), recipe.model.dim)
+        return GeneratorNet(encoders, head, image, condition)
+
+    @classmethod
+    def architecture(cls, recipe: dict) -> dict:
+        opts = recipe["target"]["options"]
+        return {"denoiser": {k: opts.get(k) for k in ("block_channels", "layers_per_block", "patch")}}
+
+    def training_loss(self, net: GeneratorNet, inputs: dict, target: Tensor | None, unimodal_weight: float,
+                      rng: StepRNG) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
+        loss = net.loss(self, inputs, target)
+        return loss, {"train_loss": (loss, len(next(iter(inputs.values())).present))}
+
+    def evaluate(self, run: Any, *, classifier: str | Path | None = None, contrastive: str | Path | None = None,
+                 steps: int | None = None, guidance: float | None = None, limit: int | None = None,
+                 sampler: str | None = None, out: str | Path | None = None, progress: Any = None) -> dict:
+        """The denoising loss; with `classifier` (a model trained on real images), `contrastive` (a joint
+        embedding model) or `out`, also generates for the table's captions (first `limit` rows) and scores them
+        (attribute accuracy, Fréchet distance, CLIP-style score; a grid PNG in `out`)."""
+        result = run.denoising_loss(run.read("none"))
+        if classifier is not None or contrastive is not None or out is not None:
+            result["generation"] = run.generation(classifier=classifier, contrastive=contrastive, steps=steps,
+                                                  guidance=guidance, limit=limit, progress=progress,
+                                                  out=None if out is None else Path(out), sampler=sampler)
+        return result
+
+    def generate(self, parts: Any, prompts: list[str], n: int = 1, steps: int | None = None,
+                 guidance: float | None = None, seed: int = 0, sampler: str | None = None,
+                 batch_size: int = 16) -> list[Image.Image]:
+        """n images per prompt (prompt-major order), seeded: the same call gives the same images."""
+        net, cfg = parts.net, self.config
+        cond = next(s for s in parts.inputs if s.name == net.condition)
+        table = Table([{cond.column: p} for p in prompts for _ in range(n)], Path.cwd(), "<prompts>")
+        read = read_inputs(table, [InputSpec(cond.name, cond.column, cond.modality)], None, None,
+                           require_target=False, show_progress=False)
+        info = next(s for s in parts.inputs if s.name == net.image).modality.describe()
+        shape = (info["channels"], *info["size"])
+        device = next(net.parameters()).device
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        net.eval()
+        images = []
+        ids = read.ids[cond.name]
+        for start in range(0, len(ids), batch_size):
+            batch = collate_input(cond.modality, ids[start:start + batch_size], read.items[cond.name]).to(device)
+            images.append(net.sample(self, batch, steps or cfg.steps, cfg.guidance if guidance is None else guidance,
+                                     sampler or cfg.sampler, generator, shape).cpu())
+        return to_pil(torch.cat(images))
 
     def roles(self, kinds: dict[str, str]) -> tuple[str, str]:
         """(image input, text condition input) among the inputs."""
@@ -145,14 +276,9 @@ class TextToImage(Task):
             self._sched = scheduler(self.config)
         return self._sched
 
-    def metrics(self):
-        from torchmetrics import MetricCollection
-
-        return MetricCollection({})
-
     def decode(self, out: Tensor) -> list[dict]:
         raise PolymodalError("a text-to-image model generates rather than predicts: use `polymodal generate` or "
                              "model.generate()")
 
-    def score(self, out: Tensor) -> Tensor:
+    def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
         raise PolymodalError("explanations are for predictive tasks, not text-to-image")

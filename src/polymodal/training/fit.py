@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ..config import Recipe, TrainingConfig
+from ..config import Recipe
 from ..data import (ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable,
                     Table)
 from ..errors import PolymodalError
@@ -53,12 +53,6 @@ class _Keys:
         return self.n
 
 
-def steps_per_call(cfg: TrainingConfig, task) -> int:
-    """Batches per Lightning training step: the recipe's for fusing tasks; 1 for a generator or a joint embedding
-    space (their steps are large, and their callbacks, such as EMA weights, act after every batch)."""
-    return cfg.steps_per_call if task.fuses else 1
-
-
 def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False) -> tuple[
         Parts, dict]:
     cfg = recipe.training
@@ -67,25 +61,24 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     out = Path(out)
     prep: Prepared = prepare(recipe, tables)
     parts = prep.parts
+    plan = parts.task.training_plan(cfg, len(parts.inputs))
     train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers,
-                      cfg.augment, cfg.prefetch, steps_per_call(cfg, parts.task),
-                      cfg.modality_dropout if parts.task.fuses else 0.0)
+                      cfg.augment, cfg.prefetch, plan.steps_per_call, plan.modality_dropout)
     val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed, cfg.num_workers,
                     prefetch=cfg.prefetch) \
         if len(prep.validation) else None
     module = LitMultimodal(parts.net, parts.task, cfg, total_steps=train_dl.batch_sampler.optimizer_steps * cfg.epochs,
-                           unimodal_weight=recipe.model.unimodal_heads)
-    robust = cfg.select == "robust" and len(parts.inputs) > 1
+                           unimodal_weight=recipe.model.unimodal_heads, plan=plan)
+    robust = plan.alone_scores
     monitor = f"val_{'robust_' if robust else ''}{parts.task.monitor}" if val_dl is not None else "train_loss"
     mode = parts.task.monitor_mode if val_dl is not None else "min"
     best = BestWeights(monitor, mode)
     ckpt_dir = out / "checkpoints"
     callbacks = [best, L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0)]
-    generates = getattr(parts.task, "generates", False)
-    ema = EMAWeights(parts.task.config.ema_decay) if generates and parts.task.config.ema_decay > 0 else None
+    ema = EMAWeights(plan.ema_decay) if plan.ema_decay > 0 else None
     if ema is not None:
         callbacks.append(ema)
-    if val_dl is not None and not generates:  # a diffusion loss is too noisy to stop on
+    if val_dl is not None and plan.early_stopping:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode))
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
@@ -105,8 +98,8 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
     train_seconds = time.perf_counter() - started
     if ema is not None and ema.state is not None:
-        parts.net.load_state_dict(ema.state)  # a generator keeps its averaged weights (or, without EMA, the last)
-    elif best.state is not None and not generates:
+        parts.net.load_state_dict(ema.state)  # averaged weights where the task keeps them (or, without, the last)
+    elif best.state is not None and plan.keep_best:
         parts.net.load_state_dict(best.state)
     parts.net.eval()
     metrics: dict = {"training": {"seconds": round(train_seconds, 2), "epochs": trainer.current_epoch,

@@ -1,4 +1,4 @@
-"""The Lightning module around a MultimodalNet and its task, and a callback that keeps the best weights."""
+"""The Lightning module around a model's network and its task, and a callback that keeps the best weights."""
 from __future__ import annotations
 
 import copy
@@ -10,9 +10,7 @@ import torch
 from torch import Tensor
 
 from ..config import TrainingConfig
-from ..modalities.augment import augment_images
-from ..model import MultimodalNet
-from ..tasks import Task, update_metrics
+from ..tasks import Task, TrainingPlan
 from ..types import ModalityBatch
 
 
@@ -21,16 +19,15 @@ class LitMultimodal(L.LightningModule):
     `training.steps_per_call`) and takes one optimizer step per batch, so the updates are those of one batch per
     call while Lightning's per-call bookkeeping is paid once per chunk."""
 
-    def __init__(self, net: MultimodalNet, task: Task, cfg: TrainingConfig, total_steps: int,
-                 unimodal_weight: float = 0.0) -> None:
+    def __init__(self, net: torch.nn.Module, task: Task, cfg: TrainingConfig, total_steps: int,
+                 unimodal_weight: float = 0.0, plan: TrainingPlan | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.net, self.task, self.cfg, self.total_steps = net, task, cfg, max(1, total_steps)
         self.unimodal_weight = unimodal_weight
+        plan = plan or task.training_plan(cfg, len(net.encoders))
         self.val_metrics = task.metrics()
-        self.alone_metrics = torch.nn.ModuleDict(
-            {n: task.metrics() for n in net.encoders}
-            if cfg.select == "robust" and len(net.encoders) > 1 and task.fuses else {})
+        self.alone_metrics = torch.nn.ModuleDict({n: task.metrics() for n in net.encoders} if plan.alone_scores else {})
 
     def forward(self, batch) -> Tensor:
         return self.net(batch)
@@ -54,24 +51,7 @@ class LitMultimodal(L.LightningModule):
 
     def _loss(self, inputs, target) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
         """One batch's training loss, and the values to log: name -> (value, rows)."""
-        if not self.task.fuses:  # a joint embedding space or a generator: its own loss, no modality dropout
-            augment = getattr(self.task.config, "image_augment", None)
-            if augment is not None:
-                inputs = augment_images(inputs, self.net.kinds, augment, self._generator(inputs))
-            loss = self.net.loss(self.task, inputs, target)
-            return loss, {"train_loss": (loss, _rows(inputs))}
-        encoded = self.net.encode(inputs)  # modality dropout happened in collation (the `present` flags)
-        loss = self.task.loss(self.net.head(self.net.fuse(encoded).pooled), target)
-        logged = {"train_loss": (loss, len(target))}
-        weight = self.unimodal_weight
-        if weight > 0:
-            aux = [self.task.loss(head(encoded[n].pooled[encoded[n].present]), target[encoded[n].present])
-                   for n, head in self.net.unimodal_heads.items() if bool(encoded[n].present.any())]
-            if aux:
-                aux_loss = torch.stack(aux).mean()
-                logged["train_unimodal_loss"] = (aux_loss, len(target))
-                loss = loss + weight * aux_loss
-        return loss, logged
+        return self.task.training_loss(self.net, inputs, target, self.unimodal_weight, lambda: self._generator(inputs))
 
     def _log_train(self, logged: dict[str, tuple[Tensor, int]], batch_idx: int) -> None:
         """Log the chunk's last training values when the logger writes (and on each epoch's last chunk), not on every
@@ -96,13 +76,13 @@ class LitMultimodal(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         inputs, target = batch
         out = self.net(inputs)
-        loss = self.net.loss(self.task, inputs, target) if not self.task.fuses else self.task.loss(out, target)
+        loss = self.task.validation_loss(self.net, inputs, out, target)
         self.log("val_loss", loss, prog_bar=True, batch_size=_rows(inputs))
-        update_metrics(self.task, self.val_metrics, out, target)
+        self.task.update_metrics(self.val_metrics, out, target)
         for name, metrics in self.alone_metrics.items():  # each input alone, the others absent
             alone = {n: (b if n == name else replace(b, present=torch.zeros_like(b.present)))
                      for n, b in inputs.items()}
-            update_metrics(self.task, metrics, self.net(alone), target)
+            self.task.update_metrics(metrics, self.net(alone), target)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()

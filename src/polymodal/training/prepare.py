@@ -14,7 +14,7 @@ from ..errors import DataError, RecipeError
 from ..fusion import FUSIONS
 from ..model import Parts, build_net, make_modality, make_task, validate_components
 from ..modalities import MODALITIES, infer_modality
-from ..tasks import TASKS
+from ..tasks import TASKS, infer_task
 
 
 @dataclass
@@ -48,11 +48,9 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
             if "path" not in cfg["encoder"]:
                 raise RecipeError(f"field `inputs.{cfg['name']}.encoder.path`: a pretrained encoder needs a path")
             cfg["options"] = adjust_modality(cfg["modality"], cfg["options"], cfg["encoder"])
-    if data["target"]["task"] in ("contrastive", "text_to_image"):
-        data["training"]["group_by"] = None  # contrastive: rows sharing a value in one batch are false negatives
-        data["training"]["modality_dropout"] = 0.0
     if not data["target"]["task"]:
         data["target"]["task"] = infer_task([r.get(recipe.target.column) for r in train.rows])
+    TASKS.get(data["target"]["task"], "target.task").resolve_training(data["training"])
     validate_components(Recipe.model_validate(data))
     fill_defaults(data)  # the model directory records every field, defaults included
     return Recipe.model_validate(data)
@@ -74,16 +72,6 @@ def fill_defaults(data: dict) -> None:
 
 def _missing(value: Any) -> bool:
     return not isinstance(value, (list, tuple)) and is_missing(value)
-
-
-def infer_task(values: list[Any]) -> str:
-    present = [v for v in values if not _missing(v)]
-    if any(isinstance(v, (list, tuple)) for v in present):
-        return "multilabel"
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        if any(isinstance(v, float) and not v.is_integer() for v in present):
-            return "regression"
-    return "classification"
 
 
 def split_rows(keys: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -117,7 +105,7 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     raw = read_inputs(train_table, inputs, task, col, bad, show_progress=prog, encode_targets=False,
                       keep_raw=recipe.training.augment > 0)
 
-    group = choose_group_input(raw, recipe.training.group_by, {s.name: s.modality.registry_name for s in inputs},
+    group = choose_group_input(raw, recipe.training.group_by, {s.name: s.modality for s in inputs},
                                recipe.training.batch_size)
     if group is not None and group not in raw.ids:
         raise RecipeError(f"field `training.group_by`: '{group}' is not an input")

@@ -1,6 +1,5 @@
-"""Commands of the joint embedding space (embed, index, search, zero-shot: a polymodal contrastive model directory or
-a Hugging Face dual encoder such as CLIP, by hub id or local directory) and of text-to-image (generate: a polymodal
-text-to-image model or a diffusers pipeline directory)."""
+"""Commands of the joint embedding space: embed, index, search and zero-shot, over a polymodal contrastive model
+directory or a Hugging Face dual encoder such as CLIP (hub id or local directory)."""
 from __future__ import annotations
 
 import json
@@ -11,13 +10,13 @@ from typing import Optional
 import numpy as np
 import typer
 
-from .cli import app
-from .errors import PolymodalError
+from ..errors import PolymodalError
+from .app import app, write_text_atomic
 
 
 def _resolve_input(embedder, table, given: str) -> tuple[str, str]:
     """`--input` names an input of the model, or a table column (its values' modality picks the input)."""
-    from .modalities import infer_modality
+    from ..modalities import infer_modality
 
     if given in embedder.specs:
         spec = embedder.specs[given]
@@ -59,8 +58,8 @@ def embed(
                              "the rows and ids go beside it as .json."),
 ) -> None:
     """Embed a column into the joint space: a float32 .npy of unit vectors, one per row with a value."""
-    from .data import as_table
-    from .retrieval import open_embedder
+    from ..data import as_table
+    from ..retrieval import open_embedder
 
     embedder = open_embedder(model)
     table = as_table(data)
@@ -90,8 +89,8 @@ def index(
     add: bool = typer.Option(False, "--add", help="Add these rows to the existing index at --out."),
 ) -> None:
     """Build a faiss index over a column (ids and source rows stored beside it), or add rows to one."""
-    from .data import as_table
-    from .retrieval import VectorIndex, open_embedder
+    from ..data import as_table
+    from ..retrieval import VectorIndex, open_embedder
 
     if kind not in ("auto", "exact", "ivf", "ivfpq"):
         raise PolymodalError(f"--kind '{kind}': choose auto, exact, ivf or ivfpq")
@@ -132,7 +131,7 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Search an index with a text or a file: the k nearest items, best first."""
-    from .retrieval import VectorIndex, modality_of_file, open_embedder
+    from ..retrieval import VectorIndex, modality_of_file, open_embedder
 
     if (query is None) == (query_file is None):
         raise PolymodalError("give one of --query TEXT or --query-file PATH")
@@ -176,8 +175,8 @@ def zero_shot_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (predictions included)."),
 ) -> None:
     """Classify with text prompts instead of training a classifier."""
-    from .data import as_table
-    from .retrieval import open_embedder, zero_shot
+    from ..data import as_table
+    from ..retrieval import open_embedder, zero_shot
 
     embedder = open_embedder(model)
     table = as_table(data)
@@ -186,9 +185,7 @@ def zero_shot_cmd(
         name = _resolve_input(embedder, table, input_)[0]
     result = zero_shot(embedder, table, labels.split(","), template or None, name, None, label_column)
     if out is not None:
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text("".join(json.dumps(p) + "\n" for p in result["predictions"]))
-        tmp.replace(out)
+        write_text_atomic(out, "".join(json.dumps(p) + "\n" for p in result["predictions"]))
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -200,38 +197,3 @@ def zero_shot_cmd(
     if out is None:
         sys.stdout.write("".join(json.dumps(p) + "\n" for p in result["predictions"]))
     typer.echo(summary, err=True)
-
-
-@app.command()
-def generate(
-    model: str = typer.Argument(..., help="Text-to-image model directory, or a diffusers pipeline directory."),
-    prompts: list[str] = typer.Argument(..., help="One or more text prompts."),
-    n: int = typer.Option(4, "-n", help="Images per prompt."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the model's, 25)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default: the "
-                                             "model's, 3)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same images."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddim, ddpm or dpm_solver (polymodal models)."),
-    out: Path = typer.Option(Path("generated.png"), "--out", "-o", help="Grid image to write (PNG)."),
-    images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="Also write each image here."),
-) -> None:
-    """Generate images from text: a grid PNG (one row per prompt)."""
-    from .generation import generate_from_parts, generate_with_pipeline, image_grid, is_pipeline
-
-    if n < 1:
-        raise PolymodalError("-n must be at least 1")
-    if is_pipeline(model):
-        images = generate_with_pipeline(model, prompts, n, steps or 25, 3.0 if guidance is None else guidance, seed)
-    else:
-        from .storage import load_parts
-
-        images = generate_from_parts(load_parts(model), prompts, n, steps, guidance, seed, sampler)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    image_grid(images, cols=n).save(tmp)
-    tmp.replace(out)
-    if images_dir is not None:
-        images_dir.mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(images):
-            img.save(images_dir / f"{i // n:03d}_{i % n}.png")
-    typer.echo(f"{len(images)} images ({len(prompts)} prompts x {n}) written to {out}", err=True)

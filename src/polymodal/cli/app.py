@@ -1,0 +1,32 @@
+"""The Typer app, the one error handler, and helpers the commands share. Commands live in modules by topic and
+register on `app` when the package is imported. Errors print one message, never a traceback."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import PolymodalError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="polymodal: train, evaluate and use multimodal models.")
+
+
+def main() -> None:
+    try:
+        app()
+    except PolymodalError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a temporary file beside it, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

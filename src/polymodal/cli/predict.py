@@ -1,0 +1,68 @@
+"""Using a model: predict and info."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import app, write_text_atomic
+
+
+@app.command()
+def predict(
+    model_dir: Path = typer.Argument(..., help="Model directory."),
+    data: str = typer.Argument(..., help="Table of inputs (rows may lack some inputs)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write JSON lines here instead of stdout."),
+) -> None:
+    """Predict for every row of a table; one JSON line per row."""
+    from ..api import load
+
+    preds = load(model_dir).predict(data)
+    lines = "".join(json.dumps(p) + "\n" for p in preds)
+    if out is None:
+        sys.stdout.write(lines)
+    else:
+        write_text_atomic(out, lines)
+        typer.echo(f"{len(preds)} predictions written to {out}", err=True)
+
+
+@app.command()
+def info(
+    model_dir: Path = typer.Argument(..., help="Model directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """What a model takes, its classes and its metrics."""
+    from ..storage import read_config, read_metrics
+    from ..tasks import TASKS
+
+    config = read_config(model_dir)
+    recipe = config["recipe"]
+    summary = {
+        "inputs": {i["name"]: {"column": i["column"] or i["name"], "modality": i["modality"],
+                               "encoder": i["encoder"].get("type", "default")} for i in recipe["inputs"]},
+        "target": recipe["target"]["column"], "task": recipe["target"]["task"],
+        "classes": config["task"]["state"].get("classes"), "fusion": recipe["model"]["fusion"],
+        "architecture": TASKS.get(recipe["target"]["task"]).architecture(recipe),
+        "metrics": read_metrics(model_dir)}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    what = f" of '{summary['target']}'" if summary["target"] else ""
+    console.print(f"[bold]{model_dir}[/bold]: {summary['task']}{what}")
+    for name, i in summary["inputs"].items():
+        console.print(f"  input {name}: column '{i['column']}', {i['modality']}, encoder {i['encoder']}")
+    for part, spec in summary["architecture"].items():
+        console.print(f"  {part}: {spec}")
+    if summary["classes"]:
+        console.print(f"  classes ({len(summary['classes'])}): {', '.join(summary['classes'])}")
+    for split in ("validation", "test"):
+        m = summary["metrics"].get(split)
+        if m:
+            console.print(f"  {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()
+                                                     if isinstance(v, (int, float))))

@@ -1,0 +1,92 @@
+"""Training commands: fit (a recipe and/or quick flags) and demo."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import PolymodalError
+from .app import app
+
+
+def parse_input(spec: str) -> dict:
+    """`name=column[:modality]`, `column:modality` or `column`."""
+    name, _, rest = spec.partition("=")
+    if not rest:
+        rest, name = name, ""
+    column, _, modality = rest.partition(":")
+    if not column:
+        raise PolymodalError(f"--input '{spec}': expected NAME=COLUMN[:MODALITY]")
+    return {"name": name or column, "column": column, "modality": modality or None}
+
+
+@app.command()
+def fit(
+    recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (optional with the quick flags)."),
+    out: Path = typer.Option(Path("runs/model"), "--out", "-o", help="Model directory to write."),
+    set_: list[str] = typer.Option([], "--set", help="Override any recipe field: training.epochs=3."),
+    train: Optional[str] = typer.Option(None, help="Training table (jsonl/csv/parquet)."),
+    validation: Optional[str] = typer.Option(None, help="Validation table."),
+    test: Optional[str] = typer.Option(None, help="Test table, evaluated after training."),
+    input_: list[str] = typer.Option([], "--input", "-i", help="NAME=COLUMN[:MODALITY], repeatable."),
+    target: Optional[str] = typer.Option(None, help="Target column."),
+    task: Optional[str] = typer.Option(None, help="Task name (`polymodal components` lists them; default: inferred from the "
+                                       "target's values)."),
+    fusion: Optional[str] = typer.Option(None, help="Fusion method (`polymodal components` lists them)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
+    batch_size: Optional[int] = typer.Option(None, help="Rows per batch."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    devices: Optional[str] = typer.Option(None, help="Lightning devices."),
+    accelerator: Optional[str] = typer.Option(None, help="Lightning accelerator."),
+    strategy: Optional[str] = typer.Option(None, help="Lightning strategy (ddp, fsdp, ...)."),
+    precision: Optional[str] = typer.Option(None, help="Lightning precision (32-true, bf16-mixed, ...)."),
+    resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a model from a recipe and/or the quick flags; writes the model directory to --out."""
+    from ..api import fit as api_fit
+
+    base: dict = {"data.train": train, "data.validation": validation, "data.test": test,
+                  "target.task": task, "model.fusion.method": fusion, "training.epochs": epochs,
+                  "training.batch_size": batch_size, "training.lr": lr, "training.seed": seed,
+                  "training.accelerator": accelerator, "training.strategy": strategy,
+                  "training.precision": precision}
+    if devices is not None:
+        base["training.devices"] = int(devices) if devices.isdigit() else devices
+    if target:
+        base["target.column"] = target
+    if input_:
+        base["inputs"] = [parse_input(s) for s in input_]
+    if quiet:
+        base["training.progress"] = False
+    from ..config import build_recipe
+
+    rec = build_recipe(recipe, set_, {k: v for k, v in base.items() if v is not None})
+    model = api_fit(rec, out=out, resume=resume)
+    _print_summary(model.metrics, out)
+
+
+def _print_summary(metrics: dict, out: Path) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    t = metrics.get("training", {})
+    console.print(f"trained {t.get('epochs')} epochs in {t.get('seconds')} s; model saved to {out}")
+    for split in ("validation", "test"):
+        if split in metrics:
+            shown = {k: v for k, v in metrics[split].items() if isinstance(v, (int, float))}
+            console.print(f"{split}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Model directory to write."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe field."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train and evaluate an image+question model on easy-VQA, offline."""
+    from ..demo import run_demo
+
+    run_demo(out, set_, progress=not quiet)
