@@ -49,8 +49,8 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     x, q = sample(rng, args.n, args), sample(rng, args.queries, args)
-    print(f"{args.n} x {args.dim} {args.data} random unit vectors, {args.queries} random queries, {faiss.omp_get_max_threads()} "
-          f"threads; RSS after data {rss_mb():.0f} MB")
+    print(f"{args.n} x {args.dim} {args.data} random unit vectors, {args.queries} random queries, "
+          f"{faiss.omp_get_max_threads()} threads; RSS after data {rss_mb():.0f} MB")
 
     exact = faiss.IndexFlatIP(args.dim)
     exact.add(x)
@@ -79,7 +79,8 @@ def main() -> None:
                "p95_ms": round(float(np.percentile(times, 95)), 3), "recall@10": round(recall, 4)}
         rows.append(row)
         print(row)
-    result = {"n": args.n, "dim": args.dim, "data": args.data, "kind": index.meta["kind"], "nlist": index.meta.get("nlist"),
+    result = {"n": args.n, "dim": args.dim, "data": args.data, "kind": index.meta["kind"],
+              "nlist": index.meta.get("nlist"),
               "build_seconds": round(build_s, 1), "peak_rss_mb": round(rss_mb()), "exact_ms_per_query_batched":
               round(exact_ms, 3), "settings": rows}
     if args.json:

@@ -44,9 +44,9 @@ def main() -> None:
     from polymodal.config import build_recipe
     from polymodal.data import as_table
     from polymodal.training.fit import loader
-    from polymodal.training.runtime import configure_process
     from polymodal.training.module import LitMultimodal
     from polymodal.training.prepare import prepare
+    from polymodal.training.runtime import configure_process
 
     raw, _ = dataset(args.dataset)
     if args.fusion:

@@ -48,9 +48,11 @@ def easy_vqa(seed: int, out: Path, variant: str) -> dict:
     ensemble = zero_shot(emb, table, shapes, [f"a {c} {{}}" for c in COLOURS], label_column="shape")
     colours = zero_shot(emb, table, list(COLOURS), ["a {} circle", "a {} rectangle", "a {} triangle"],
                         label_column="colour")
-    return {"dataset": "easy-vqa", "variant": variant, "seed": seed, "train_seconds": model.metrics["training"]["seconds"],
+    return {"dataset": "easy-vqa", "variant": variant, "seed": seed,
+            "train_seconds": model.metrics["training"]["seconds"],
             "wall_seconds": round(wall, 1), "epochs": model.metrics["training"]["epochs"],
-            "test_rows": test["rows"], "caption->image": test["caption->image"], "image->caption": test["image->caption"],
+            "test_rows": test["rows"], "caption->image": test["caption->image"],
+            "image->caption": test["image->caption"],
             "zero_shot_shape_a_{}": plain["accuracy"], "zero_shot_shape_colour_ensemble": ensemble["accuracy"],
             "zero_shot_colour": colours["accuracy"]}
 
@@ -67,7 +69,8 @@ def avdigits(seed: int, out: Path, variant: str) -> dict:
     model = pm.fit(recipe, out=out / f"avdigits-{variant}-s{seed}")
     wall = time.perf_counter() - started
     test = model.metrics["test"]
-    return {"dataset": "avdigits", "variant": variant, "seed": seed, "train_seconds": model.metrics["training"]["seconds"],
+    return {"dataset": "avdigits", "variant": variant, "seed": seed,
+            "train_seconds": model.metrics["training"]["seconds"],
             "wall_seconds": round(wall, 1), "epochs": model.metrics["training"]["epochs"], "test_rows": test["rows"],
             "audio->image": test["audio->image"], "image->audio": test["image->audio"]}
 

@@ -76,7 +76,7 @@ class SumFusion(Fusion):
         return Fused(self.post(total))
 
 
-# -- the one file of a task: regression scored by the absolute error (median regression) --------------------------------
+# -- the one file of a task: regression scored by the absolute error (median regression) -------------------------
 class L1Regression(Regression):
     monitor, monitor_mode = "mae", "min"
 

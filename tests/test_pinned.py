@@ -120,8 +120,9 @@ def test_seeded_outputs_match_the_pinned_values(pins, kind, name):
     for out, want in pins[key].items():
         assert got[out]["shape"] == want["shape"], (key, out)
         for field in ("sum", "abs_sum", "values"):
+            where = f"{key} {out} {field}"
             torch.testing.assert_close(torch.tensor(got[out][field]), torch.tensor(want[field]), rtol=1e-4,
-                                       atol=1e-5, msg=lambda m: f"{key} {out} {field}: {m}")
+                                       atol=1e-5, msg=lambda m, where=where: f"{where}: {m}")
 
 
 @pytest.mark.parametrize("name", ENCODER_NAMES)

@@ -114,18 +114,18 @@ class TrainingConfig(_Strict):
                              "usually fastest).")
     prefetch: int = Field(0, ge=0, description="With num_workers 0: batches collated ahead in a background thread "
                           "while the current one trains (0: in the training loop). For a model on a GPU, where the "
-                          "CPU waits while it computes; on a CPU the thread competes with torch's own threads (on 2 "
-                          "cores an easy-VQA epoch took 5.5 s with it, 3.2 s without).")
+                          "CPU waits while it computes; on a CPU the thread competes with torch's own threads and "
+                          "slows training (measured in the README).")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
     steps_per_call: int = Field(1, ge=1, description="Batches handed to each Lightning training call, one optimizer "
                                 "step each (the same batches and updates as 1). For models whose step takes a few "
-                                "milliseconds on a CPU, where Lightning's per-call bookkeeping (~0.7 ms) shows; "
-                                "classification and regression only (a generator or a joint embedding space uses 1). The CSV log's step "
+                                "milliseconds on a CPU, where Lightning's per-call bookkeeping shows; predictive "
+                                "tasks only (a generator or a joint embedding space uses 1). The CSV log's step "
                                 "column and the progress bar count calls.")
     keep_memory: bool = Field(True, description="On Linux (glibc): keep freed memory in the process while training "
                               "instead of returning it to the OS after every step, so the next step's large tensors "
-                              "do not page-fault fresh pages (process-wide: the process stays at its training peak; "
-                              "easy-VQA, 2 cores: 37,000-126,000 page faults per epoch -> about a thousand or fewer).")
+                              "do not page-fault fresh pages (process-wide: the process stays at its training "
+                              "peak).")
     progress: bool = Field(True, description="Show a progress bar.")
 
 

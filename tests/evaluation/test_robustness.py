@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import polymodal as pm
-from polymodal.evaluation.robustness import effective_robustness, relative_robustness
 from polymodal.data.batching import drop_inputs
+from polymodal.evaluation.robustness import effective_robustness, relative_robustness
 from tests.conftest import image_text_recipe
 
 

@@ -31,8 +31,8 @@ def fit(
     test: Optional[str] = typer.Option(None, help="Test table, evaluated after training."),
     input_: list[str] = typer.Option([], "--input", "-i", help="NAME=COLUMN[:MODALITY], repeatable."),
     target: Optional[str] = typer.Option(None, help="Target column."),
-    task: Optional[str] = typer.Option(None, help="Task name (`polymodal components` lists them; default: inferred from the "
-                                       "target's values)."),
+    task: Optional[str] = typer.Option(None, help="Task name (`polymodal components` lists them; default: "
+                                       "inferred from the target's values)."),
     fusion: Optional[str] = typer.Option(None, help="Fusion method (`polymodal components` lists them)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per batch."),

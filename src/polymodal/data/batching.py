@@ -187,7 +187,8 @@ class ChunkCollator:
 def choose_group_input(data: ReadTable, setting: str | None, modalities: dict[str, Modality],
                        batch_size: int) -> str | None:
     """The input to group batches by: the one named, or with 'auto' the input of a groupable modality (image, video,
-    audio) whose values repeat most (at least twice per distinct value on average, and groups small enough to fill several per batch)."""
+    audio) whose values repeat most (at least twice per distinct value on average, and groups small enough to fill
+    several per batch)."""
     if setting is None:
         return None
     if setting != "auto":

@@ -2,7 +2,6 @@
 decides what its report holds and which options it takes; this module holds the machinery."""
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -115,8 +114,7 @@ class Run:
 
 def evaluation_options(parts: Parts) -> list[str]:
     """The keyword options the model's task takes in `evaluate`."""
-    params = inspect.signature(parts.task.evaluate).parameters.values()
-    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return parts.task.facts()["evaluate_options"]
 
 
 def evaluate_run(run: Run, **options: Any) -> dict:

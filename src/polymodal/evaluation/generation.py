@@ -59,8 +59,9 @@ def classifier_features(clf, table: Table) -> np.ndarray:
     return np.concatenate(feats)
 
 
-def generation_report(parts: Parts, table: Table, load: Callable[[str | Path], Any], classifier: str | Path | None = None,
-                      contrastive: str | Path | None = None, steps: int | None = None, guidance: float | None = None,
+def generation_report(parts: Parts, table: Table, load: Callable[[str | Path], Any],
+                      classifier: str | Path | None = None, contrastive: str | Path | None = None,
+                      steps: int | None = None, guidance: float | None = None,
                       seed: int = 0, limit: int | None = None, progress: Callable[[int, int], None] | None = None,
                       out: Path | None = None, sampler: str | None = None) -> dict:
     """Generate one image per held-out row's caption and score them (`load` opens the classifier as a Model)."""

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
+from .. import render
 from ..data import Collator, ReadTable
 from ..errors import DataError
 from ..evaluation.evaluate import run_outputs
 from ..model import Parts
-from .. import render
 from .emap import emap
 from .gradients import integrated_gradients, interaction
 from .shapley import shapley, shares

@@ -35,6 +35,11 @@ class Fusion(nn.Module):
     def forward(self, inputs: dict[str, Encoded]) -> Fused:
         raise NotImplementedError
 
+    @classmethod
+    def facts(cls) -> dict:
+        """What `polymodal components` shows besides the config."""
+        return {"models_interactions": cls.models_interactions, "attends_tokens": cls.attends_tokens}
+
 
 FUSIONS: Registry[Fusion] = Registry("fusion")
 

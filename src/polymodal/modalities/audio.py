@@ -12,8 +12,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ..errors import BadInput
 from .. import render
+from ..errors import BadInput
 from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
 from .corruptions import chunks, corruption, drop_span
 

@@ -11,8 +11,8 @@ from PIL import Image, ImageFilter, UnidentifiedImageError
 from pydantic import Field
 from torch import Tensor
 
-from ..errors import BadInput
 from .. import render
+from ..errors import BadInput
 from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
 from .corruptions import corruption, to_u8
 

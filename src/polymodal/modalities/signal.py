@@ -10,9 +10,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from .. import render
 from ..errors import BadInput
 from .audio import pad_sequences
-from .. import render
 from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
 from .corruptions import corruption, drop_span, zero_steps
 

@@ -9,8 +9,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ..errors import BadInput, RecipeError
 from .. import render
+from ..errors import BadInput, RecipeError
 from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
 from .corruptions import corruption
 

@@ -10,8 +10,8 @@ from PIL import Image
 from pydantic import Field
 from torch import Tensor
 
-from ..errors import BadInput
 from .. import render
+from ..errors import BadInput
 from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
 from .corruptions import corruption, zero_steps
 from .image import fit_size, image_gaussian_noise

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..modalities import modality_of_suffix
 from ..data import InputSpec, Table, check_columns, read_inputs
 from ..data.batching import collate_input
 from ..errors import PolymodalError
+from ..modalities import modality_of_suffix
 from ..types import ModalityBatch
 
 

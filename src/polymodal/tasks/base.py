@@ -7,6 +7,7 @@ The kinds: `PredictiveTask` (classification, multilabel, regression: fusion + he
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -47,6 +48,13 @@ class Task:
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config
+
+    @classmethod
+    def facts(cls) -> dict:
+        """What `polymodal components` shows besides the config."""
+        params = inspect.signature(cls.evaluate).parameters.values()
+        return {"monitor": f"{cls.monitor} ({cls.monitor_mode})",
+                "evaluate_options": [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]}
 
     # -- the recipe --------------------------------------------------------------------------------------------------
     @classmethod

@@ -8,8 +8,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import (MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score, MultilabelAccuracy,
-                                         MultilabelAUROC, MultilabelF1Score)
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+    MultilabelAccuracy,
+    MultilabelAUROC,
+    MultilabelF1Score,
+)
 
 from .base import TASKS, TaskConfig
 from .predictive import PredictiveTask

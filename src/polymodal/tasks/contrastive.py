@@ -15,7 +15,6 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from ..errors import PolymodalError
-
 from ..modalities.augment import augment_images
 from ..types import Batch
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan

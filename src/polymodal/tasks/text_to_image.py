@@ -49,8 +49,8 @@ class TextToImageConfig(TaskConfig):
                              "instead of the raw weights); 0: off.")
     sampler: Literal["ddim", "ddpm", "dpm_solver"] = Field(
         "ddpm", description="Default sampler for generation: ddpm (ancestral: fresh noise at each step corrects the "
-        "model's errors: a small model trained briefly draws far more right images with it than with the "
-        "deterministic ddim at 25 steps; see the README), ddim or dpm_solver.")
+        "model's errors, so a small model trained briefly draws more right images with it than with the "
+        "deterministic ddim), ddim or dpm_solver.")
     steps: int = Field(25, ge=1, description="Default sampling steps.")
     guidance: float = Field(3.0, ge=0, description="Default classifier-free guidance scale (1: none).")
 
@@ -74,9 +74,9 @@ class Denoiser(nn.Module):
         from diffusers import UNet2DConditionModel
 
         p = config.patch
-        if size[0] % (p * 2 ** (len(config.block_channels) - 1)) or size[1] % (p * 2 ** (len(config.block_channels) - 1)):
-            raise ValueError(f"image size {size} must divide by patch x 2^(levels-1) = "
-                             f"{p * 2 ** (len(config.block_channels) - 1)}")
+        step = p * 2 ** (len(config.block_channels) - 1)
+        if size[0] % step or size[1] % step:
+            raise ValueError(f"image size {size} must divide by patch x 2^(levels-1) = {step}")
         levels = len(config.block_channels)
         inner = channels * p * p
         self.patch, self.channels = p, channels

@@ -11,8 +11,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ..config import Recipe
-from ..data import (ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable,
-                    Table)
+from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
 from ..errors import PolymodalError
 from ..evaluation.evaluate import evaluate_parts
 from ..model import Parts

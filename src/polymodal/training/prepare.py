@@ -12,8 +12,8 @@ from ..encoders.pretrained import adjust_modality
 from ..encoders.transfer import load_source_modality, resolve_transfer
 from ..errors import DataError, RecipeError
 from ..fusion import FUSIONS
-from ..model import Parts, build_net, make_modality, make_task, validate_components
 from ..modalities import MODALITIES, infer_modality
+from ..model import Parts, build_net, make_modality, make_task, validate_components
 from ..tasks import TASKS, infer_task
 
 
