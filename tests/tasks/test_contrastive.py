@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import polymodal as pm
-from polymodal.errors import RecipeError
+from polymodal.errors import PolymodalError, RecipeError
 from polymodal.tasks.contrastive import ContrastiveConfig, matches, pair_list, pair_loss
 from tests.conftest import CAPTION_RECIPE
 
@@ -81,3 +81,11 @@ def test_unknown_anchor_is_a_recipe_error(caption_dir, tmp_path):
     recipe["data"] = {"train": str(caption_dir / "train.jsonl")}
     with pytest.raises(RecipeError, match="anchor 'audio'"):
         pm.fit(recipe, out=tmp_path / "m")
+
+
+def test_explain_and_predictive_options_are_refused_with_the_reason(caption_model, caption_dir):
+    with pytest.raises(PolymodalError, match="explanations are for predictive tasks"):
+        caption_model.explain(caption_dir / "test.jsonl", index=0)
+    assert caption_model.evaluation_options() == []
+    with pytest.raises(PolymodalError, match="contrastive model's evaluation takes no robustness"):
+        caption_model.evaluate(caption_dir / "test.jsonl", robustness=True)
