@@ -89,3 +89,4 @@ def test_explain_and_predictive_options_are_refused_with_the_reason(caption_mode
     assert caption_model.evaluation_options() == []
     with pytest.raises(PolymodalError, match="contrastive model's evaluation takes no robustness"):
         caption_model.evaluate(caption_dir / "test.jsonl", robustness=True)
+    assert "recall_at_1" in caption_model.evaluate(caption_dir / "test.jsonl", robustness=False)  # off: no request

@@ -118,9 +118,11 @@ def evaluation_options(parts: Parts) -> list[str]:
 
 
 def evaluate_run(run: Run, **options: Any) -> dict:
-    """The task's evaluation report; an option the task does not take is an error that names what it takes."""
+    """The task's evaluation report; an option the task does not take, given a value, is an error that names what
+    it takes."""
     allowed = evaluation_options(run.parts)
-    unknown = sorted(set(options) - set(allowed))
+    unknown = sorted(k for k, v in options.items() if k not in allowed and v not in (None, False))
+    options = {k: v for k, v in options.items() if k in allowed}  # an option left off (None, False) is no request
     if unknown:
         raise PolymodalError(f"a {run.parts.task.registry_name} model's evaluation takes no "
                              f"{', '.join(unknown)} (its options: {', '.join(allowed) or 'none'})")
