@@ -1,4 +1,5 @@
-"""Pinned values: every fusion and every from-scratch encoder, built with a fixed seed and run on fixed inputs,
+"""Pinned values: every fusion and every encoder built here (from scratch, or EfficientNet with its packaged
+ImageNet weights), built with a fixed seed and run on fixed inputs,
 gives the stored outputs (tests/pinned.json, compared with torch.testing.assert_close), and every one of their
 parameters receives a gradient. A change that moves a number fails here, not in a benchmark weeks later.
 
@@ -34,12 +35,12 @@ class Facts:
 
 
 def encoder_case(name: str) -> tuple[Facts, ModalityBatch]:
-    """The facts and a fixed 3-row batch (2 distinct values; row 2 absent) for each from-scratch encoder."""
+    """The facts and a fixed 3-row batch (2 distinct values; row 2 absent) for each encoder built here."""
     g = torch.Generator().manual_seed(1)
     mask = torch.ones(2, 12, dtype=torch.bool)
     mask[1, 7:] = False
     rows = dict(present=torch.tensor([True, True, False]), index=torch.tensor([0, 1, 0]))
-    if name == "image_cnn":
+    if name in ("image_cnn", "efficientnet"):
         return Facts(channels=3, size=[16, 16]), ModalityBatch(torch.rand(2, 3, 16, 16, generator=g), None, **rows)
     if name == "video_cnn":
         return Facts(channels=1, size=[16, 16], n_frames=6), ModalityBatch(

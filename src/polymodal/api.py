@@ -125,11 +125,12 @@ def load(directory: str | Path) -> Model:
 def fit(recipe: str | Path | dict | Recipe | Any | None = None, *, train: Any = None, validation: Any = None,
         test: Any = None, label: str | None = None, inputs: dict[str, str] | list[str] | None = None,
         fusion: str | None = None, out: str | Path | None = None, overrides: list[str] | None = None,
-        resume: bool = False, **training: Any) -> Model:
+        resume: bool = False, validation_group: str | None = None, **training: Any) -> Model:
     """Train a model.
 
     `recipe` is a YAML path, a dict or a Recipe; or a table (DataFrame / list of rows / path to a table) with
-    `label=` and `inputs=` ({column: modality} or [column, ...] to infer modalities). Keyword arguments that name
+    `label=` and `inputs=` ({column: modality} or [column, ...] to infer modalities); `validation_group=` holds out
+    whole groups of that column when validation is carved from train. Keyword arguments that name
     training fields (epochs, batch_size, lr, seed, ...) override the recipe.
     """
     from .training import fit_model
@@ -144,6 +145,8 @@ def fit(recipe: str | Path | dict | Recipe | Any | None = None, *, train: Any = 
         base["inputs"] = [{"name": c, "modality": m} for c, m in items]
     if fusion is not None:
         base["model.fusion.method"] = fusion
+    if validation_group is not None:
+        base["data.validation_group"] = validation_group
     for key, value in training.items():
         base[f"training.{key}"] = value
     for key, value in (("train", train), ("validation", validation), ("test", test)):

@@ -26,6 +26,10 @@ class DataConfig(_Strict):
     test: str | None = Field(None, description="Test table, evaluated after training.")
     validation_fraction: float = Field(0.1, gt=0, lt=1, description="Share of train rows held out for validation "
                                        "when no validation table is given.")
+    validation_group: str | None = Field(None, description="A column whose rows are held out together when "
+                                         "validation is carved from train (an event, a subject, a speaker), so "
+                                         "validation measures what a new group scores, as a test split of new "
+                                         "groups does.")
     on_bad_input: Literal["error", "skip"] = Field("error", description="A row with an unreadable value: stop "
                                                    "with an error naming it, or skip it (skips are counted).")
 

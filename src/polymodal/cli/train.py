@@ -28,6 +28,8 @@ def fit(
     set_: list[str] = typer.Option([], "--set", help="Override any recipe field: training.epochs=3."),
     train: Optional[str] = typer.Option(None, help="Training table (jsonl/csv/parquet)."),
     validation: Optional[str] = typer.Option(None, help="Validation table."),
+    validation_group: Optional[str] = typer.Option(None, "--validation-group", help="Without a validation table: "
+                                                   "hold out whole groups of this column (event, subject)."),
     test: Optional[str] = typer.Option(None, help="Test table, evaluated after training."),
     input_: list[str] = typer.Option([], "--input", "-i", help="NAME=COLUMN[:MODALITY], repeatable."),
     target: Optional[str] = typer.Option(None, help="Target column."),
@@ -49,6 +51,7 @@ def fit(
     from ..api import fit as api_fit
 
     base: dict = {"data.train": train, "data.validation": validation, "data.test": test,
+                  "data.validation_group": validation_group,
                   "target.task": task, "model.fusion.method": fusion, "training.epochs": epochs,
                   "training.batch_size": batch_size, "training.lr": lr, "training.seed": seed,
                   "training.accelerator": accelerator, "training.strategy": strategy,

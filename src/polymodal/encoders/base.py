@@ -35,6 +35,12 @@ class Encoder(nn.Module):
         """Files besides the weights that rebuilding needs (a pretrained model's config)."""
 
     @classmethod
+    def modality_options(cls, kind: str, options: dict[str, Any], encoder: dict[str, Any]) -> dict[str, Any]:
+        """The input's modality options this encoder needs (a pretrained model's tokenizer, image size, sample
+        rate), from the recipe's options and encoder fields; raise RecipeError for a modality it cannot take."""
+        return options
+
+    @classmethod
     def for_loading(cls, config: dict, directory: Path, prefix: str) -> dict:
         """Rewrite a saved encoder config so the encoder rebuilds from the model directory alone."""
         return config

@@ -80,6 +80,10 @@ class PretrainedEncoder(Encoder):
             for p in self.model.parameters():
                 p.requires_grad_(False)
 
+    @classmethod
+    def modality_options(cls, kind: str, options: dict, encoder: dict) -> dict:
+        return adjust_modality(kind, options, encoder)
+
     def _submodel(self, model: nn.Module) -> nn.Module:
         """The part of a multi-part model that encodes this modality (CLIP's towers, an encoder-decoder's encoder)."""
         tower = {"text": "text_model", "image": "vision_model", "audio": "audio_model"}.get(self.kind)

@@ -8,7 +8,6 @@ from typing import Any
 from ..config import Recipe
 from ..data import InputSpec, ReadTable, Table, check_columns, choose_group_input, is_missing, read_inputs
 from ..encoders import ENCODERS
-from ..encoders.pretrained import adjust_modality
 from ..encoders.transfer import load_source_modality, resolve_transfer
 from ..errors import DataError, RecipeError
 from ..fusion import FUSIONS
@@ -27,7 +26,7 @@ class Prepared:
 
 
 def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
-    """Fill what the data decides: each input's modality, the task, and the options a pretrained encoder needs."""
+    """Fill what the data decides: each input's modality, the task, and the modality options its encoder needs."""
     data = recipe.model_dump()
     check_columns(train, [InputSpec(i.name, i.source, None) for i in recipe.inputs], recipe.target.column)
     for cfg in data["inputs"]:
@@ -43,11 +42,13 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
                 raise DataError(f"{train.source}: column '{column}' has no values to infer its modality from; set "
                                 f"`modality` for input '{cfg['name']}'")
             cfg["modality"] = kind
-        MODALITIES.get(cfg["modality"], f"inputs.{cfg['name']}.modality")
-        if cfg["encoder"].get("type") == "pretrained":
-            if "path" not in cfg["encoder"]:
-                raise RecipeError(f"field `inputs.{cfg['name']}.encoder.path`: a pretrained encoder needs a path")
-            cfg["options"] = adjust_modality(cfg["modality"], cfg["options"], cfg["encoder"])
+        mcls = MODALITIES.get(cfg["modality"], f"inputs.{cfg['name']}.modality")
+        ecls = ENCODERS.get(cfg["encoder"].get("type") or mcls.default_encoder, f"inputs.{cfg['name']}.encoder.type")
+        try:  # what the encoder needs of its input (a pretrained model's tokenizer, image size, sample rate)
+            cfg["options"] = ecls.modality_options(cfg["modality"], cfg["options"], cfg["encoder"])
+        except KeyError as e:
+            raise RecipeError(f"field `inputs.{cfg['name']}.encoder.{e.args[0]}`: the {ecls.registry_name} "
+                              "encoder needs it") from None
     if not data["target"]["task"]:
         data["target"]["task"] = infer_task([r.get(recipe.target.column) for r in train.rows])
     TASKS.get(data["target"]["task"], "target.task").resolve_training(data["training"])
@@ -72,6 +73,20 @@ def fill_defaults(data: dict) -> None:
 
 def _missing(value: Any) -> bool:
     return not isinstance(value, (list, tuple)) and is_missing(value)
+
+
+def validation_keys(raw: ReadTable, column: str | None, group_input: str | None) -> list[int]:
+    """The key that holds rows together when validation is carved from train: the `data.validation_group` column
+    (whole events, subjects, speakers go to one side), else the batching group input's value, else the row."""
+    if column is None:
+        return raw.ids[group_input] if group_input else list(range(len(raw)))
+    source = raw.table
+    values = [source.rows[r].get(column) for r in raw.rows]
+    missing = [raw.rows[i] + 1 for i, v in enumerate(values) if _missing(v)]
+    if missing:
+        raise DataError(f"{source.source}, row {missing[0]}: column '{column}' (data.validation_group) is empty")
+    codes: dict[Any, int] = {}
+    return [codes.setdefault(str(v), len(codes)) for v in values]
 
 
 def split_rows(keys: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -111,7 +126,7 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
         raise RecipeError(f"field `training.group_by`: '{group}' is not an input")
     val_table = tables.get("validation")
     if val_table is None:
-        keys = raw.ids[group] if group else list(range(len(raw)))
+        keys = validation_keys(raw, recipe.data.validation_group, group)
         train_pos, val_pos = split_rows(keys, recipe.data.validation_fraction, recipe.training.seed)
     else:
         train_pos, val_pos = list(range(len(raw))), []
