@@ -2,6 +2,7 @@
 an encoder for text, images or audio, frozen or fine-tuned. Rebuilt from the model directory alone when loaded."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -102,6 +103,51 @@ class PretrainedEncoder(Encoder):
     def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         if self.config.freeze and self.model.training:  # Lightning may restore submodule modes without train()
             self.model.eval()
+        if self.config.freeze and self.kind in ("text", "image"):
+            hidden, pooler = self._cached(data, mask)
+        else:
+            hidden, pooler = self._run(data, mask)
+        tokens = self.proj(hidden)
+        tmask = mask if self.kind == "text" else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        if self.config.pooling == "cls":
+            pooled = tokens[:, 0]
+        elif self.config.pooling == "pooler" and pooler is not None:
+            pooled = self.proj(pooler)
+        else:
+            pooled = masked_mean(tokens, tmask)
+        return tokens, tmask, pooled
+
+    @torch.no_grad()
+    def _cached(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Frozen weights give a value the same states every epoch: compute them once per distinct value (keyed by
+        a hash of its token ids or pixels) and keep them in half precision, in memory, for this process."""
+        if not hasattr(self, "_cache"):
+            self._cache: dict[bytes, tuple[Tensor, Tensor | None]] = {}
+        keys = []
+        for i in range(len(data)):
+            h = hashlib.blake2b(data[i].detach().cpu().numpy().tobytes(), digest_size=16)
+            if mask is not None:
+                h.update(mask[i].detach().cpu().numpy().tobytes())
+            keys.append(h.digest())
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        if todo:
+            hidden, pooler = self._run(data[todo], None if mask is None else mask[todo])
+            for j, i in enumerate(todo):
+                length = int(mask[i].sum()) if self.kind == "text" and mask is not None else hidden.shape[1]
+                self._cache[keys[i]] = (hidden[j, :length].to("cpu", torch.float16),
+                                        None if pooler is None else pooler[j].to("cpu", torch.float16))
+        width = data.shape[1] if self.kind == "text" else self._cache[keys[0]][0].shape[0]
+        hidden = torch.zeros(len(keys), width, self._cache[keys[0]][0].shape[-1])
+        for i, k in enumerate(keys):
+            h = self._cache[k][0]
+            hidden[i, :h.shape[0]] = h.float()
+        poolers = [self._cache[k][1] for k in keys]
+        pooler = None if any(p is None for p in poolers) else torch.stack(poolers).float()
+        device = data.device
+        return hidden.to(device), None if pooler is None else pooler.to(device)
+
+    def _run(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The model's last hidden states [U, T, H] (and its pooler output, where it has one)."""
         if self.kind == "text":
             out = self.model(input_ids=data, attention_mask=mask.long())
         elif self.kind == "image":
@@ -117,16 +163,7 @@ class PretrainedEncoder(Encoder):
                                                                                         "input_features")})
         else:
             raise RecipeError(f"the pretrained encoder takes text, image or audio, not {self.kind}")
-        hidden = out.last_hidden_state
-        tokens = self.proj(hidden)
-        tmask = mask if self.kind == "text" else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        if self.config.pooling == "cls":
-            pooled = tokens[:, 0]
-        elif self.config.pooling == "pooler" and getattr(out, "pooler_output", None) is not None:
-            pooled = self.proj(out.pooler_output)
-        else:
-            pooled = masked_mean(tokens, tmask)
-        return tokens, tmask, pooled
+        return out.last_hidden_state, getattr(out, "pooler_output", None)
 
     def save_files(self, directory: Path, prefix: str) -> None:
         target = directory / f"{prefix}pretrained"

@@ -34,6 +34,20 @@ def as_label(value: Any) -> str:
     return str(value)
 
 
+def per_class_prf(pred: Tensor, target: Tensor, n: int) -> tuple[list[float], list[float], list[float]]:
+    """Precision, recall and F1 of each class (0 where a class is never predicted or never true)."""
+    p, r, f = [], [], []
+    for i in range(n):
+        tp = int(((pred == i) & (target == i)).sum())
+        predicted, true = int((pred == i).sum()), int((target == i).sum())
+        prec = tp / predicted if predicted else 0.0
+        rec = tp / true if true else 0.0
+        p.append(prec)
+        r.append(rec)
+        f.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    return p, r, f
+
+
 class ClassificationConfig(TaskConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
 
@@ -99,6 +113,9 @@ class Classification(PredictiveTask):
         pred = out.argmax(-1)
         result["per_class_accuracy"] = {c: round(float((pred[target == i] == i).float().mean()), 6)
                                         for i, c in enumerate(self.classes) if (target == i).any()}
+        for name, values in zip(("per_class_precision", "per_class_recall", "per_class_f1"),
+                                per_class_prf(pred, target, len(self.classes))):
+            result[name] = {c: round(v, 6) for c, v in zip(self.classes, values)}
         return result
 
     def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:

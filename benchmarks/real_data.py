@@ -1,0 +1,125 @@
+"""Real data sets (../shared/data) with pretrained encoders: one table of test scores, training time and peak RSS,
+the published numbers beside ours. Validation is carved from train (whole groups where the set has them); the test
+split is scored once, at the end of each run.
+
+    .venv/bin/python benchmarks/real_data.py --dataset mediaeval16 [--configs text_bow,text_minilm,...] [--seed 0]
+
+Each config trains in its own process (so peak RSS is its own) and prints one JSON line; the table follows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+IMAGE = {"name": "image", "modality": "image", "encoder": {"type": "efficientnet"}}  # frozen, ImageNet, 224 px
+MINILM = {"type": "pretrained", "path": "all-minilm-l6-v2", "freeze": True}
+
+
+def text(encoder: dict | None = None, column: str = "text") -> dict:
+    return {"name": "text", "column": column, "modality": "text", "encoder": encoder or {"type": "text_bow"}}
+
+
+DATASETS = {
+    "mediaeval16": {
+        "published": "test accuracy: FakeRevealer 80.0%, EANN 71.5%",
+        "positive": "fake",
+        "data": {"validation_group": "event"},
+        "configs": {
+            "image_effnet": [IMAGE],
+            "text_bow": [text()],
+            "text_minilm": [text(MINILM)],
+            "bow_effnet": [text(), IMAGE],
+            "minilm_effnet": [text(MINILM), IMAGE],
+        },
+    },
+    "multioff": {
+        "published": "offensive F1 0.503 (dataset paper); accuracy 0.685 (MemeFier)",
+        "positive": "offensive",
+        "data": {},
+        "configs": {
+            "image_effnet": [IMAGE],
+            "text_bow": [text()],
+            "text_minilm": [text(MINILM)],
+            "bow_effnet": [text(), IMAGE],
+            "minilm_effnet": [text(MINILM), IMAGE],
+        },
+    },
+}
+
+
+def recipe(dataset: str, config: str, seed: int, epochs: int) -> dict:
+    spec = DATASETS[dataset]
+    folder = SHARED / dataset
+    data = {"train": str(folder / "train.jsonl"), "test": str(folder / "test.jsonl"), **spec["data"]}
+    if (folder / "validation.jsonl").is_file():
+        data["validation"] = str(folder / "validation.jsonl")
+    return {"data": data, "inputs": spec["configs"][config], "target": {"column": "label"},
+            "model": {"dim": 128, "fusion": {"method": "concat", "hidden": 256, "dropout": 0.2}},
+            "training": {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "patience": 5, "seed": seed,
+                         "progress": False}}
+
+
+def run_one(args) -> None:
+    import polymodal as pm
+
+    rec = recipe(args.dataset, args.config, args.seed, args.epochs)
+    started = time.perf_counter()
+    model = pm.fit(rec, out=Path(args.out) / f"{args.dataset}-{args.config}-s{args.seed}", overrides=args.set or None)
+    wall = time.perf_counter() - started
+    test, val = model.metrics["test"], model.metrics.get("validation", {})
+    positive = DATASETS[args.dataset]["positive"]
+    print(json.dumps({
+        "dataset": args.dataset, "config": args.config, "seed": args.seed,
+        "test_accuracy": test["accuracy"], "test_f1_macro": test["f1_macro"],
+        "test_positive_f1": test["per_class_f1"].get(positive), "validation_accuracy": val.get("accuracy"),
+        "epochs": model.metrics["training"]["epochs"], "train_seconds": model.metrics["training"]["seconds"],
+        "wall_seconds": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    ap.add_argument("--configs", default=None, help="comma-separated (default: every config of the set)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--out", default="runs/bench-real")
+    ap.add_argument("--set", action="append", help="recipe override FIELD=VALUE (as polymodal fit --set)")
+    ap.add_argument("--config", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.config:
+        run_one(args)
+        return
+    configs = args.configs.split(",") if args.configs else list(DATASETS[args.dataset]["configs"])
+    results = []
+    for config in configs:
+        cmd = [sys.executable, __file__, "--dataset", args.dataset, "--config", config, "--seed", str(args.seed),
+               "--epochs", str(args.epochs), "--out", args.out] + [f"--set={s}" for s in args.set or []]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
+        if proc.returncode or line is None:
+            print(f"{config}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(line))
+        print(line, flush=True)
+    spec = DATASETS[args.dataset]
+    print(f"\n{args.dataset}, seed {args.seed}, 2 CPU cores; published: {spec['published']}\n")
+    print(f"| config | test accuracy | macro F1 | {spec['positive']} F1 | validation acc | epochs | train s | "
+          "peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['config']} | {100 * r['test_accuracy']:.2f} | {r['test_f1_macro']:.3f} | "
+              f"{r['test_positive_f1']:.3f} | {100 * (r['validation_accuracy'] or 0):.2f} | {r['epochs']} | "
+              f"{r['train_seconds']:.0f} | {r['peak_rss_mb']} |")
+
+
+if __name__ == "__main__":
+    main()
