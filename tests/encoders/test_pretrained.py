@@ -132,3 +132,23 @@ def test_unknown_pretrained_path_is_a_clear_error(media_rows, tmp_path):
     recipe = _recipe([{"name": "text", "encoder": {"type": "pretrained", "path": str(tmp_path / "nothing")}}])
     with pytest.raises(RecipeError):
         pm.fit(recipe, train=media_rows)
+
+
+def test_a_frozen_encoder_caches_each_value_and_predicts_the_same(tiny_bert, tmp_path):
+    """Frozen weights: each distinct text is run through the model once; the cached states give the predictions the
+    model gives without the cache."""
+    rows = [{"txt": f"{w} number {i}", "y": w} for i in range(30) for w in ("red", "blue")]
+    recipe = {"inputs": [{"name": "txt", "modality": "text", "encoder": {"type": "pretrained", "path": str(tiny_bert),
+                                                                         "freeze": True}}],
+              "target": {"column": "y"}, "model": {"dim": 16},
+              "training": {"epochs": 2, "batch_size": 16, "progress": False}}
+    model = pm.fit(recipe, train=rows[:48], test=rows[48:], out=tmp_path / "m")
+    enc = model.parts.net.encoders["txt"].encoder
+    assert len(enc._cache) == len(rows)  # 48 training + 12 test texts, each once
+    cached = model.predict(rows[48:])
+    enc._cache.clear()
+    enc._cached = enc._run  # the same weights without the cache
+    fresh = model.predict(rows[48:])
+    for a, b in zip(cached, fresh):
+        assert a["label"] == b["label"]
+        assert all(abs(a["probabilities"][c] - b["probabilities"][c]) < 2e-3 for c in a["probabilities"])

@@ -124,11 +124,9 @@ class PretrainedEncoder(Encoder):
         if not hasattr(self, "_cache"):
             self._cache: dict[bytes, tuple[Tensor, Tensor | None]] = {}
         keys = []
-        for i in range(len(data)):
-            h = hashlib.blake2b(data[i].detach().cpu().numpy().tobytes(), digest_size=16)
-            if mask is not None:
-                h.update(mask[i].detach().cpu().numpy().tobytes())
-            keys.append(h.digest())
+        for i in range(len(data)):  # text: the real tokens only (a batch pads to its own longest value)
+            value = data[i][mask[i]] if self.kind == "text" and mask is not None else data[i]
+            keys.append(hashlib.blake2b(value.detach().cpu().numpy().tobytes(), digest_size=16).digest())
         todo = [i for i, k in enumerate(keys) if k not in self._cache]
         if todo:
             hidden, pooler = self._run(data[todo], None if mask is None else mask[todo])
