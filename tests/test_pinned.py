@@ -51,6 +51,10 @@ def encoder_case(name: str) -> tuple[Facts, ModalityBatch]:
     if name in ("text_bow", "text_transformer"):
         ids = torch.randint(1, 40, (2, 12), generator=g) * mask
         return Facts(vocab_size=40, max_length=12), ModalityBatch(ids, mask, **rows)
+    if name == "number_mlp":
+        return Facts(features=1), ModalityBatch(torch.randn(2, 1, generator=g), None, **rows)
+    if name == "category_embedding":
+        return Facts(vocab_size=5), ModalityBatch(torch.tensor([3, 0]), None, **rows)
     raise KeyError(f"no pinned-value case for encoder '{name}': add one here")
 
 

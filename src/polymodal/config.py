@@ -130,7 +130,10 @@ class TrainingConfig(_Strict):
                               "instead of returning it to the OS after every step, so the next step's large tensors "
                               "do not page-fault fresh pages (process-wide: the process stays at its training "
                               "peak).")
-    progress: bool = Field(True, description="Show a progress bar.")
+    progress: bool = Field(True, description="Show a progress bar (train.log in the model directory gets one line "
+                           "per epoch either way).")
+    time_limit: float | None = Field(None, gt=0, description="Stop training after this many seconds (the epoch in "
+                                     "progress ends early); the best weights so far are kept. None: no limit.")
 
 
 class Recipe(_Strict):

@@ -20,6 +20,10 @@ def sample(modality: str):
         return (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     if modality == "text":
         return "the quick brown fox jumps over the lazy dog again and again"
+    if modality == "number":
+        return 3.5
+    if modality == "category":
+        return "red"
     if modality == "video":
         return torch.from_numpy(rng.integers(0, 255, (8, 3, 16, 16), dtype=np.uint8))
     return torch.from_numpy(rng.standard_normal((50, 3)).astype(np.float32))

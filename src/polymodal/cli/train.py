@@ -45,6 +45,8 @@ def fit(
     strategy: Optional[str] = typer.Option(None, help="Lightning strategy (ddp, fsdp, ...)."),
     precision: Optional[str] = typer.Option(None, help="Lightning precision (32-true, bf16-mixed, ...)."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop training after SECONDS (the best "
+                                               "weights so far are kept)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a model from a recipe and/or the quick flags; writes the model directory to --out."""
@@ -55,7 +57,7 @@ def fit(
                   "target.task": task, "model.fusion.method": fusion, "training.epochs": epochs,
                   "training.batch_size": batch_size, "training.lr": lr, "training.seed": seed,
                   "training.accelerator": accelerator, "training.strategy": strategy,
-                  "training.precision": precision}
+                  "training.precision": precision, "training.time_limit": time_limit}
     if devices is not None:
         base["training.devices"] = int(devices) if devices.isdigit() else devices
     if target:

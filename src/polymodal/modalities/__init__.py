@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import audio, image, signal, text, video  # noqa: F401  (registration)
+from . import audio, image, signal, tabular, text, video  # noqa: F401  (registration)
 from .base import MODALITIES, Modality
 
 __all__ = ["MODALITIES", "Modality", "infer_modality", "modality_of_suffix"]

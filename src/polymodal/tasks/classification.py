@@ -1,7 +1,7 @@
 """Classification (binary and multiclass, softmax) and multilabel (independent sigmoids)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ def per_class_prf(pred: Tensor, target: Tensor, n: int) -> tuple[list[float], li
 
 class ClassificationConfig(TaskConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="balanced: each class's loss weighted by rows / (classes x its training rows), so a rare "
+        "class (offensive, fake) counts as much as a common one.")
 
 
 @TASKS.register("classification")
@@ -61,20 +64,26 @@ class Classification(PredictiveTask):
     def __init__(self, config: ClassificationConfig) -> None:
         super().__init__(config)
         self.classes: list[str] = []
+        self.weights: list[float] | None = None
 
     def fit(self, targets: list[Any]) -> None:
-        self.classes = sorted({as_label(t) for t in targets}, key=label_sort_key)
+        labels = [as_label(t) for t in targets]
+        self.classes = sorted(set(labels), key=label_sort_key)
         if len(self.classes) < 2:
             raise ValueError(f"classification needs at least 2 classes in the training targets, found "
                              f"{self.classes}")
         self._index = {c: i for i, c in enumerate(self.classes)}
+        counts = [labels.count(c) for c in self.classes]
+        self.weights = [len(labels) / (len(counts) * n) for n in counts] \
+            if self.config.class_weight == "balanced" else None
 
     def load_state(self, state: dict) -> None:
         self.classes = state["classes"]
         self._index = {c: i for i, c in enumerate(self.classes)}
+        self.weights = state.get("weights")
 
     def state(self) -> dict:
-        return {"classes": self.classes}
+        return {"classes": self.classes, **({"weights": self.weights} if self.weights else {})}
 
     def encode(self, value: Any) -> int:
         label = as_label(value)
@@ -89,7 +98,8 @@ class Classification(PredictiveTask):
         return nn.Linear(dim, len(self.classes))
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(out.float(), target, label_smoothing=self.config.label_smoothing)
+        weight = None if not self.weights else torch.tensor(self.weights, device=out.device)
+        return F.cross_entropy(out.float(), target, weight=weight, label_smoothing=self.config.label_smoothing)
 
     def metrics(self) -> MetricCollection:
         n = len(self.classes)

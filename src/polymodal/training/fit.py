@@ -18,6 +18,7 @@ from ..model import Parts
 from ..storage import save_parts
 from .module import BestWeights, EMAWeights, LitMultimodal
 from .prepare import Prepared, prepare
+from .progress_log import EpochLog
 from .runtime import configure_process
 
 log = logging.getLogger("polymodal")
@@ -73,14 +74,16 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     mode = parts.task.monitor_mode if val_dl is not None else "min"
     best = BestWeights(monitor, mode)
     ckpt_dir = out / "checkpoints"
-    callbacks = [best, L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0)]
+    callbacks = [best, L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0),
+                 EpochLog(out / "train.log", cfg.time_limit)]
     ema = EMAWeights(plan.ema_decay) if plan.ema_decay > 0 else None
     if ema is not None:
         callbacks.append(ema)
     if val_dl is not None and plan.early_stopping:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode))
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        max_epochs=cfg.epochs, max_time=None if cfg.time_limit is None else {"seconds": cfg.time_limit},
+        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         precision=cfg.precision, callbacks=callbacks, logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"),
         enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=10, deterministic=False, default_root_dir=str(out))
