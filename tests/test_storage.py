@@ -27,7 +27,7 @@ def trained(xor_rows, tmp_path_factory):
 def test_reload_gives_identical_predictions_from_the_directory_alone(trained, xor_rows, tmp_path):
     model, out = trained
     moved = tmp_path / "elsewhere"
-    shutil.copytree(out, moved, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    shutil.copytree(out, moved, ignore=shutil.ignore_patterns("checkpoints", "logs", "train.log"))
     loaded = pm.load(moved)
     rows = xor_rows[400:440]
     a, b = model.predict(rows), loaded.predict(rows)
