@@ -125,7 +125,8 @@ def load(directory: str | Path) -> Model:
 def fit(recipe: str | Path | dict | Recipe | Any | None = None, *, train: Any = None, validation: Any = None,
         test: Any = None, label: str | None = None, inputs: dict[str, str] | list[str] | None = None,
         fusion: str | None = None, out: str | Path | None = None, overrides: list[str] | None = None,
-        resume: bool = False, validation_group: str | None = None, **training: Any) -> Model:
+        resume: bool = False, validation_group: str | None = None, preset: str | None = None,
+        **training: Any) -> Model:
     """Train a model.
 
     `recipe` is a YAML path, a dict or a Recipe; or a table (DataFrame / list of rows / path to a table) with
@@ -147,6 +148,8 @@ def fit(recipe: str | Path | dict | Recipe | Any | None = None, *, train: Any = 
         base["model.fusion.method"] = fusion
     if validation_group is not None:
         base["data.validation_group"] = validation_group
+    if preset is not None:
+        base["model.preset"] = preset
     for key, value in training.items():
         base[f"training.{key}"] = value
     for key, value in (("train", train), ("validation", validation), ("test", test)):

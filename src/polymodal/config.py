@@ -71,7 +71,20 @@ class TargetConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="Task options (label_smoothing, ...).")
 
 
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # modality -> the encoder an input of that modality gets when the recipe names none (measured in the README)
+    "fast": {},  # every modality's own default: small encoders trained from scratch
+    "balanced": {"image": {"type": "efficientnet"}},  # frozen ImageNet backbone for photos
+    "best": {"image": {"type": "efficientnet"},
+             "text": {"type": "pretrained", "path": "all-minilm-l6-v2", "freeze": True}},
+}
+
+
 class ModelConfig(_Strict):
+    preset: Literal["fast", "balanced", "best"] = Field(
+        "fast", description="Encoders for the inputs whose recipe names none: fast (small encoders trained from "
+        "scratch), balanced (images through the frozen ImageNet efficientnet), best (also text through the "
+        "frozen MiniLM sentence encoder).")
     dim: int = Field(128, ge=4, description="Width of every encoder's tokens and pooled vector.")
     fusion: dict[str, Any] = Field(default_factory=lambda: {"method": "concat"},
                                    description="Fusion: {method: NAME, ...its fields}.")

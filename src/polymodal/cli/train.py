@@ -36,6 +36,8 @@ def fit(
     task: Optional[str] = typer.Option(None, help="Task name (`polymodal components` lists them; default: "
                                        "inferred from the target's values)."),
     fusion: Optional[str] = typer.Option(None, help="Fusion method (`polymodal components` lists them)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="fast, balanced or best: the encoders of inputs "
+                                         "the recipe gives none (see the README's measurements)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per batch."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
@@ -54,7 +56,8 @@ def fit(
 
     base: dict = {"data.train": train, "data.validation": validation, "data.test": test,
                   "data.validation_group": validation_group,
-                  "target.task": task, "model.fusion.method": fusion, "training.epochs": epochs,
+                  "target.task": task, "model.fusion.method": fusion, "model.preset": preset,
+                  "training.epochs": epochs,
                   "training.batch_size": batch_size, "training.lr": lr, "training.seed": seed,
                   "training.accelerator": accelerator, "training.strategy": strategy,
                   "training.precision": precision, "training.time_limit": time_limit}

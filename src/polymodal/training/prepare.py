@@ -5,7 +5,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Recipe
+from ..config import PRESETS, Recipe
 from ..data import InputSpec, ReadTable, Table, check_columns, choose_group_input, is_missing, read_inputs
 from ..encoders import ENCODERS
 from ..encoders.transfer import load_source_modality, resolve_transfer
@@ -43,6 +43,8 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
                                 f"`modality` for input '{cfg['name']}'")
             cfg["modality"] = kind
         mcls = MODALITIES.get(cfg["modality"], f"inputs.{cfg['name']}.modality")
+        if not cfg["encoder"].get("type"):  # the preset's encoder for this modality, where it has one
+            cfg["encoder"] = {**PRESETS[data["model"]["preset"]].get(cfg["modality"], {}), **cfg["encoder"]}
         ecls = ENCODERS.get(cfg["encoder"].get("type") or mcls.default_encoder, f"inputs.{cfg['name']}.encoder.type")
         try:  # what the encoder needs of its input (a pretrained model's tokenizer, image size, sample rate)
             cfg["options"] = ecls.modality_options(cfg["modality"], cfg["options"], cfg["encoder"])
