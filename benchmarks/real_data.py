@@ -55,6 +55,20 @@ DATASETS = {
             "inertial_skeleton": [signal("inertial"), signal("skeleton")],
         },
     },
+    "grid-s1": {
+        "published": "lips only, whole sentences on GRID's overlapped-speaker protocol: LipNet 4.8% WER",
+        "positive": None,
+        "target": "digit",
+        "data": {},
+        "training": {"epochs": 15, "patience": 5, "batch_size": 16, "lr": 2e-3},
+        "configs": {
+            "lips_uniform8": [{"name": "lips", "modality": "video",
+                               "options": {"size": 48, "channels": 1, "frames": "uniform", "n_frames": 8}}],
+            "lips_all_lipcnn": [{"name": "lips", "modality": "video",
+                                 "options": {"size": 48, "channels": 1, "frames": "all", "max_frames": 75},
+                                 "encoder": {"type": "lip_cnn"}}],
+        },
+    },
     "multioff": {
         "published": "offensive F1 0.503 (dataset paper); accuracy 0.685 (MemeFier)",
         "positive": "offensive",
@@ -78,7 +92,7 @@ def recipe(dataset: str, config: str, seed: int, epochs: int) -> dict:
         data["validation"] = str(folder / "validation.jsonl")
     training = {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "patience": 5, **spec.get("training", {}),
                 "seed": seed, "progress": False}
-    return {"data": data, "inputs": spec["configs"][config], "target": {"column": "label"},
+    return {"data": data, "inputs": spec["configs"][config], "target": {"column": spec.get("target", "label")},
             "model": {"dim": 128, "fusion": {"method": "concat", "hidden": 256, "dropout": 0.2}},
             "training": training}
 

@@ -5,7 +5,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from .base import ENCODERS, Encoder, EncoderConfig
+from .base import ENCODERS, Encoder, EncoderConfig, masked_mean
 from .image import conv_blocks
 
 
@@ -34,5 +34,10 @@ class VideoCNN(Encoder):
         u, n = data.shape[:2]
         x = ((data.flatten(0, 1) - 0.5) / 0.25).contiguous(memory_format=torch.channels_last)
         per_frame = self.frames(x).mean((2, 3)).view(u, n, -1)
-        tokens = self.temporal(self.proj(per_frame) + self.pos[:n])
-        return tokens, torch.ones(u, n, dtype=torch.bool, device=data.device), tokens.mean(1)
+        tokens = self.proj(per_frame) + self.pos[:n]
+        if mask is None:  # every clip has all its frames
+            tokens = self.temporal(tokens)
+            return tokens, torch.ones(u, n, dtype=torch.bool, device=data.device), tokens.mean(1)
+        if isinstance(self.temporal, nn.TransformerEncoder):
+            tokens = self.temporal(tokens, src_key_padding_mask=~mask)
+        return tokens, mask, masked_mean(tokens, mask)

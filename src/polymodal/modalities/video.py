@@ -18,7 +18,11 @@ from .image import fit_size, image_gaussian_noise
 
 
 class VideoConfig(ModalityConfig):
-    n_frames: int = Field(8, ge=1, description="Frames sampled uniformly over the clip.")
+    frames: Literal["uniform", "all"] = Field(
+        "uniform", description="uniform: n_frames spread over the clip (its gist); all: every frame up to "
+        "max_frames (evenly thinned beyond), padded and masked per batch (motion: lips, gestures).")
+    n_frames: int = Field(8, ge=1, description="With frames: uniform, the frames sampled over the clip.")
+    max_frames: int = Field(75, ge=1, description="With frames: all, the most frames kept per clip.")
     size: int = Field(64, ge=8, description="Each frame is resized to size x size.")
     channels: Literal[1, 3] = Field(3, description="3 for RGB frames, 1 for greyscale.")
     resize: Literal["stretch", "pad", "crop"] = Field("stretch", description="As for images.")
@@ -55,7 +59,11 @@ class VideoModality(Modality):
             raise BadInput(f"expected a video path or an array of frames, got {type(value).__name__}")
         if not frames:
             raise BadInput("video has no frames")
-        picked = [frames[i] for i in uniform_indices(len(frames), self.config.n_frames)]
+        if self.config.frames == "all":
+            picked = frames if len(frames) <= self.config.max_frames else \
+                [frames[i] for i in uniform_indices(len(frames), self.config.max_frames)]
+        else:
+            picked = [frames[i] for i in uniform_indices(len(frames), self.config.n_frames)]
         return torch.from_numpy(np.stack(picked)).permute(0, 3, 1, 2).contiguous()  # uint8 [N, C, H, W]
 
     def _read_npy(self, arr: np.ndarray) -> list[np.ndarray]:
@@ -84,10 +92,20 @@ class VideoModality(Modality):
 
     def placeholder(self) -> Tensor:
         c = self.config
-        return torch.zeros(c.n_frames, c.channels, c.size, c.size, dtype=torch.uint8)
+        n = 1 if c.frames == "all" else c.n_frames
+        return torch.zeros(n, c.channels, c.size, c.size, dtype=torch.uint8)
 
-    def collate(self, items: list[Tensor]) -> tuple[Tensor, None]:
-        return torch.stack(items).float().div_(255.0), None
+    def collate(self, items: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+        """[U, T, C, H, W] in [0, 1]; with frames: all, padded to the batch's longest clip, and the frame mask."""
+        if self.config.frames == "uniform":
+            return torch.stack(items).float().div_(255.0), None
+        longest = max(len(v) for v in items)
+        data = torch.zeros(len(items), longest, *items[0].shape[1:])
+        mask = torch.zeros(len(items), longest, dtype=torch.bool)
+        for i, v in enumerate(items):
+            data[i, :len(v)] = v.float().div_(255.0)
+            mask[i, :len(v)] = True
+        return data, mask
 
     def attribution_baseline(self, x: Tensor) -> Tensor:
         """Each channel's mean over the frames and the image."""
@@ -97,7 +115,9 @@ class VideoModality(Modality):
         return Drawn(figure=render.video_figure(value, attr, out / f"attr_{name}.png", f"{name}: per-frame |IG|"))
 
     def describe(self) -> dict:
-        return {"channels": self.config.channels, "size": (self.config.size,) * 2, "n_frames": self.config.n_frames}
+        c = self.config
+        return {"channels": c.channels, "size": (c.size,) * 2,
+                "n_frames": c.max_frames if c.frames == "all" else c.n_frames}
 
 
 # -- corruptions -----------------------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""A lip-reading-grade video encoder (after LipNet and Auto-AVSR's visual front-end): a 3-D convolution over
+(time, height, width) that sees motion between neighbouring frames, a 2-D CNN on each frame, and a bidirectional
+GRU over the frame sequence; every frame is a token. Takes clips of every frame (video option `frames: all`),
+padded and masked."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from .base import ENCODERS, Encoder, EncoderConfig, masked_mean
+from .image import conv_blocks
+
+
+class LipConfig(EncoderConfig):
+    front_channels: int = Field(32, ge=1, description="Channels of the 3-D convolution front-end.")
+    front_frames: int = Field(5, ge=1, description="Frames the front-end's kernel spans (odd: centred).")
+    channels: list[int] = Field([64, 96], min_length=1, description="The per-frame 2-D conv blocks after it.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the GRU.")
+
+
+@ENCODERS.register("lip_cnn")
+class LipCNN(Encoder):
+    """3-D conv front-end -> per-frame 2-D CNN -> bidirectional GRU; frames are the tokens."""
+
+    Config = LipConfig
+    config: LipConfig
+
+    def __init__(self, config: LipConfig, modality: Any, dim: int) -> None:
+        super().__init__(config, modality, dim)
+        c, k = modality.describe()["channels"], config.front_frames
+        self.front = nn.Sequential(
+            nn.Conv3d(c, config.front_channels, (k, 5, 5), stride=(1, 2, 2), padding=(k // 2, 2, 2), bias=False),
+            nn.BatchNorm3d(config.front_channels), nn.ReLU(inplace=True),
+            nn.MaxPool3d((1, 2, 2), (1, 2, 2)))
+        self.frame = conv_blocks(config.front_channels, config.channels)
+        self.drop = nn.Dropout(config.dropout)
+        self.gru = nn.GRU(config.channels[-1], dim // 2, batch_first=True, bidirectional=True)
+        self.proj = nn.Linear(2 * (dim // 2), dim)
+
+    def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        u, n = data.shape[:2]
+        if mask is None:
+            mask = torch.ones(u, n, dtype=torch.bool, device=data.device)
+        x = (data - 0.5) / 0.25 * mask[:, :, None, None, None]  # padded frames stay zero
+        x = self.front(x.transpose(1, 2))  # [U, C', T, H', W']
+        x = x.transpose(1, 2).flatten(0, 1)  # every frame on its own
+        per_frame = self.frame(x).mean((2, 3)).view(u, n, -1)
+        lengths = mask.sum(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.drop(per_frame), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.gru(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=n)
+        tokens = self.proj(out)
+        return tokens, mask, masked_mean(tokens, mask)
