@@ -51,6 +51,11 @@ def encoder_case(name: str) -> tuple[Facts, ModalityBatch]:
     if name in ("text_bow", "text_transformer"):
         ids = torch.randint(1, 40, (2, 12), generator=g) * mask
         return Facts(vocab_size=40, max_length=12), ModalityBatch(ids, mask, **rows)
+    if name == "lip_cnn":
+        frames = torch.ones(2, 6, dtype=torch.bool)
+        frames[1, 4:] = False
+        return Facts(channels=1, size=[16, 16], n_frames=6), ModalityBatch(
+            torch.rand(2, 6, 1, 16, 16, generator=g), frames, **rows)
     if name == "number_mlp":
         return Facts(features=1), ModalityBatch(torch.randn(2, 1, generator=g), None, **rows)
     if name == "category_embedding":
