@@ -31,18 +31,15 @@ def text(encoder: dict | None = None, column: str = "text") -> dict:
     return {"name": "text", "column": column, "modality": "text", "encoder": encoder or {"type": "text_bow"}}
 
 
+TEXT_AND_PHOTO = {"image_effnet": [IMAGE], "text_bow": [text()], "text_minilm": [text(MINILM)],
+                  "bow_effnet": [text(), IMAGE], "minilm_effnet": [text(MINILM), IMAGE]}
+
 DATASETS = {
     "mediaeval16": {
         "published": "test accuracy: FakeRevealer 80.0%, EANN 71.5%",
         "positive": "fake",
         "data": {"validation_group": "event"},
-        "configs": {
-            "image_effnet": [IMAGE],
-            "text_bow": [text()],
-            "text_minilm": [text(MINILM)],
-            "bow_effnet": [text(), IMAGE],
-            "minilm_effnet": [text(MINILM), IMAGE],
-        },
+        "configs": TEXT_AND_PHOTO,
     },
     "utd-mhad": {
         "published": "cross-subject accuracy: inertial 67.2% (dataset authors), skeleton 91.63% (ST-JDMs)",
@@ -73,13 +70,7 @@ DATASETS = {
         "published": "offensive F1 0.503 (dataset paper); accuracy 0.685 (MemeFier)",
         "positive": "offensive",
         "data": {},
-        "configs": {
-            "image_effnet": [IMAGE],
-            "text_bow": [text()],
-            "text_minilm": [text(MINILM)],
-            "bow_effnet": [text(), IMAGE],
-            "minilm_effnet": [text(MINILM), IMAGE],
-        },
+        "configs": TEXT_AND_PHOTO,
     },
 }
 
