@@ -59,6 +59,8 @@ DATASETS = {
         "data": {},
         "training": {"epochs": 15, "patience": 5, "batch_size": 16, "lr": 2e-3},
         "configs": {
+            "audio_whisper": [{"name": "audio", "modality": "audio", "encoder": {"type": "whisper"}}],
+            "audio_conv1d": [{"name": "audio", "modality": "audio"}],
             "lips_uniform8": [{"name": "lips", "modality": "video",
                                "options": {"size": 48, "channels": 1, "frames": "uniform", "n_frames": 8}}],
             "lips_all_lipcnn": [{"name": "lips", "modality": "video",
