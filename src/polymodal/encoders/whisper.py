@@ -6,6 +6,7 @@ once per distinct clip and cached; the model directory keeps its own copy of the
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from .base import ENCODERS, Encoder, EncoderConfig, masked_mean
 
 SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.02  # one encoder frame per 20 ms (two 10 ms mel hops)
-FILES = ("model.bin", "config.json", "vocabulary.txt", "tokenizer.json")
+FILES = ("model.bin", "config.json", "vocabulary.txt", "tokenizer.json", "preprocessor_config.json")
 
 
 def shipped_whisper() -> Path:
@@ -59,7 +60,8 @@ class WhisperEncoder(Encoder):
         self.path = resolve_whisper(config.model)
         self.whisper = ctranslate2.models.Whisper(str(self.path), device="cpu", compute_type="float32",
                                                   intra_threads=config.threads)
-        n_mels = 128 if self.whisper.is_multilingual and "large-v3" in str(self.path) else 80
+        pre = self.path / "preprocessor_config.json"  # large-v3 takes 128 mel bands; the others 80
+        n_mels = json.loads(pre.read_text()).get("feature_size", 80) if pre.is_file() else 80
         self.features = WhisperFeatureExtractor(feature_size=n_mels)
         width = self._encode([np.zeros(SAMPLE_RATE // 10, np.float32)]).shape[-1]
         self.proj = nn.Linear(width, dim)
