@@ -27,6 +27,10 @@ def signal(name: str) -> dict:
     return {"name": name, "modality": "signal", "encoder": {"type": "conv1d"}}
 
 
+# UTD-MHAD's Kinect joints are (x, y, z) x 20; joint 3 is the hip centre: positions relative to the body
+CENTERED = {**signal("skeleton"), "options": {"relative_to": [9, 10, 11]}}
+
+
 def text(encoder: dict | None = None, column: str = "text") -> dict:
     return {"name": "text", "column": column, "modality": "text", "encoder": encoder or {"type": "text_bow"}}
 
@@ -50,6 +54,8 @@ DATASETS = {
             "inertial": [signal("inertial")],
             "skeleton": [signal("skeleton")],
             "inertial_skeleton": [signal("inertial"), signal("skeleton")],
+            "skeleton_centered": [CENTERED],
+            "inertial_skeleton_centered": [signal("inertial"), CENTERED],
         },
     },
     "grid-s1": {

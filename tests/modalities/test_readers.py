@@ -138,3 +138,17 @@ def test_infer_modality():
     assert infer_modality(["s.npy"]) == "signal"
     assert infer_modality(["hello there"]) == "text"
     assert infer_modality([[1.0, 2.0]]) == "signal"
+
+
+def test_signal_relative_to_subtracts_the_reference_point_at_every_step(tmp_path):
+    import numpy as np
+
+    from polymodal.errors import BadInput
+    from polymodal.modalities.signal import SignalConfig, SignalModality
+
+    joints = np.arange(2 * 9, dtype=np.float32).reshape(2, 9)  # 2 steps, 3 points of (x, y, z)
+    m = SignalModality(SignalConfig(relative_to=[3, 4, 5]))
+    out = m.decode(joints.tolist(), tmp_path).numpy()
+    assert out.tolist() == [[-3, -3, -3, 0, 0, 0, 3, 3, 3], [-3, -3, -3, 0, 0, 0, 3, 3, 3]]
+    with pytest.raises(BadInput, match="not blocks of 2"):
+        SignalModality(SignalConfig(relative_to=[0, 1])).decode(joints.tolist(), tmp_path)

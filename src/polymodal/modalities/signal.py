@@ -20,6 +20,10 @@ from .corruptions import corruption, drop_span, zero_steps
 class SignalConfig(ModalityConfig):
     max_length: int = Field(2048, ge=1, description="Longer signals keep their first max_length steps.")
     normalize: bool = Field(True, description="Standardise each feature with training mean and std.")
+    relative_to: list[int] | None = Field(None, min_length=1, description="Feature columns of a reference point "
+                                          "(the x, y, z of a skeleton's hip joint) subtracted, at every step, from "
+                                          "each block of that many features: positions relative to the body, not "
+                                          "to where the person stood.")
 
 
 def load_array(value: Any, base_dir: Path) -> np.ndarray:
@@ -78,7 +82,14 @@ class SignalModality(Modality):
             raise BadInput("signal has NaN or infinite values")
         if self.n_features is not None and arr.shape[1] != self.n_features:
             raise BadInput(f"signal has {arr.shape[1]} features, the model expects {self.n_features}")
-        return torch.from_numpy(arr[: self.config.max_length].astype(np.float32).copy())
+        arr = arr[: self.config.max_length].astype(np.float32)
+        ref = self.config.relative_to
+        if ref is not None:
+            if arr.shape[1] % len(ref) or max(ref) >= arr.shape[1]:
+                raise BadInput(f"relative_to {ref}: the signal's {arr.shape[1]} features are not blocks of "
+                               f"{len(ref)} holding those columns")
+            arr = (arr.reshape(len(arr), -1, len(ref)) - arr[:, ref][:, None, :]).reshape(len(arr), -1)
+        return torch.from_numpy(arr.copy())
 
     def placeholder(self) -> Tensor:
         return torch.zeros(1, self.n_features or 1)
