@@ -2,9 +2,11 @@
 and stands in a learnt "missing" embedding for rows without the input."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
@@ -79,6 +81,33 @@ class InputEncoder(nn.Module):
         missing_tokens = self.missing.to(tokens.dtype) * first[:, None].to(tokens.dtype)
         tokens = torch.where(p[..., None], tokens, missing_tokens)
         return Encoded(tokens, mask, pooled, present)
+
+
+class FeatureCache:
+    """What a frozen network gives each distinct value, kept for the process: every value (keyed by a hash of its
+    content) is computed once, then served from here every epoch and in evaluation."""
+
+    def __init__(self) -> None:
+        self.store: dict[bytes, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def clear(self) -> None:
+        self.store.clear()
+
+    @staticmethod
+    def key(value: Tensor | np.ndarray) -> bytes:
+        array = value.detach().cpu().numpy() if isinstance(value, Tensor) else value
+        return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
+
+    def get(self, keys: list[bytes], compute: Callable[[list[int]], Iterable[Any]]) -> list[Any]:
+        """The stored value of each key; `compute(positions)` gives the values of the keys not stored yet."""
+        todo = [i for i, k in enumerate(keys) if k not in self.store]
+        if todo:
+            for i, value in zip(todo, compute(todo)):
+                self.store[keys[i]] = value
+        return [self.store[k] for k in keys]
 
 
 def build_encoder(name: str, config: dict[str, Any], modality: Modality, dim: int) -> Encoder:

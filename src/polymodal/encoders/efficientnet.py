@@ -5,7 +5,6 @@ the module names follow that state dict so its keys load as they are. Frozen (th
 feature grid gives the tokens. A model directory keeps these weights in its own model.safetensors."""
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
 from pathlib import Path
@@ -17,7 +16,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import RecipeError
-from .base import ENCODERS, Encoder, EncoderConfig
+from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # (repeats, kernel, stride, expansion, in, out) of EfficientNet-Lite's seven stages, before depth scaling
@@ -180,7 +179,7 @@ class EfficientNetEncoder(Encoder):
                                                                                       self.backbone._bn1]
             for m in self.trainable:
                 m.requires_grad_(True)
-        self._cache: dict[bytes, Tensor] = {}
+        self._cache = FeatureCache()
 
     @classmethod
     def modality_options(cls, kind: str, options: dict, encoder: dict) -> dict:
@@ -220,10 +219,6 @@ class EfficientNetEncoder(Encoder):
     def _cached_grid(self, data: Tensor) -> Tensor:
         """A frozen backbone gives each image the same features every epoch: compute them once per distinct image
         (keyed by a hash of its pixels) and keep them, in half precision, in memory for this process."""
-        keys = [hashlib.blake2b(row.detach().cpu().numpy().tobytes(), digest_size=16).digest() for row in data]
-        todo = [i for i, k in enumerate(keys) if k not in self._cache]
-        if todo:
-            grids = self._grid(data[todo])
-            for i, g in zip(todo, grids):
-                self._cache[keys[i]] = g.to("cpu", torch.float16)  # half the memory; the projection is in float32
-        return torch.stack([self._cache[k] for k in keys]).to(data.device, data.dtype)
+        grids = self._cache.get([FeatureCache.key(row) for row in data],  # half precision: half the memory
+                                lambda todo: self._grid(data[todo]).to("cpu", torch.float16))
+        return torch.stack(grids).to(data.device, data.dtype)

@@ -2,7 +2,6 @@
 an encoder for text, images or audio, frozen or fine-tuned. Rebuilt from the model directory alone when loaded."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -14,7 +13,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import RecipeError
-from .base import ENCODERS, Encoder, EncoderConfig, masked_mean
+from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, masked_mean
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -77,6 +76,7 @@ class PretrainedEncoder(Encoder):
 
             self.extractor = AutoFeatureExtractor.from_pretrained(source)
             self.sample_rate = modality.config.sample_rate
+        self._cache = FeatureCache()  # frozen text/image: each distinct value's states, computed once
         if config.freeze:
             for p in self.model.parameters():
                 p.requires_grad_(False)
@@ -121,25 +121,20 @@ class PretrainedEncoder(Encoder):
     def _cached(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Frozen weights give a value the same states every epoch: compute them once per distinct value (keyed by
         a hash of its token ids or pixels) and keep them in half precision, in memory, for this process."""
-        if not hasattr(self, "_cache"):
-            self._cache: dict[bytes, tuple[Tensor, Tensor | None]] = {}
-        keys = []
-        for i in range(len(data)):  # text: the real tokens only (a batch pads to its own longest value)
-            value = data[i][mask[i]] if self.kind == "text" and mask is not None else data[i]
-            keys.append(hashlib.blake2b(value.detach().cpu().numpy().tobytes(), digest_size=16).digest())
-        todo = [i for i, k in enumerate(keys) if k not in self._cache]
-        if todo:
+        text = self.kind == "text" and mask is not None  # text: the real tokens only (a batch pads to its longest)
+        keys = [FeatureCache.key(data[i][mask[i]] if text else data[i]) for i in range(len(data))]
+
+        def run(todo: list[int]) -> list[tuple[Tensor, Tensor | None]]:
             hidden, pooler = self._run(data[todo], None if mask is None else mask[todo])
-            for j, i in enumerate(todo):
-                length = int(mask[i].sum()) if self.kind == "text" and mask is not None else hidden.shape[1]
-                self._cache[keys[i]] = (hidden[j, :length].to("cpu", torch.float16),
-                                        None if pooler is None else pooler[j].to("cpu", torch.float16))
-        width = data.shape[1] if self.kind == "text" else self._cache[keys[0]][0].shape[0]
-        hidden = torch.zeros(len(keys), width, self._cache[keys[0]][0].shape[-1])
-        for i, k in enumerate(keys):
-            h = self._cache[k][0]
+            return [(hidden[j, :int(mask[i].sum()) if text else hidden.shape[1]].to("cpu", torch.float16),
+                     None if pooler is None else pooler[j].to("cpu", torch.float16)) for j, i in enumerate(todo)]
+
+        cached = self._cache.get(keys, run)
+        width = data.shape[1] if self.kind == "text" else cached[0][0].shape[0]
+        hidden = torch.zeros(len(keys), width, cached[0][0].shape[-1])
+        for i, (h, _) in enumerate(cached):
             hidden[i, :h.shape[0]] = h.float()
-        poolers = [self._cache[k][1] for k in keys]
+        poolers = [p for _, p in cached]
         pooler = None if any(p is None for p in poolers) else torch.stack(poolers).float()
         device = data.device
         return hidden.to(device), None if pooler is None else pooler.to(device)

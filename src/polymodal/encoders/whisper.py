@@ -5,7 +5,6 @@ frames that cover the clip (one per 20 ms) are the tokens, projected to the mode
 once per distinct clip and cached; the model directory keeps its own copy of the Whisper files."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +16,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import RecipeError
-from .base import ENCODERS, Encoder, EncoderConfig, masked_mean
+from ..modalities.audio import pad_sequences
+from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, masked_mean
 
 SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.02  # one encoder frame per 20 ms (two 10 ms mel hops)
@@ -65,7 +65,7 @@ class WhisperEncoder(Encoder):
         self.features = WhisperFeatureExtractor(feature_size=n_mels)
         width = self._encode([np.zeros(SAMPLE_RATE // 10, np.float32)]).shape[-1]
         self.proj = nn.Linear(width, dim)
-        self._cache: dict[bytes, Tensor] = {}
+        self._cache = FeatureCache()
 
     @classmethod
     def modality_options(cls, kind: str, options: dict, encoder: dict) -> dict:
@@ -86,20 +86,13 @@ class WhisperEncoder(Encoder):
     def _states(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         lengths = mask.sum(1).tolist() if mask is not None else [data.shape[1]] * data.shape[0]
         waves = [data[i, :n, 0].detach().cpu().numpy().astype(np.float32) for i, n in enumerate(lengths)]
-        keys = [hashlib.blake2b(w.tobytes(), digest_size=16).digest() for w in waves]
-        todo = [i for i, k in enumerate(keys) if k not in self._cache]
-        if todo:
+        def encode(todo: list[int]) -> list[Tensor]:  # the encoder frames that cover each clip (one per 20 ms)
             states = self._encode([waves[i] for i in todo])
-            for j, i in enumerate(todo):
-                frames = max(1, int(np.ceil(len(waves[i]) / SAMPLE_RATE / FRAME_SECONDS)))
-                self._cache[keys[i]] = torch.from_numpy(states[j, :frames]).to(torch.float16)
-        longest = max(len(self._cache[k]) for k in keys)
-        out = torch.zeros(len(keys), longest, self._cache[keys[0]].shape[-1])
-        frame_mask = torch.zeros(len(keys), longest, dtype=torch.bool)
-        for i, k in enumerate(keys):
-            s = self._cache[k]
-            out[i, :len(s)] = s.float()
-            frame_mask[i, :len(s)] = True
+            return [torch.from_numpy(states[j, :max(1, int(np.ceil(len(waves[i]) / SAMPLE_RATE / FRAME_SECONDS)))])
+                    .to(torch.float16) for j, i in enumerate(todo)]
+
+        cached = self._cache.get([FeatureCache.key(w) for w in waves], encode)
+        out, frame_mask = pad_sequences([s.float() for s in cached], (0.0, 1.0))
         return out.to(data.device), frame_mask.to(data.device)
 
     def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
