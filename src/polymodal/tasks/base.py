@@ -69,7 +69,7 @@ class Task:
 
     def training_plan(self, cfg: Any, inputs: int) -> TrainingPlan:
         """How the training loop runs for this task, from the recipe's `training` section and the input count."""
-        return TrainingPlan(early_stopping=True)
+        return TrainingPlan()
 
     # -- targets -----------------------------------------------------------------------------------------------------
     def fit(self, targets: list[Any]) -> None:
