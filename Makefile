@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 	# the CPU build of torch first, so nothing later pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[all,dev]'
-	command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+	# Debian packages the tests use: espeak-ng (speech) and chromium (the web page test, driven by Playwright)
+	command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq espeak-ng chromium >/dev/null; }
 	touch $(STAMP)
 
 test: install

@@ -64,6 +64,11 @@ class Modality:
         tensor, a waveform, a string); raise BadInput with the reason."""
         raise NotImplementedError
 
+    def opened_path(self, value: Any, base_dir: Path) -> Path | None:
+        """The file `decode` would open for this value (None: the value is the data itself). A server checks it
+        against its allowed roots before anything is read."""
+        return resolve(value, base_dir) if isinstance(value, (str, Path)) else None
+
     def features(self, raw: Any) -> Any:
         """Decoded value -> the item the collate step batches (log-mel for audio; the value itself elsewhere)."""
         return raw

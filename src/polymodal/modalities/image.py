@@ -30,7 +30,11 @@ def to_pil(value: Any, base_dir: Path) -> Image.Image:
         if isinstance(value, Image.Image):
             return value
         if isinstance(value, (bytes, bytearray)):
-            img = Image.open(io.BytesIO(value))
+            try:
+                img = Image.open(io.BytesIO(value))
+            except UnidentifiedImageError:
+                raise BadInput(f"cannot read image bytes: not an image format PIL knows ({len(value)} bytes)") \
+                    from None
         elif isinstance(value, (str, Path)):
             path = resolve(value, base_dir)
             if not path.is_file():
@@ -49,6 +53,8 @@ def to_pil(value: Any, base_dir: Path) -> Image.Image:
             raise BadInput(f"expected an image path, bytes or array, got {type(value).__name__}")
         img.load()
         return img
+    except Image.DecompressionBombError as e:
+        raise BadInput(f"image too large: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError, TypeError) as e:
         raise BadInput(f"cannot read image: {e}") from None
 

@@ -2,6 +2,7 @@
 lists; normalised per feature with statistics learnt from the training set."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ def load_array(value: Any, base_dir: Path) -> np.ndarray:
         except (ValueError, OSError) as e:
             raise BadInput(f"cannot read signal file {path}: {e}") from None
         raise BadInput(f"unsupported signal file type '{path.suffix}' (use .npy or .csv): {path}")
+    if isinstance(value, (bytes, bytearray)):  # the content of a .npy file
+        try:
+            return np.load(io.BytesIO(value), allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise BadInput(f"cannot read signal bytes (expected a .npy file's content): {e}") from None
     try:
         return np.asarray(value, dtype=np.float32)
     except (ValueError, TypeError) as e:

@@ -35,6 +35,9 @@ class NumberModality(Modality):
     def key(self, value: Any, base_dir: Path) -> Hashable | None:
         return ("number", str(value))
 
+    def opened_path(self, value: Any, base_dir: Path) -> Path | None:
+        return None  # a number is never a file
+
     def decode(self, value: Any, base_dir: Path) -> float:
         try:
             v = float(value)
@@ -93,6 +96,9 @@ class CategoryModality(Modality):
 
     def key(self, value: Any, base_dir: Path) -> Hashable | None:
         return ("category", str(value))
+
+    def opened_path(self, value: Any, base_dir: Path) -> Path | None:
+        return None  # a category is never a file
 
     def decode(self, value: Any, base_dir: Path) -> str:
         if isinstance(value, (dict, list)):

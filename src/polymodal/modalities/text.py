@@ -42,11 +42,17 @@ class TextModality(Modality):
     def key(self, value: Any, base_dir: Path) -> Hashable | None:
         return ("text", value) if isinstance(value, str) else None
 
+    def opened_path(self, value: Any, base_dir: Path) -> Path | None:
+        """A string ending in .txt (one line) names a text file; other strings are the text."""
+        if isinstance(value, str) and value.endswith(".txt") and "\n" not in value:
+            return resolve(value, base_dir)
+        return None
+
     def decode(self, value: Any, base_dir: Path) -> str:
         if isinstance(value, bytes):
             value = value.decode("utf-8", errors="replace")
-        if isinstance(value, str) and value.endswith(".txt") and "\n" not in value:
-            path = resolve(value, base_dir)
+        path = self.opened_path(value, base_dir)
+        if path is not None:
             if path.is_file():
                 try:
                     return path.read_text(encoding="utf-8", errors="replace")

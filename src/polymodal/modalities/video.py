@@ -1,6 +1,7 @@
 """Video: mp4/webm/avi/mkv via PyAV (or a .npy array of frames); N frames sampled uniformly, each resized."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,10 +54,12 @@ class VideoModality(Modality):
             if not path.is_file():
                 raise BadInput(f"video file not found: {path}")
             frames = self._read_npy(np.load(path, allow_pickle=False)) if path.suffix == ".npy" else self._decode(path)
+        elif isinstance(value, (bytes, bytearray)):
+            frames = self._decode(io.BytesIO(value), "video bytes")
         elif isinstance(value, (np.ndarray, list)):
             frames = self._read_npy(np.asarray(value))
         else:
-            raise BadInput(f"expected a video path or an array of frames, got {type(value).__name__}")
+            raise BadInput(f"expected a video path, bytes or an array of frames, got {type(value).__name__}")
         if not frames:
             raise BadInput("video has no frames")
         if self.config.frames == "all":
@@ -77,18 +80,19 @@ class VideoModality(Modality):
             arr = np.clip(arr * (255.0 if arr.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
         return [self._frame(Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f)) for f in arr]
 
-    def _decode(self, path: Path) -> list[np.ndarray]:
+    def _decode(self, source: Path | io.BytesIO, what: str | None = None) -> list[np.ndarray]:
         import av
 
+        what = what or f"video file {source}"
         try:
-            with av.open(str(path)) as container:
+            with av.open(source if isinstance(source, io.BytesIO) else str(source)) as container:
                 if not container.streams.video:
-                    raise BadInput(f"no video stream in {path}")
+                    raise BadInput(f"no video stream in {what}")
                 return [self._frame(f.to_image()) for f in container.decode(video=0)]
         except BadInput:
             raise
         except Exception as e:  # noqa: BLE001 - PyAV raises many error types
-            raise BadInput(f"cannot decode video file {path}: {e}") from None
+            raise BadInput(f"cannot decode {what}: {e}") from None
 
     def placeholder(self) -> Tensor:
         c = self.config
