@@ -1,0 +1,126 @@
+"""The web page in a real browser: `polymodal serve` runs as a separate process on loopback, Debian's chromium
+(headless, driven by Playwright) opens the page, uploads an image and a wav, and reads the prediction, the class
+probabilities, the input shares and the attribution images off the page."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import polymodal as pm
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by `make install`")
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(av_model, tmp_path_factory):
+    """`polymodal serve MODEL --api-key` in its own process; yields (url, key); the log is shown on failure."""
+    port, key = free_port(), "page-test-key"
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    cmd = [sys.executable, "-m", "polymodal", "serve", str(av_model), "--port", str(port), "--api-key", key,
+           "--max-wait-ms", "2"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the server exited: {log.read_text()}") from None
+                time.sleep(0.2)
+        else:
+            raise RuntimeError(f"the server did not become ready: {log.read_text()}")
+        yield url, key
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def test_upload_predict_and_explain_in_the_browser(server, page, av_model, av_dir):
+    url, key = server
+    page.goto(url + "/")
+    page.wait_for_selector("#auth:not([hidden])")  # the server wants a key: the page asks for it
+    assert "API key" in page.inner_text("#error")
+    page.fill("#key", key)
+    page.dispatch_event("#key", "change")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.inner_text("#model option") == "avdigits (classification)"
+    assert page.locator("#in-image").get_attribute("type") == "file"
+    page.set_input_files("#in-image", str(av_dir / "img1_2.png"))
+    page.set_input_files("#in-audio", str(av_dir / "tone1_2.wav"))
+    page.check("#explain")
+    page.click("#run")
+    page.wait_for_selector("body[data-done]", timeout=60_000)
+    assert page.get_attribute("body", "data-done") == "1", page.inner_text("#error")
+    expected = pm.load(av_model).predict({"image": str(av_dir / "img1_2.png"), "audio": str(av_dir / "tone1_2.wav")})
+    assert page.inner_text("#prediction") == expected["label"] == "triangle"
+    bars = page.locator("#probabilities .bar span").all_inner_texts()
+    shown = {t.split(": ")[0]: float(t.split(": ")[1]) for t in bars}
+    assert shown == {c: pytest.approx(p, abs=5e-4) for c, p in expected["probabilities"].items()}
+    shares = page.locator("#shares .bar span").all_inner_texts()
+    assert sorted(t.split(":")[0] for t in shares) == ["audio", "image"]
+    titles = page.locator("#images img").evaluate_all("els => els.map(e => e.title)")
+    assert {"attr_image", "attr_audio"} <= set(titles)
+    widths = page.locator("#images img").evaluate_all("els => els.map(e => e.naturalWidth)")
+    assert all(w > 0 for w in widths)  # the PNGs decoded in the browser
+
+
+def test_the_page_shows_a_bad_upload_as_an_error(server, page, tmp_path):
+    url, key = server
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    page.goto(url + "/")
+    page.wait_for_selector("#auth:not([hidden])")
+    page.fill("#key", key)
+    page.dispatch_event("#key", "change")
+    page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#in-image", str(bad))
+    page.click("#run")
+    page.wait_for_selector("body[data-done='error']", timeout=30_000)
+    error = page.inner_text("#error")
+    assert error.startswith("422: ") and "column 'image'" in error and "cannot read image bytes" in error
+
+
+def test_server_process_answers_http(server, av_dir):
+    """The same process, called as another program would: multipart without and with the key."""
+    import httpx
+
+    url, key = server
+    files = {"audio": ("t.wav", (av_dir / "tone1_0.wav").read_bytes(), "audio/wav")}
+    assert httpx.post(url + "/v1/predict", files=files).status_code == 401
+    r = httpx.post(url + "/v1/predict", files=files, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "circle"
