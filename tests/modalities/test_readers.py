@@ -152,3 +152,61 @@ def test_signal_relative_to_subtracts_the_reference_point_at_every_step(tmp_path
     assert out.tolist() == [[-3, -3, -3, 0, 0, 0, 3, 3, 3], [-3, -3, -3, 0, 0, 0, 3, 3, 3]]
     with pytest.raises(BadInput, match="not blocks of 2"):
         SignalModality(SignalConfig(relative_to=[0, 1])).decode(joints.tolist(), tmp_path)
+
+
+@pytest.mark.parametrize("rate,mels,n", [(8000, 40, 100), (8000, 40, 12345), (16000, 80, 5000)])
+def test_logmel_equals_transformers_spectrogram(rate, mels, n):
+    """The batched-FFT log-mel gives transformers' per-frame `spectrogram` numbers (float32 rounding apart)."""
+    from transformers.audio_utils import spectrogram, window_function
+
+    from polymodal.modalities.audio import AudioConfig, AudioModality
+
+    m = AudioModality(AudioConfig(sample_rate=rate, n_mels=mels))
+    wave = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.3
+    ours = m.logmel(wave)
+    frame, hop = rate * 25 // 1000, rate * 10 // 1000
+    n_fft = 1 << (frame - 1).bit_length()
+    padded = wave if wave.size >= n_fft else np.pad(wave, (0, n_fft - wave.size))
+    theirs = spectrogram(padded, window_function(frame, "hann", frame_length=n_fft), frame_length=n_fft,
+                         hop_length=hop, power=2.0, mel_filters=m._mel, log_mel="log10").T
+    assert ours.shape == theirs.shape and ours.dtype == np.float32
+    assert np.abs(ours - theirs).max() < 1e-5
+
+
+def test_video_and_signal_values_as_bytes(tmp_path):
+    """What a server receives: a video file's content, a .npy file's content."""
+    import io
+
+    from polymodal.modalities.signal import SignalConfig, SignalModality
+    from polymodal.modalities.video import VideoConfig, VideoModality
+
+    video = VideoModality(VideoConfig(n_frames=4, size=16))
+    path = write_video(tmp_path / "v.mp4", "red")
+    assert torch.equal(video.decode(path.read_bytes(), tmp_path), video.decode(str(path), tmp_path))
+    with pytest.raises(BadInput, match="cannot decode video bytes"):
+        video.decode(b"junk", tmp_path)
+    buf = io.BytesIO()
+    np.save(buf, np.arange(12, dtype=np.float32).reshape(6, 2))
+    signal = SignalModality(SignalConfig())
+    assert signal.decode(buf.getvalue(), tmp_path).tolist() == np.arange(12).reshape(6, 2).tolist()
+    with pytest.raises(BadInput, match="cannot read signal bytes"):
+        signal.decode(b"junk", tmp_path)
+
+
+def test_an_image_bomb_is_a_bad_input(tmp_path):
+    """A PNG whose header claims 10^10 pixels: refused with a message, never decoded."""
+    import struct
+    import zlib
+
+    from polymodal.modalities.image import to_pil
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    with pytest.raises(BadInput, match="image too large"):
+        to_pil(png, tmp_path)
+    (tmp_path / "bomb.png").write_bytes(png)
+    with pytest.raises(BadInput, match="image too large"):
+        to_pil("bomb.png", tmp_path)

@@ -123,7 +123,9 @@ class AudioModality(Modality):
         return torch.from_numpy(self.logmel(wave))  # [T, n_mels]
 
     def logmel(self, wave: np.ndarray) -> np.ndarray:
-        from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+        """log10 mel power spectrogram [T, n_mels]: Hann-windowed frames (centred, reflect-padded), one batched FFT.
+        The same numbers as transformers' `spectrogram` (which loops over frames in Python), several times faster."""
+        from transformers.audio_utils import mel_filter_bank, window_function
 
         c = self.config
         frame = int(c.sample_rate * c.frame_ms / 1000)
@@ -132,11 +134,14 @@ class AudioModality(Modality):
         if self._mel is None:
             self._mel = mel_filter_bank(n_fft // 2 + 1, c.n_mels, 20.0, c.sample_rate / 2, c.sample_rate, norm="slaney",
                                         mel_scale="slaney")
+            self._window = window_function(frame, "hann", frame_length=n_fft)
         if wave.size < n_fft:
             wave = np.pad(wave, (0, n_fft - wave.size))
-        spec = spectrogram(wave, window_function(frame, "hann", frame_length=n_fft), frame_length=n_fft,
-                           hop_length=hop, power=2.0, mel_filters=self._mel, log_mel="log10")
-        return spec.T.astype(np.float32)  # [T, n_mels]
+        padded = np.pad(wave, n_fft // 2, mode="reflect")
+        frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+        spec = np.abs(np.fft.rfft((frames * self._window).astype(np.float32), axis=-1)) ** 2
+        mel = np.maximum(1e-10, spec @ self._mel)
+        return np.log10(mel).astype(np.float32)  # [T, n_mels]
 
     def placeholder(self) -> Tensor:
         if self.config.features == "waveform":  # 100 ms of silence: long enough for any front-end's receptive field
