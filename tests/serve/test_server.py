@@ -200,6 +200,30 @@ def test_concurrent_requests_share_a_batch():
     assert sizes == [1, 1, 1, 1]
 
 
+def test_the_wait_applies_under_load_only():
+    """Idle: a lone request runs at once. Busy (the last batch held several requests): a batch waits up to
+    max_wait_ms, so a request arriving 20 ms later joins it."""
+    sizes: list[int] = []
+
+    async def go():
+        batcher = MicroBatcher(lambda rows: rows, ThreadPoolExecutor(1), 32, 200, on_batch=sizes.append)
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        await batcher.submit([{}])
+        alone = loop.time() - t
+        await asyncio.gather(batcher.submit([{}]), batcher.submit([{}]))  # a batch of two: busy
+
+        async def late():
+            await asyncio.sleep(0.02)
+            return await batcher.submit([{}])
+
+        await asyncio.gather(batcher.submit([{}]), late())
+        return alone
+
+    alone = asyncio.run(go())
+    assert alone < 0.1 and sizes == [1, 2, 2]
+
+
 def test_a_bad_request_fails_alone():
     sizes, results = _batches(32, 50, [[{"x": 0}], [{"x": 1, "bad": True}], [{"x": 2}, {"x": 3}]])
     assert results[0] == [{"echo": 0}] and results[2] == [{"echo": 2}, {"echo": 3}]

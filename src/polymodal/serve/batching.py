@@ -1,6 +1,8 @@
-"""Micro-batching: concurrent requests to one model are gathered (up to `max_batch` rows, waiting at most
-`max_wait_ms` after the first) and run as one batch on the model's worker thread. A request whose rows cannot be
-read fails alone: the batch is re-run request by request to find it."""
+"""Micro-batching: concurrent requests to one model are gathered (up to `max_batch` rows) and run as one batch on
+the model's worker thread. Requests that arrived while the previous batch ran are always taken; the batch then waits
+up to `max_wait_ms` for more only while the server is under load (the previous batch held several requests), so an
+idle server answers a lone request at once. A request whose rows cannot be read fails alone: the batch is re-run
+request by request to find it."""
 from __future__ import annotations
 
 import asyncio
@@ -22,6 +24,7 @@ class MicroBatcher:
         self.max_batch, self.max_wait, self.max_queue = max_batch, max(0.0, max_wait_ms) / 1000.0, max_queue
         self.on_batch = on_batch
         self.pending = 0  # rows queued or running
+        self._busy = False  # the last batch gathered more than one request
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
 
@@ -49,7 +52,7 @@ class MicroBatcher:
         while True:
             first = await self._queue.get()
             batch, n = [first], len(first[0])
-            deadline = loop.time() + self.max_wait
+            deadline = loop.time() + (self.max_wait if self._busy else 0.0)
             while n < self.max_batch:
                 try:
                     item = self._queue.get_nowait()
@@ -63,6 +66,7 @@ class MicroBatcher:
                         break
                 batch.append(item)
                 n += len(item[0])
+            self._busy = len(batch) > 1
             try:
                 await self._serve(batch)
             finally:
