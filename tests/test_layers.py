@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"tasks"},
     {"config"},
     {"model", "storage"},
-    {"training", "evaluation", "explain", "retrieval", "serve", "generation"},
+    {"training", "evaluation", "explain", "retrieval", "serve", "generation", "export"},
     {"api"},
     {"demo"},  # a program written with the API
     {"cli", "__main__"},

@@ -102,6 +102,13 @@ class Model:
             return explain_global(self.parts, read, None if out is None else Path(out))
         return explain_row(self.parts, read, 0 if isinstance(data, dict) else index, None if out is None else Path(out))
 
+    def export(self, out: str | Path, format: str = "torch", data: Any = None, inputs: list[str] | None = None) -> dict:
+        """Export the network (torch.export `.pt2`, or ONNX) into `out` with export.json; `data` (a table) gives the
+        example rows the parity and latency are measured on (default: placeholder values). Returns the report."""
+        from .export import export_model
+
+        return export_model(self.parts, out, format, data, inputs)  # type: ignore[arg-type]
+
     def save(self, directory: str | Path) -> Path:
         self.directory = save_parts(self.parts, directory, self.metrics)
         return self.directory

@@ -1,4 +1,5 @@
-"""`polymodal serve`: the HTTP API and web page over one or more model directories (and search indexes)."""
+"""Deployment: `polymodal serve` (the HTTP API and web page over model directories and search indexes) and
+`polymodal export` (torch.export or ONNX, with parity and latency)."""
 from __future__ import annotations
 
 import os
@@ -63,3 +64,33 @@ def serve(
                f"(web page at /, API docs at /docs{', key required' if api_key else ''})", err=True)
     uvicorn.run(application, host=host, port=port, log_level=os.environ.get("POLYMODAL_LOG_LEVEL", "warning"),
                 access_log=False)
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="Model directory (classification, multilabel, regression, contrastive)."),
+    fmt: str = typer.Option("torch", "--format", "-f", help="torch (torch.export, model.pt2) or onnx (model.onnx)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default: MODEL/export-FORMAT)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Table whose first rows are the example inputs "
+                                       "(parity and latency are measured on them; default: placeholder values)."),
+    inputs: Optional[str] = typer.Option(None, "--inputs", help="Comma-separated inputs the exported graph takes "
+                                         "(default: all the model encodes)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Export the network for deployment: parity against the eager model and latency are checked and printed."""
+    import json
+
+    from ..api import load
+
+    if not (model / "config.json").is_file():
+        raise PolymodalError(f"{model} is not a model directory (no config.json)")
+    target = out or model / f"export-{fmt}"
+    report = load(model).export(target, fmt, data, inputs.split(",") if inputs else None)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    diff = report.get("max_abs_diff")
+    typer.echo(f"exported {model} as {fmt} to {target / report['file']}: inputs "
+               f"{', '.join(i['name'] + str(i['shape']) for i in report['inputs'])}; max |difference| from the eager "
+               f"model {'not checked' if diff is None else f'{diff:.2e}'}; latency per batch of {report['rows']} (ms) "
+               f"{json.dumps(report['latency_ms'])}", err=True)
