@@ -1,0 +1,1 @@
+"""Data generators made by the project (test and benchmark sets that no one else ships)."""
