@@ -18,7 +18,9 @@ import polymodal as pm
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is installed by `make install`")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--disable-quic"]
+                "--disable-sync", "--no-first-run", "--disable-quic",
+                # a fake microphone (a beeping tone) and no permission prompt, for the recording test
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 
 def free_port() -> int:
@@ -113,6 +115,28 @@ def test_the_page_shows_a_bad_upload_as_an_error(server, page, tmp_path):
     page.wait_for_selector("body[data-done='error']", timeout=30_000)
     error = page.inner_text("#error")
     assert error.startswith("422: ") and "column 'image'" in error and "cannot read image bytes" in error
+
+
+def test_microphone_recording_is_sent_as_wav(server, page):
+    """Record from the (fake) microphone, send it: the page encodes a WAV the server reads and predicts from."""
+    url, key = server
+    page.goto(url + "/")
+    page.wait_for_selector("#auth:not([hidden])")
+    page.fill("#key", key)
+    page.dispatch_event("#key", "change")
+    page.wait_for_selector("body[data-ready='1']")
+    record = page.locator("#controls button", has_text="record")
+    record.click()
+    page.wait_for_selector("#controls button:has-text('stop')")
+    page.wait_for_timeout(800)
+    page.locator("#controls button", has_text="stop").click()
+    page.wait_for_selector("#controls button:has-text('kept')", timeout=10_000)
+    seconds = float(page.inner_text("#controls button:has-text('kept')").split("(")[1].split(" s")[0])
+    assert 0.3 <= seconds <= 5.0
+    page.click("#run")
+    page.wait_for_selector("body[data-done]", timeout=30_000)
+    assert page.get_attribute("body", "data-done") == "1", page.inner_text("#error")
+    assert page.inner_text("#prediction") in ("circle", "square", "triangle")
 
 
 def test_server_process_answers_http(server, av_dir):
