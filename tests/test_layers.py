@@ -14,7 +14,7 @@ PACKAGE = Path(polymodal.__file__).parent
 
 # lowest first; a unit may import units of its own layer or below, never above
 LAYERS: list[set[str]] = [
-    {"errors", "registry", "types", "render"},
+    {"errors", "registry", "types", "render", "datasets"},  # datasets: generators that need no other unit
     {"modalities"},
     {"data"},
     {"encoders"},

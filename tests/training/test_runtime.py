@@ -19,7 +19,10 @@ def test_freed_memory_is_reused_without_page_faults():
     assert keep_freed_memory() and keep_freed_memory()  # applies once, then reports it
     for _ in range(2):  # warm: the heap grows to hold one 16 MiB tensor
         torch.ones(4 << 20).sum()
-    before = _faults()
-    for _ in range(5):  # each allocation reuses the freed block: no fresh pages (4,096 faults each otherwise)
-        torch.ones(4 << 20).sum()
-    assert _faults() - before < 1000
+    rounds = []
+    for _ in range(3):  # best of three: another thread of the process may fault pages in meanwhile
+        before = _faults()
+        for _ in range(5):  # each allocation reuses the freed block: no fresh pages (4,096 faults each otherwise)
+            torch.ones(4 << 20).sum()
+        rounds.append(_faults() - before)
+    assert min(rounds) < 1000, rounds
