@@ -1,10 +1,13 @@
-"""Load on `polymodal serve` over loopback: an avdigits model (image + audio) served in its own process, driven by an
-asyncio client (httpx, keep-alive) that uploads one test row's PNG and WAV per request (multipart), so decoding is
-in every measured request. For 1, 8, 32 and 64 concurrent clients, with micro-batching on (--max-batch 32) and off
-(--max-batch 1): p50/p95/p99 latency, throughput, failures, and the server's RSS over the run. Then schemathesis
-over the whole OpenAPI schema (0 server errors is the goal).
+"""Load on `polymodal serve` over loopback: an avdigits model (image + audio) served in its own process; every
+request uploads one test row's PNG and WAV (multipart, 64 different rows in turn), so decoding is in every measured
+request. For 1, 8, 32 and 64 concurrent connections, with micro-batching on (--max-batch 32) and off
+(--max-batch 1): p50/p95/p99 latency, throughput, failures, and the server's RSS. The load comes from `wrk` (C, one
+thread: `apt-get install wrk`) when installed, else from an asyncio client (httpx, keep-alive), which on 2 cores
+takes much of the CPU the server needs (it measured 2.5x where wrk measures 6x for batching on vs off). The 60 s
+run at 64 clients (failures, memory over time) uses the asyncio client. Then schemathesis over the whole OpenAPI
+schema (0 server errors is the goal).
 
-    .venv/bin/python benchmarks/serve_load.py [--model DIR] [--seconds 20] [--long 60] [--out DIR]
+    .venv/bin/python benchmarks/serve_load.py [--model DIR] [--seconds 20] [--long 60] [--client wrk|httpx]
 
 Without --model, trains the quick form's default on ../shared/data/avdigits (2 epochs; accuracy printed, not the
 point). Prints markdown tables and writes results.json under --out.
@@ -16,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -125,6 +129,65 @@ async def drive(server: Server, clients: int, seconds: float, files: list[dict])
             "rss_mb_max": round(max(rss), 1) if rss else None}
 
 
+WRK_SCRIPT = """
+local bodies = {}
+for i = 0, %(n)d - 1 do
+  local f = io.open("%(dir)s/body" .. i .. ".bin", "rb"); bodies[#bodies + 1] = f:read("*a"); f:close()
+end
+local k = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "multipart/form-data; boundary=%(boundary)s"
+wrk.headers["Authorization"] = "Bearer %(key)s"
+request = function()
+  k = k %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[k])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%.3f %%.3f %%.3f\\n", summary.requests,
+    e.connect + e.read + e.write + e.timeout, e.status, summary.duration,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def wrk_script(files: list[dict], key: str, directory: Path) -> Path:
+    """The multipart bodies on disk and a wrk Lua script that sends them in turn and prints its percentiles."""
+    boundary = "polymodalbench"
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, fields in enumerate(files):
+        body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{fn}"\r\n'
+                        f"Content-Type: {kind}\r\n\r\n".encode() + data + b"\r\n"
+                        for name, (fn, data, kind) in fields.items()) + f"--{boundary}--\r\n".encode()
+        (directory / f"body{i}.bin").write_bytes(body)
+    script = directory / "post.lua"
+    script.write_text(WRK_SCRIPT % {"n": len(files), "dir": directory, "boundary": boundary, "key": key})
+    return script
+
+
+def drive_wrk(server: Server, clients: int, seconds: float, script: Path) -> dict:
+    import psutil
+
+    proc = subprocess.Popen(["wrk", "-t1", f"-c{clients}", f"-d{int(seconds)}s", "--timeout", "30s", "-s",
+                             str(script), server.url + "/v1/predict"], stdout=subprocess.PIPE, text=True)
+    rss = []
+    while proc.poll() is None:
+        rss.append(psutil.Process(server.proc.pid).memory_info().rss / 2**20)
+        time.sleep(1.0)
+    out = proc.stdout.read()
+    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result: {out}")
+    n, socket_errors, status_errors, micros, p50, p95, p99 = line.split()[1:]
+    ok = int(n) - int(status_errors)
+    return {"clients": clients, "requests": ok, "failed": int(socket_errors) + int(status_errors),
+            "failures": {"socket": int(socket_errors), "status": int(status_errors)},
+            "throughput_rps": round(ok / (int(micros) / 1e6), 1), "p50_ms": round(float(p50), 1),
+            "p95_ms": round(float(p95), 1), "p99_ms": round(float(p99), 1),
+            "rss_mb_first": round(rss[0], 1) if rss else None, "rss_mb_last": round(rss[-1], 1) if rss else None,
+            "rss_mb_max": round(max(rss), 1) if rss else None, "client": "wrk"}
+
+
 def fuzz(server: Server, seconds: int) -> dict:
     """schemathesis over the served OpenAPI schema: the not_a_server_error check on every operation."""
     cmd = [str(Path(sys.executable).with_name("schemathesis")), "run", server.url + "/openapi.json",
@@ -144,16 +207,19 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32,64")
     ap.add_argument("--fuzz-seconds", type=int, default=120)
     ap.add_argument("--out", type=Path, default=Path("runs/serve_load"))
+    ap.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     model = args.model or train(args.out / "avdigits_model")
     files = payloads()
-    results: dict = {"model": str(model), "cpus": os.cpu_count(), "runs": []}
+    results: dict = {"model": str(model), "cpus": os.cpu_count(), "client": args.client, "runs": []}
     for batching, max_batch in (("on", 32), ("off", 1)):
         server = Server(model, max_batch)
         try:
+            script = wrk_script(files, server.key, args.out / "wrk")
             for c in [int(x) for x in args.clients.split(",")]:
-                r = asyncio.run(drive(server, c, args.seconds, files))
+                r = drive_wrk(server, c, args.seconds, script) if args.client == "wrk" else \
+                    asyncio.run(drive(server, c, args.seconds, files))
                 r["batching"] = batching
                 results["runs"].append(r)
                 print(json.dumps(r), flush=True)
