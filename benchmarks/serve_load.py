@@ -188,13 +188,13 @@ def drive_wrk(server: Server, clients: int, seconds: float, script: Path) -> dic
             "rss_mb_max": round(max(rss), 1) if rss else None, "client": "wrk"}
 
 
-def fuzz(server: Server, seconds: int) -> dict:
+def fuzz(server: Server, seconds: int, cwd: Path) -> dict:
     """schemathesis over the served OpenAPI schema: the not_a_server_error check on every operation."""
     cmd = [str(Path(sys.executable).with_name("schemathesis")), "run", server.url + "/openapi.json",
            "--checks", "not_a_server_error", "--max-time", str(seconds), "--workers", "1",
            "-H", f"Authorization: Bearer {server.key}", "--suppress-health-check", "all"]
     t = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)  # its cache lands in --out
     tail = proc.stdout[-3000:]
     return {"exit_code": proc.returncode, "seconds": round(time.time() - t), "summary": tail}
 
@@ -228,7 +228,7 @@ def main() -> None:
                 long["batching"] = "on"
                 results["long"] = long
                 print("long:", json.dumps(long), flush=True)
-                results["fuzz"] = fuzz(server, args.fuzz_seconds)
+                results["fuzz"] = fuzz(server, args.fuzz_seconds, args.out)
                 print("fuzz exit", results["fuzz"]["exit_code"], results["fuzz"]["summary"][-1500:], flush=True)
         finally:
             server.close()
