@@ -206,6 +206,7 @@ def main() -> None:
     ap.add_argument("--long", type=float, default=60.0, help="the 64-client memory run (batching on)")
     ap.add_argument("--clients", default="1,8,32,64")
     ap.add_argument("--fuzz-seconds", type=int, default=120)
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds of load before measuring (wrk)")
     ap.add_argument("--out", type=Path, default=Path("runs/serve_load"))
     ap.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx")
     args = ap.parse_args()
@@ -217,6 +218,8 @@ def main() -> None:
         server = Server(model, max_batch)
         try:
             script = wrk_script(files, server.key, args.out / "wrk")
+            if args.client == "wrk":  # steady state: batch shapes seen, allocator and kernel caches warm
+                drive_wrk(server, 32, args.warmup, script)
             for c in [int(x) for x in args.clients.split(",")]:
                 r = drive_wrk(server, c, args.seconds, script) if args.client == "wrk" else \
                     asyncio.run(drive(server, c, args.seconds, files))

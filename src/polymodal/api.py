@@ -17,6 +17,7 @@ class Model:
 
     def __init__(self, parts: Parts, directory: Path | None = None, metrics: dict | None = None) -> None:
         self.parts, self.directory, self.metrics = parts, directory, metrics or {}
+        self.allow_roots: list[str | Path] = []  # set: file cells outside these folders are bad inputs
 
     @property
     def inputs(self) -> dict[str, str]:
@@ -45,7 +46,7 @@ class Model:
             check_columns(table, [], column)
         return read_inputs(table, self.parts.inputs, self.parts.task, None if target == "none" else column,
                            self.parts.recipe.data.on_bad_input, require_target=target == "required",
-                           show_progress=False, keep_raw=keep_raw)
+                           show_progress=False, keep_raw=keep_raw, allow_roots=self.allow_roots)
 
     def predict(self, data: Any) -> list[dict] | dict:
         """Predictions for one sample (a dict; returns a dict) or a table (returns a list). Any input may be

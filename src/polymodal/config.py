@@ -32,6 +32,8 @@ class DataConfig(_Strict):
                                          "groups does.")
     on_bad_input: Literal["error", "skip"] = Field("error", description="A row with an unreadable value: stop "
                                                    "with an error naming it, or skip it (skips are counted).")
+    allow_root: list[str] = Field(default_factory=list, description="Folders the tables' file cells may name; "
+                                  "a path leaving them (after symlinks and `..`) is a bad input. Empty: any path.")
 
 
 class InputConfig(_Strict):

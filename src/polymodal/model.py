@@ -10,6 +10,7 @@ from torch import nn
 from .config import Recipe
 from .data.dataset import InputSpec
 from .encoders import ENCODERS, InputEncoder
+from .errors import RecipeError
 from .fusion import FUSIONS
 from .modalities import MODALITIES, Modality
 from .registry import validate_config
@@ -58,8 +59,14 @@ def build_net(recipe: Recipe, inputs: list[InputSpec], task: Task) -> nn.Module:
         enc_cfg.pop("type", None)
         cls = ENCODERS.get(name, f"inputs.{spec.name}.encoder.type")
         conf = validate_config(cls.Config, enc_cfg, f"inputs.{spec.name}.encoder")
-        encoders[spec.name] = InputEncoder(cls(conf, spec.modality, recipe.model.dim), recipe.model.dim)
-    return task.build_net(encoders, kinds, {s.name: s.modality for s in inputs}, recipe)
+        try:  # torch checks some shapes with assert (attention heads that do not divide the width)
+            encoders[spec.name] = InputEncoder(cls(conf, spec.modality, recipe.model.dim), recipe.model.dim)
+        except AssertionError as e:
+            raise RecipeError(f"field `inputs.{spec.name}.encoder`: {e}") from None
+    try:
+        return task.build_net(encoders, kinds, {s.name: s.modality for s in inputs}, recipe)
+    except AssertionError as e:
+        raise RecipeError(f"field `model`: {e} (model.dim {recipe.model.dim})") from None
 
 
 def validate_components(recipe: Recipe) -> None:
@@ -67,7 +74,11 @@ def validate_components(recipe: Recipe) -> None:
     which may be inferred later; those are checked when it is known)."""
     fusion_cfg = dict(recipe.model.fusion)
     fcls = FUSIONS.get(fusion_cfg.get("method", "concat"), "model.fusion.method")
-    validate_config(fcls.Config, fusion_cfg, "model.fusion")
+    fconf = validate_config(fcls.Config, fusion_cfg, "model.fusion")
+    heads = getattr(fconf, "heads", None)
+    if heads and recipe.model.dim % heads:
+        raise RecipeError(f"field `model.fusion.heads`: {heads} attention heads do not divide model.dim "
+                          f"{recipe.model.dim}")
     make_task(recipe)
     for cfg in recipe.inputs:
         if cfg.modality:

@@ -2,9 +2,11 @@
 pretrained-config files, metrics.json. Written atomically; loading reads JSON and safetensors only (no pickle)."""
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -45,6 +47,10 @@ def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None)
 def staging_dir(directory: Path) -> Path:
     """An empty folder beside `directory` to write a new version into (then `swap_in`)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
+    for stale in directory.parent.glob(f".{directory.name}.*-*"):  # left by a process killed mid-save
+        kind, _, pid = stale.name.rpartition("-")
+        if kind.endswith((".saving", ".old")) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = directory.parent / f".{directory.name}.saving-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -53,18 +59,58 @@ def staging_dir(directory: Path) -> Path:
 
 
 def swap_in(tmp: Path, directory: Path) -> None:
-    """Replace `directory` by `tmp`, keeping whatever else lives there (checkpoints, logs): a crash mid-write
-    leaves the previous version intact."""
-    if directory.exists():
-        for entry in directory.iterdir():
-            if not (tmp / entry.name).exists() and not _is_model_file(entry.name):
-                os.replace(entry, tmp / entry.name)
+    """Replace `directory` by `tmp`, keeping whatever else lives there (checkpoints, logs). The files are flushed to
+    disk first; then, on Linux, the two folders are exchanged in one atomic step (renameat2 RENAME_EXCHANGE), so at
+    every moment `directory` is either the previous complete model or the new one. Elsewhere two renames leave a
+    moment without it (a crash then leaves the previous version beside it, as `.NAME.old-PID`)."""
+    _sync_tree(tmp)
+    if not directory.exists():
+        os.replace(tmp, directory)
+        return
+    if _exchange(tmp, directory):
+        old = tmp  # the exchange put the previous version here
+    else:
         old = directory.parent / f".{directory.name}.old-{os.getpid()}"
         os.replace(directory, old)
         os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, directory)
+    for entry in old.iterdir():  # checkpoints, logs and anything else that is not the model itself
+        if not (directory / entry.name).exists() and not _is_model_file(entry.name):
+            os.replace(entry, directory / entry.name)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where the system cannot."""
+    if sys.platform != "linux":
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _is_model_file(name: str) -> bool:

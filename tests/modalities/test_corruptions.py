@@ -61,6 +61,12 @@ def test_audio_white_noise_hits_the_requested_snr():
     assert -11 < snr < -9
 
 
-def test_severity_out_of_range_is_refused():
-    with pytest.raises(ValueError, match="severity"):
+def test_severity_out_of_range_and_unknown_names_are_refused():
+    from polymodal.errors import PolymodalError
+
+    with pytest.raises(PolymodalError, match="severity"):
         corrupt("text", "typo", "abc", 1.5)
+    with pytest.raises(PolymodalError, match="no corruption 'smudge' for image"):
+        corrupt("image", "smudge", sample("image"), 0.5)
+    with pytest.raises(PolymodalError, match="unknown modality|no modality|modality"):
+        corrupt("smell", "typo", "abc", 0.5)

@@ -27,6 +27,8 @@ def evaluate(
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Text-to-image: guidance scale."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Text-to-image: ddim, ddpm or dpm_solver."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Text-to-image: generate for the first N rows only."),
+    allow_root: list[Path] = typer.Option([], "--allow-root", help="File cells may name files only under this "
+                                          "folder (repeat for several; symlinks and `..` resolved first)."),
 ) -> None:
     """The model's evaluation report on a table. The options follow the task: metrics, modality reliance and
     optional robustness curves for a predictive model; retrieval recall for a contrastive model; the denoising loss
@@ -42,6 +44,7 @@ def evaluate(
         err.print(f"  {label}{name} / {kind}", highlight=False)
 
     model = load(model_dir)
+    model.allow_roots = list(allow_root)
     given = {"robustness": robustness or None, "baseline": baseline, "out": out, "classifier": classifier,
              "contrastive": contrastive, "steps": steps, "guidance": guidance, "sampler": sampler, "limit": limit}
     options = {k: v for k, v in given.items() if v is not None}  # the model's task says which it takes

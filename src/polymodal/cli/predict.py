@@ -16,11 +16,15 @@ def predict(
     model_dir: Path = typer.Argument(..., help="Model directory."),
     data: str = typer.Argument(..., help="Table of inputs (rows may lack some inputs)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write JSON lines here instead of stdout."),
+    allow_root: list[Path] = typer.Option([], "--allow-root", help="File cells may name files only under this "
+                                          "folder (repeat for several; symlinks and `..` resolved first)."),
 ) -> None:
     """Predict for every row of a table; one JSON line per row."""
     from ..api import load
 
-    preds = load(model_dir).predict(data)
+    model = load(model_dir)
+    model.allow_roots = list(allow_root)
+    preds = model.predict(data)
     lines = "".join(json.dumps(p) + "\n" for p in preds)
     if out is None:
         sys.stdout.write(lines)

@@ -108,9 +108,13 @@ def index(
     if existing is not None:
         if existing.meta["input"] != name:
             raise PolymodalError(f"{out} indexes input '{existing.meta['input']}', not '{name}'")
-        existing.add(emb, items)
-        existing.save(out)
-        typer.echo(f"added {len(rows)} rows to {out}: {len(existing)} vectors", err=True)
+        held = {(it.get("table"), it.get("row")) for it in existing.items}
+        new = [i for i, it in enumerate(items) if (it["table"], it["row"]) not in held]  # a rerun adds nothing twice
+        if new:
+            existing.add(emb[new], [items[i] for i in new])
+            existing.save(out)
+        again = f" ({len(items) - len(new)} already in the index, skipped)" if len(new) < len(items) else ""
+        typer.echo(f"added {len(new)} rows to {out}{again}: {len(existing)} vectors", err=True)
         return
     meta = {"model": _model_ref(model), "input": name, "modality": embedder.inputs[name]}
     idx = VectorIndex.create(emb, items, meta, kind=kind, nlist=nlist, nprobe=nprobe, pq_m=pq_m)  # type: ignore[arg-type]

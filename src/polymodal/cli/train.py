@@ -50,6 +50,8 @@ def fit(
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop training after SECONDS (the best "
                                                "weights so far are kept)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    allow_root: list[str] = typer.Option([], "--allow-root", help="File cells may name files only under this "
+                                         "folder (repeat for several; symlinks and `..` resolved first)."),
 ) -> None:
     """Train a model from a recipe and/or the quick flags; writes the model directory to --out."""
     from ..api import fit as api_fit
@@ -69,6 +71,8 @@ def fit(
         base["inputs"] = [parse_input(s) for s in input_]
     if quiet:
         base["training.progress"] = False
+    if allow_root:
+        base["data.allow_root"] = [str(Path(r).resolve()) for r in allow_root]
     from ..config import build_recipe
 
     rec = build_recipe(recipe, set_, {k: v for k, v in base.items() if v is not None})

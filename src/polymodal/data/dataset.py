@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import BadInput, DataError, where
@@ -72,9 +73,12 @@ def progress(iterable, total: int, description: str, enabled: bool = True):
 
 def read_inputs(table: Table, inputs: list[InputSpec], task: TargetCodec | None, target_column: str | None,
                 on_bad_input: str = "error", require_target: bool = True, show_progress: bool = True,
-                encode_targets: bool = True, keep_raw: bool = False) -> ReadTable:
+                encode_targets: bool = True, keep_raw: bool = False,
+                allow_roots: list[str | Path] | None = None) -> ReadTable:
     """Read all values of a table. `task` must be fitted when encode_targets is True. With keep_raw, the decoded
-    values before feature extraction are kept too (a waveform besides its log-mel), for corruption sweeps."""
+    values before feature extraction are kept too (a waveform besides its log-mel), for corruption sweeps. With
+    `allow_roots`, a cell naming a file outside those folders (after symlinks and `..`) is a bad input."""
+    roots = [Path(r).expanduser().resolve() for r in allow_roots or []]
     ids: dict[str, list[int]] = {s.name: [] for s in inputs}
     items: dict[str, list[Any]] = {s.name: [] for s in inputs}
     raws: dict[str, list[Any]] | None = {s.name: [] for s in inputs} if keep_raw else None
@@ -87,7 +91,7 @@ def read_inputs(table: Table, inputs: list[InputSpec], task: TargetCodec | None,
             row_ids = {}
             for s in inputs:
                 row_ids[s.name] = _read_value(row, r, s, table, items[s.name], caches[s.name],
-                                              None if raws is None else raws[s.name])
+                                              None if raws is None else raws[s.name], roots)
             target = None
             if targets is not None:
                 value = row.get(target_column)
@@ -119,13 +123,24 @@ def _has_column(table: Table, column: str) -> bool:
     return any(column in r for r in table.rows[:1000])
 
 
+def outside_roots(path: Path, roots: list[Path]) -> bool:
+    """Whether a file path leaves every allowed root once symlinks and `..` are resolved."""
+    real = path.resolve()
+    return not any(real == r or real.is_relative_to(r) for r in roots)
+
+
 def _read_value(row: dict, r: int, spec: InputSpec, table: Table, items: list, cache: dict,
-                raws: list | None = None) -> int:
+                raws: list | None = None, roots: list[Path] | None = None) -> int:
     value = row.get(spec.column)
     if isinstance(value, list) and not spec.modality.list_values and not value:
         value = None
     if value is None or (not isinstance(value, (list, tuple)) and _missing_scalar(value)):
         return -1
+    if roots:
+        path = spec.modality.opened_path(value, table.base_dir)
+        if path is not None and outside_roots(path, roots):
+            raise DataError(f"{where(table.source, r + 1, spec.column)}: '{value}' is outside the allowed roots "
+                            f"({', '.join(map(str, roots))})")
     key = spec.modality.key(value, table.base_dir)
     if key is not None and key in cache:
         return cache[key]
@@ -134,6 +149,10 @@ def _read_value(row: dict, r: int, spec: InputSpec, table: Table, items: list, c
         item = spec.modality.features(raw)
     except BadInput as e:
         raise DataError(f"{where(table.source, r + 1, spec.column)}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a decoder library's unforeseen error still names the cell
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise DataError(f"{where(table.source, r + 1, spec.column)}: cannot read this {spec.modality.registry_name} "
+                        f"value ({type(e).__name__}{': ' + detail if detail else ''})") from None
     items.append(item)
     if raws is not None:
         raws.append(raw)

@@ -1,6 +1,7 @@
 """Tables of examples: jsonl, csv, parquet or a pandas DataFrame. Missing = empty cell, null, NaN or absent key."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import dataclass
@@ -55,21 +56,49 @@ def read_table(path: str | Path) -> Table:
         raise DataError(f"{p}: unsupported table type '{suffix}' (use .jsonl, .csv or .parquet)")
     base = p.resolve().parent
     if suffix in (".jsonl", ".json"):
-        return Table(_read_jsonl(p), base, str(p))
+        table = Table(_read_jsonl(p), base, str(p))
+    else:
+        table = _read_frame(p, suffix, base)
+    if not table.rows:
+        raise DataError(f"{p}: the table has no rows")
+    return table
+
+
+def _read_frame(p: Path, suffix: str, base: Path) -> Table:
     import pandas as pd
 
+    sep = "\t" if suffix == ".tsv" else ","
     try:
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(p)
         else:
-            frame = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", keep_default_na=True)
+            with p.open(encoding="utf-8", newline="") as f:  # the header as written (pandas renames duplicates)
+                header = next(csv.reader(f, delimiter=sep), [])
+            seen = set()
+            for name in header:
+                if name in seen:
+                    raise DataError(f"{p}: duplicate column '{name}' in the header")
+                seen.add(name)
+            frame = pd.read_csv(p, sep=sep, keep_default_na=True)
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{p}: the table has no rows") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text (byte {e.start}): {e.reason}") from None
     except Exception as e:  # noqa: BLE001 - pandas/pyarrow raise many types
-        raise DataError(f"{p}: cannot read table: {e}") from None
+        raise DataError(f"{p}: cannot read table: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+            from None
     return table_from_frame(frame, base, str(p))
 
 
 def _read_jsonl(p: Path) -> list[dict]:
-    text = p.read_text(encoding="utf-8")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{p}, line {line}: not UTF-8 text (byte {e.start}): {e.reason}") from None
     stripped = text.lstrip()
     if p.suffix.lower() == ".json" and stripped.startswith("["):
         try:

@@ -29,16 +29,24 @@ class AudioConfig(ModalityConfig):
     hop_ms: float = Field(10.0, gt=0, description="Hop between frames (ms).")
 
 
-def load_audio(value: Any, base_dir: Path) -> tuple[np.ndarray, int]:
-    """Return (mono float32 waveform, sample rate) from a path, bytes or (array, rate)."""
+def _read_soundfile(source: Any, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Only the first max_seconds are read: an hour-long file costs what its first seconds cost."""
     import soundfile as sf
+
+    with sf.SoundFile(source) as f:
+        frames = -1 if max_seconds is None else int(max_seconds * f.samplerate) + 1
+        return _mono(f.read(frames, dtype="float32", always_2d=True)), f.samplerate
+
+
+def load_audio(value: Any, base_dir: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Return (mono float32 waveform, sample rate) from a path, bytes or (array, rate); with max_seconds, only the
+    start of a file is decoded."""
 
     if isinstance(value, (tuple, list)) and len(value) == 2 and np.ndim(value[0]) >= 1:
         return _mono(np.asarray(value[0], dtype=np.float32)), int(value[1])
     if isinstance(value, (bytes, bytearray)):
         try:
-            data, sr = sf.read(io.BytesIO(value), dtype="float32", always_2d=True)
-            return _mono(data), sr
+            return _read_soundfile(io.BytesIO(value), max_seconds)
         except Exception as e:  # noqa: BLE001 - soundfile raises several types
             raise BadInput(f"cannot decode audio bytes: {e}") from None
     if not isinstance(value, (str, Path)):
@@ -48,14 +56,13 @@ def load_audio(value: Any, base_dir: Path) -> tuple[np.ndarray, int]:
         raise BadInput(f"audio file not found: {path}")
     if path.suffix.lower() in SOUNDFILE_SUFFIXES:
         try:
-            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-            return _mono(data), sr
+            return _read_soundfile(str(path), max_seconds)
         except Exception as e:  # noqa: BLE001
             raise BadInput(f"cannot decode audio file {path}: {e}") from None
-    return _load_av(path)
+    return _load_av(path, max_seconds)
 
 
-def _load_av(path: Path) -> tuple[np.ndarray, int]:
+def _load_av(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     import av
 
     try:
@@ -63,8 +70,10 @@ def _load_av(path: Path) -> tuple[np.ndarray, int]:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 raise BadInput(f"no audio stream in {path}")
-            chunks, sr = [], stream.rate
+            chunks, sr, kept = [], stream.rate, 0
             for frame in container.decode(stream):
+                if max_seconds is not None and kept > max_seconds * sr:
+                    break
                 arr = frame.to_ndarray().astype(np.float32)
                 if frame.format.is_planar:
                     arr = arr.T
@@ -73,6 +82,7 @@ def _load_av(path: Path) -> tuple[np.ndarray, int]:
                 if np.issubdtype(frame.to_ndarray().dtype, np.integer):
                     arr /= float(np.iinfo(frame.to_ndarray().dtype).max)
                 chunks.append(arr)
+                kept += len(arr)
     except BadInput:
         raise
     except Exception as e:  # noqa: BLE001 - PyAV raises many error types
@@ -110,7 +120,7 @@ class AudioModality(Modality):
 
     def decode(self, value: Any, base_dir: Path) -> np.ndarray:
         """The mono waveform at the configured rate, cropped (what corruptions act on)."""
-        wave, sr = load_audio(value, base_dir)
+        wave, sr = load_audio(value, base_dir, self.config.max_seconds)
         if wave.size == 0:
             raise BadInput("empty audio")
         if not np.isfinite(wave).all():

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import PolymodalError
 from .base import MODALITIES
 
 Corruption = Callable[[object, float, np.random.Generator], object]
@@ -19,7 +20,7 @@ def corruption(modality: type, name: str):
     def deco(fn: Corruption) -> Corruption:
         def wrapped(raw, severity: float, rng: np.random.Generator):
             if not 0 <= severity <= 1:
-                raise ValueError(f"severity must be in [0, 1], got {severity}")
+                raise PolymodalError(f"severity must be in [0, 1], got {severity}")
             return raw if severity == 0 else fn(raw, severity, rng)
 
         wrapped.__name__ = wrapped.__qualname__ = name
@@ -34,7 +35,7 @@ def corrupt(modality: str, name: str, raw, severity: float, seed: int = 0):
     """Apply one named corruption (for augmentation from Python)."""
     have = MODALITIES.get(modality).corruptions
     if name not in have:
-        raise KeyError(f"no corruption '{name}' for {modality} (have: {', '.join(have)})")
+        raise PolymodalError(f"no corruption '{name}' for {modality} (have: {', '.join(have)})")
     return have[name](raw, severity, np.random.default_rng(seed))
 
 

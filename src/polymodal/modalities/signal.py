@@ -2,6 +2,7 @@
 lists; normalised per feature with statistics learnt from the training set."""
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,13 @@ def load_array(value: Any, base_dir: Path) -> np.ndarray:
                 if not all(isinstance(c, str) and not _is_number(c) for c in frame.columns):
                     frame = pd.read_csv(path, sep=None, engine="python", header=None)
                 return frame.to_numpy(dtype=np.float32)
-        except (ValueError, OSError) as e:
-            raise BadInput(f"cannot read signal file {path}: {e}") from None
+        except (ValueError, OSError, EOFError, csv.Error) as e:
+            raise BadInput(f"cannot read signal file {path}: {e or type(e).__name__}") from None
         raise BadInput(f"unsupported signal file type '{path.suffix}' (use .npy or .csv): {path}")
     if isinstance(value, (bytes, bytearray)):  # the content of a .npy file
         try:
             return np.load(io.BytesIO(value), allow_pickle=False)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, EOFError) as e:
             raise BadInput(f"cannot read signal bytes (expected a .npy file's content): {e}") from None
     try:
         return np.asarray(value, dtype=np.float32)

@@ -27,6 +27,8 @@ class VideoConfig(ModalityConfig):
     size: int = Field(64, ge=8, description="Each frame is resized to size x size.")
     channels: Literal[1, 3] = Field(3, description="3 for RGB frames, 1 for greyscale.")
     resize: Literal["stretch", "pad", "crop"] = Field("stretch", description="As for images.")
+    max_decode_frames: int = Field(10_000, ge=1, description="A clip with more frames than this is refused "
+                                   "(a bad input) rather than decoded whole.")
 
 
 def uniform_indices(total: int, n: int) -> np.ndarray:
@@ -74,6 +76,11 @@ class VideoModality(Modality):
             arr = arr[..., None]
         if arr.ndim != 4:
             raise BadInput(f"a video array must be [frames, H, W(, C)], got shape {arr.shape}")
+        if len(arr) > self.config.max_decode_frames:
+            raise BadInput(f"a video array of {len(arr)} frames, over max_decode_frames "
+                           f"{self.config.max_decode_frames}")
+        if arr.size == 0:
+            raise BadInput(f"a video array with no pixels: shape {arr.shape}")
         if arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
             arr = arr.transpose(0, 2, 3, 1)
         if arr.dtype != np.uint8:
@@ -88,7 +95,16 @@ class VideoModality(Modality):
             with av.open(source if isinstance(source, io.BytesIO) else str(source)) as container:
                 if not container.streams.video:
                     raise BadInput(f"no video stream in {what}")
-                return [self._frame(f.to_image()) for f in container.decode(video=0)]
+                cap = self.config.max_decode_frames
+                if container.streams.video[0].frames > cap:
+                    raise BadInput(f"{what} has {container.streams.video[0].frames} frames, over max_decode_frames "
+                                   f"{cap}")
+                frames = []
+                for f in container.decode(video=0):
+                    if len(frames) == cap:
+                        raise BadInput(f"{what} has over {cap} frames (max_decode_frames)")
+                    frames.append(self._frame(f.to_image()))
+                return frames
         except BadInput:
             raise
         except Exception as e:  # noqa: BLE001 - PyAV raises many error types

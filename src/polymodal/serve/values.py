@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.dataset import InputSpec
+from ..data.dataset import InputSpec, outside_roots
 from ..errors import PolymodalError
 
 
@@ -39,10 +39,9 @@ class PathPolicy:
         if not self.roots:
             raise Rejected(f"{where}: file paths are refused by this server; send the file's content (base64 in "
                            "JSON, or a multipart upload), or start the server with --allow-root DIR")
-        real = path.resolve()
-        if not any(real == r or real.is_relative_to(r) for r in self.roots):
+        if outside_roots(path, self.roots):
             raise Rejected(f"{where}: '{path}' is outside the allowed roots ({', '.join(map(str, self.roots))})")
-        return str(real)
+        return str(path.resolve())
 
 
 def decode_base64(text: Any, where: str) -> bytes:

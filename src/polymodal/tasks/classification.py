@@ -29,6 +29,8 @@ def label_sort_key(label: str) -> tuple:
 
 
 def as_label(value: Any) -> str:
+    if isinstance(value, (dict, list, tuple, set)):
+        raise ValueError(f"a class label is one value (a string or a number), got {type(value).__name__} {value!r}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value)
@@ -65,6 +67,10 @@ class Classification(PredictiveTask):
         super().__init__(config)
         self.classes: list[str] = []
         self.weights: list[float] | None = None
+
+    def check(self, value: Any) -> Any:
+        as_label(value)
+        return value
 
     def fit(self, targets: list[Any]) -> None:
         labels = [as_label(t) for t in targets]

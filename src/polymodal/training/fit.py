@@ -3,16 +3,17 @@ weights, evaluate, save the model directory."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from ..config import Recipe
 from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
-from ..errors import PolymodalError
 from ..evaluation.evaluate import evaluate_parts
 from ..model import Parts
 from ..storage import save_parts
@@ -38,6 +39,19 @@ def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group:
         sampler, collate = ChunkedBatchSampler(sampler, steps_per_call), ChunkCollator(collate)
     return PrefetchLoader(_Keys(len(data)), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                           persistent_workers=workers > 0, prefetch=prefetch)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all: into a file beside, flushed to disk, then renamed over the old one,
+    so a kill mid-write leaves the previous checkpoint for `--resume`."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: object = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 class _Keys:
@@ -86,13 +100,16 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         precision=cfg.precision, callbacks=callbacks, logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"),
         enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
-        log_every_n_steps=10, deterministic=False, default_root_dir=str(out))
+        log_every_n_steps=10, deterministic=False, default_root_dir=str(out), plugins=[AtomicCheckpointIO()])
     ckpt = None
     if resume:
         last = ckpt_dir / "last.ckpt"
-        if not last.is_file():
-            raise PolymodalError(f"--resume: no checkpoint at {last}")
-        ckpt = str(last)
+        if last.is_file():
+            ckpt = str(last)
+        else:  # killed before the first checkpoint: a retry loop must still get going
+            note = f"--resume: no checkpoint at {last} yet: starting from the beginning"
+            log.warning(note)
+            EpochLog(out / "train.log")._write(note)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -9,7 +9,7 @@ from ..config import PRESETS, Recipe
 from ..data import InputSpec, ReadTable, Table, check_columns, choose_group_input, is_missing, read_inputs
 from ..encoders import ENCODERS
 from ..encoders.transfer import load_source_modality, resolve_transfer
-from ..errors import DataError, RecipeError
+from ..errors import DataError, RecipeError, where
 from ..fusion import FUSIONS
 from ..modalities import MODALITIES, infer_modality
 from ..model import Parts, build_net, make_modality, make_task, validate_components
@@ -52,7 +52,10 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
             raise RecipeError(f"field `inputs.{cfg['name']}.encoder.{e.args[0]}`: the {ecls.registry_name} "
                               "encoder needs it") from None
     if not data["target"]["task"]:
-        data["target"]["task"] = infer_task([r.get(recipe.target.column) for r in train.rows])
+        try:
+            data["target"]["task"] = infer_task([r.get(recipe.target.column) for r in train.rows])
+        except ValueError as e:
+            raise DataError(f"{where(train.source, column=recipe.target.column)}: {e}") from None
     TASKS.get(data["target"]["task"], "target.task").resolve_training(data["training"])
     validate_components(Recipe.model_validate(data))
     fill_defaults(data)  # the model directory records every field, defaults included
@@ -119,8 +122,9 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     inputs = [InputSpec(c.name, c.source, make_modality(c.name, c.modality, c.options)) for c in recipe.inputs]
     task = make_task(recipe)
     col, bad, prog = recipe.target.column, recipe.data.on_bad_input, recipe.training.progress
+    roots = recipe.data.allow_root
     raw = read_inputs(train_table, inputs, task, col, bad, show_progress=prog, encode_targets=False,
-                      keep_raw=recipe.training.augment > 0)
+                      keep_raw=recipe.training.augment > 0, allow_roots=roots)
 
     group = choose_group_input(raw, recipe.training.group_by, {s.name: s.modality for s in inputs},
                                recipe.training.batch_size)
@@ -150,11 +154,11 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
         validation = raw.take(val_pos)
     else:
         check_columns(val_table, inputs, col)
-        validation = read_inputs(val_table, inputs, task, col, bad, show_progress=prog)
+        validation = read_inputs(val_table, inputs, task, col, bad, show_progress=prog, allow_roots=roots)
     test = None
     if tables.get("test") is not None:
         check_columns(tables["test"], inputs, col)
-        test = read_inputs(tables["test"], inputs, task, col, bad, show_progress=prog)
+        test = read_inputs(tables["test"], inputs, task, col, bad, show_progress=prog, allow_roots=roots)
     try:
         net = build_net(recipe, inputs, task)
     except ValueError as e:
