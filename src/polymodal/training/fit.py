@@ -2,8 +2,10 @@
 weights, evaluate, save the model directory."""
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Recipe
 from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
+from ..errors import PolymodalError
 from ..evaluation.evaluate import evaluate_parts
 from ..model import Parts
 from ..storage import save_parts
@@ -54,6 +57,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+MAY_CHANGE_ON_RESUME = ("progress", "num_workers", "prefetch", "threads", "keep_memory", "time_limit", "epochs",
+                        "patience")
+
+
+def _first_difference(a: object, b: object, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{path}.{i}")
+    return path or "(the whole recipe)"
+
+
 class _Keys:
     """The loader's dataset: hands each sampled key (a row position, or a batch's rows in a chunk) to the collator."""
 
@@ -88,7 +107,8 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     mode = parts.task.monitor_mode if val_dl is not None else "min"
     best = BestWeights(monitor, mode)
     ckpt_dir = out / "checkpoints"
-    callbacks = [best, L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0),
+    callbacks = [best, L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                                           enable_version_counter=False),
                  EpochLog(out / "train.log", cfg.time_limit)]
     ema = EMAWeights(plan.ema_decay) if plan.ema_decay > 0 else None
     if ema is not None:
@@ -102,14 +122,28 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=10, deterministic=False, default_root_dir=str(out), plugins=[AtomicCheckpointIO()])
     ckpt = None
-    if resume:
-        last = ckpt_dir / "last.ckpt"
-        if last.is_file():
-            ckpt = str(last)
-        else:  # killed before the first checkpoint: a retry loop must still get going
+    last = ckpt_dir / "last.ckpt"
+    made_by = ckpt_dir / "recipe.json"  # the recipe the checkpoints belong to
+    this_recipe = recipe.model_dump(mode="json")
+    for key in MAY_CHANGE_ON_RESUME:  # how the run shows and feeds itself, and how long it goes on
+        this_recipe["training"].pop(key, None)
+    if resume and last.is_file():
+        if made_by.is_file() and json.loads(made_by.read_text()) != this_recipe:
+            field = _first_difference(json.loads(made_by.read_text()), this_recipe)
+            raise PolymodalError(f"--resume: {last} was made by another recipe (`{field}` differs); run without "
+                                 "--resume to start over")
+        ckpt = str(last)
+    else:
+        if resume:  # killed before the first checkpoint: a retry loop must still get going
             note = f"--resume: no checkpoint at {last} yet: starting from the beginning"
             log.warning(note)
             EpochLog(out / "train.log")._write(note)
+        if ckpt_dir.is_dir():  # an earlier run's checkpoints: this run starts over and supersedes them
+            shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir(parents=True)
+        tmp = made_by.with_name("recipe.json.partial")
+        tmp.write_text(json.dumps(this_recipe))
+        os.replace(tmp, made_by)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

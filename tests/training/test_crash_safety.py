@@ -1,0 +1,86 @@
+"""What a retry loop relies on: --resume with no checkpoint starts over (and says so), a fresh fit supersedes an
+earlier run's checkpoints, a checkpoint from another recipe is refused, the model directory is swapped in one
+atomic step, and `index --add` run twice adds each row once."""
+from __future__ import annotations
+
+import copy
+import json
+import threading
+
+import pytest
+
+import polymodal as pm
+from polymodal.errors import PolymodalError
+from polymodal.storage import _exchange, staging_dir, swap_in
+from tests.conftest import FIVE_RECIPE
+
+
+@pytest.fixture()
+def recipe(five_modality_dir):
+    r = copy.deepcopy(FIVE_RECIPE)
+    r["data"] = {"train": str(five_modality_dir / "train.jsonl"), "validation_fraction": 0.25}
+    return r
+
+
+def test_resume_without_a_checkpoint_starts_over(recipe, tmp_path):
+    model = pm.fit(recipe, out=tmp_path / "m", resume=True)
+    assert model.metrics["training"]["epochs"] == 1
+    assert "no checkpoint" in (tmp_path / "m" / "train.log").read_text().splitlines()[0]
+
+
+def test_a_fresh_fit_supersedes_old_checkpoints_and_resume_checks_the_recipe(recipe, tmp_path):
+    pm.fit(recipe, out=tmp_path / "m")
+    other = copy.deepcopy(recipe)
+    other["model"]["dim"] = 8
+    with pytest.raises(PolymodalError, match="made by another recipe .`model.dim` differs"):
+        pm.fit(other, out=tmp_path / "m", resume=True)
+    pm.fit(other, out=tmp_path / "m")  # without --resume: starts over, the old checkpoints go
+    made_by = json.loads((tmp_path / "m" / "checkpoints" / "recipe.json").read_text())
+    assert made_by["model"]["dim"] == 8
+    again = pm.fit(other, out=tmp_path / "m", resume=True, progress=False)  # same recipe: resumes
+    assert again.metrics["training"]["epochs"] == 1
+
+
+def test_the_swap_is_one_atomic_exchange(tmp_path):
+    """While a new version is swapped in, a reader polling the path always finds a complete version."""
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "config.json").write_text("1")
+    (target / "checkpoints").mkdir()
+    (target / "checkpoints" / "last.ckpt").write_text("ckpt")
+    assert _exchange(tmp_path / "model", tmp_path / "model")  # renameat2 works here (Linux)
+    seen, stop = set(), threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                seen.add((target / "config.json").read_text())
+            except OSError:
+                seen.add("missing")
+
+    t = threading.Thread(target=poll)
+    t.start()
+    for version in range(2, 40):
+        tmp = staging_dir(target)
+        (tmp / "config.json").write_text(str(version))
+        swap_in(tmp, target)
+    stop.set()
+    t.join()
+    assert "missing" not in seen and (target / "config.json").read_text() == "39"
+    assert (target / "checkpoints" / "last.ckpt").read_text() == "ckpt"  # what lives beside the model stays
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing left behind
+
+
+def test_index_add_twice_adds_each_row_once(caption_model, caption_dir, tmp_path):
+    from tests.test_cli import run
+
+    out = tmp_path / "idx"
+    assert run("index", str(caption_model.directory), "--data", str(caption_dir / "train.jsonl"), "--input", "image",
+               "--out", str(out)).returncode == 0
+    first = run("index", str(caption_model.directory), "--data", str(caption_dir / "test.jsonl"), "--input",
+                "image", "--out", str(out), "--add")
+    second = run("index", str(caption_model.directory), "--data", str(caption_dir / "test.jsonl"), "--input",
+                 "image", "--out", str(out), "--add")
+    assert first.returncode == second.returncode == 0
+    assert "added 60 rows" in first.stderr and "added 0 rows" in second.stderr and "60 already" in second.stderr
+    assert json.loads((out / "meta.json").read_text())["count"] == 240
