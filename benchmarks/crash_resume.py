@@ -126,7 +126,9 @@ def main() -> None:
     if not (data / "test.jsonl").exists():
         make_triage(data, train=400, validation=100, test=200, seed=1)
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe(data, args.epochs)))
-    (out / "previous.yaml").write_text(yaml.safe_dump(recipe(data, 1)))
+    previous = recipe(data, 2)
+    previous["training"]["lr"] = 0.01  # another model (its checkpoints too) in the directory before each trial
+    (out / "previous.yaml").write_text(yaml.safe_dump(previous))
     env_fit = ["fit", str(out / "recipe.yaml"), "--quiet"]
 
     t = time.perf_counter()

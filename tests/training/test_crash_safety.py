@@ -10,7 +10,6 @@ import threading
 import pytest
 
 import polymodal as pm
-from polymodal.errors import PolymodalError
 from polymodal.storage import _exchange, staging_dir, swap_in
 from tests.conftest import FIVE_RECIPE
 
@@ -32,13 +31,15 @@ def test_a_fresh_fit_supersedes_old_checkpoints_and_resume_checks_the_recipe(rec
     pm.fit(recipe, out=tmp_path / "m")
     other = copy.deepcopy(recipe)
     other["model"]["dim"] = 8
-    with pytest.raises(PolymodalError, match="made by another recipe .`model.dim` differs"):
-        pm.fit(other, out=tmp_path / "m", resume=True)
-    pm.fit(other, out=tmp_path / "m")  # without --resume: starts over, the old checkpoints go
+    pm.fit(other, out=tmp_path / "m", resume=True)  # another recipe's checkpoint: starts over, and says so
+    assert "made by another recipe (`model.dim` differs): starting from the beginning" in \
+        (tmp_path / "m" / "train.log").read_text()
     made_by = json.loads((tmp_path / "m" / "checkpoints" / "recipe.json").read_text())
     assert made_by["model"]["dim"] == 8
-    again = pm.fit(other, out=tmp_path / "m", resume=True, progress=False)  # same recipe: resumes
-    assert again.metrics["training"]["epochs"] == 1
+    pm.fit(recipe, out=tmp_path / "m")  # without --resume: starts over, the old checkpoints go
+    assert json.loads((tmp_path / "m" / "checkpoints" / "recipe.json").read_text())["model"]["dim"] == 16
+    again = pm.fit(recipe, out=tmp_path / "m", resume=True, progress=False, epochs=2)  # same recipe: continues
+    assert again.metrics["training"]["epochs"] == 2
 
 
 def test_the_swap_is_one_atomic_exchange(tmp_path):

@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader
 
 from ..config import Recipe
 from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
-from ..errors import PolymodalError
 from ..evaluation.evaluate import evaluate_parts
 from ..model import Parts
 from ..storage import save_parts
@@ -61,6 +60,37 @@ MAY_CHANGE_ON_RESUME = ("progress", "num_workers", "prefetch", "threads", "keep_
                         "patience")
 
 
+def claim_checkpoints(ckpt_dir: Path, recipe: Recipe, resume: bool, log_path: Path) -> str | None:
+    """The checkpoint to resume from, or None: then this run starts over, and the folder is emptied and marked with
+    its recipe at once, before any data is read, so a run killed at any moment leaves either no checkpoint or its
+    own. `--resume` continues `last.ckpt` when the same recipe made it (epochs, patience and how the run shows
+    itself may change); with none, or one from another recipe, it starts over and says so (a retry loop always
+    gets going)."""
+    last, made_by = ckpt_dir / "last.ckpt", ckpt_dir / "recipe.json"
+    this_recipe = recipe.model_dump(mode="json")
+    for key in MAY_CHANGE_ON_RESUME:
+        this_recipe["training"].pop(key, None)
+    note = None
+    if resume and last.is_file():
+        old = json.loads(made_by.read_text()) if made_by.is_file() else this_recipe
+        if old == this_recipe:
+            return str(last)
+        note = (f"--resume: {last} was made by another recipe (`{_first_difference(old, this_recipe)}` differs): "
+                "starting from the beginning")
+    elif resume:
+        note = f"--resume: no checkpoint at {last} yet: starting from the beginning"
+    if note:
+        log.warning(note)
+        EpochLog(log_path)._write(note)
+    if ckpt_dir.is_dir():  # an earlier run's checkpoints: this run supersedes them
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True)
+    tmp = made_by.with_name("recipe.json.partial")
+    tmp.write_text(json.dumps(this_recipe))
+    os.replace(tmp, made_by)
+    return None
+
+
 def _first_difference(a: object, b: object, path: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
@@ -92,6 +122,7 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     configure_process(cfg.threads, cfg.keep_memory)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out = Path(out)
+    ckpt = claim_checkpoints(out / "checkpoints", recipe, resume, out / "train.log")
     prep: Prepared = prepare(recipe, tables)
     parts = prep.parts
     plan = parts.task.training_plan(cfg, len(parts.inputs))
@@ -121,29 +152,6 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         precision=cfg.precision, callbacks=callbacks, logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"),
         enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=10, deterministic=False, default_root_dir=str(out), plugins=[AtomicCheckpointIO()])
-    ckpt = None
-    last = ckpt_dir / "last.ckpt"
-    made_by = ckpt_dir / "recipe.json"  # the recipe the checkpoints belong to
-    this_recipe = recipe.model_dump(mode="json")
-    for key in MAY_CHANGE_ON_RESUME:  # how the run shows and feeds itself, and how long it goes on
-        this_recipe["training"].pop(key, None)
-    if resume and last.is_file():
-        if made_by.is_file() and json.loads(made_by.read_text()) != this_recipe:
-            field = _first_difference(json.loads(made_by.read_text()), this_recipe)
-            raise PolymodalError(f"--resume: {last} was made by another recipe (`{field}` differs); run without "
-                                 "--resume to start over")
-        ckpt = str(last)
-    else:
-        if resume:  # killed before the first checkpoint: a retry loop must still get going
-            note = f"--resume: no checkpoint at {last} yet: starting from the beginning"
-            log.warning(note)
-            EpochLog(out / "train.log")._write(note)
-        if ckpt_dir.is_dir():  # an earlier run's checkpoints: this run starts over and supersedes them
-            shutil.rmtree(ckpt_dir)
-        ckpt_dir.mkdir(parents=True)
-        tmp = made_by.with_name("recipe.json.partial")
-        tmp.write_text(json.dumps(this_recipe))
-        os.replace(tmp, made_by)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
