@@ -151,8 +151,12 @@ def main() -> None:
                                   polymodal(*env_fit, "--out", str(d), "--resume"), at)
         polls, bad = watch.close()
         acc = json.loads((d / "metrics.json").read_text())["test"]["accuracy"]
-        run.update({"trial": i, "test_accuracy": acc, "diff_points": round(100 * (acc - ref), 2), "polls": polls,
-                    "incomplete_polls": bad})
+        said = " ".join(run["messages"])
+        phase = "finished first" if not run["killed"] else "start-up (another model's checkpoint)" \
+            if "another recipe" in said else "before the first checkpoint" if "no checkpoint" in said \
+            else "training (own checkpoint)"
+        run.update({"trial": i, "phase": phase, "test_accuracy": acc, "diff_points": round(100 * (acc - ref), 2),
+                    "polls": polls, "incomplete_polls": bad})
         trials.append(run)
         print(json.dumps(run), flush=True)
         shutil.rmtree(d, ignore_errors=True)
@@ -163,12 +167,11 @@ def main() -> None:
                "within_0.5_points": within, "incomplete_moments": sum(t["incomplete_polls"] for t in trials),
                "index_trials": index_trials}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    print("\n| trial | killed at (s) | killed | resumes | test accuracy | vs uninterrupted (points) | "
-          "incomplete polls / polls |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| trial | killed at (s) | during | test accuracy | vs uninterrupted (points) | incomplete polls / polls |")
+    print("|---|---|---|---|---|---|")
     for t in trials:
-        print(f"| {t['trial']} | {t['at']} | {t['killed']} | {t['resumes']} | {t['test_accuracy']:.4f} | "
-              f"{t['diff_points']:+.2f} | {t['incomplete_polls']} / {t['polls']} |")
+        print(f"| {t['trial']} | {t['at']} | {t['phase']} | {t['test_accuracy']:.4f} | {t['diff_points']:+.2f} | "
+              f"{t['incomplete_polls']} / {t['polls']} |")
     print(f"\nfit: {within} of {len(trials)} within 0.5 points of {ref:.4f}; moments without a complete model "
           f"directory: {results['incomplete_moments']}")
     ok = sum(t["rows_once"] for t in index_trials)
