@@ -266,6 +266,7 @@ TABLE_CASES = {
     "only_whitespace": ("\n\n  \n", "the table has no rows"),
     "bad_utf8": (b'{"text": "\xff\xfe"}\n', "UTF-8"),
     "nul_bytes": (b"\x00\x00\x00\x00", "rows.jsonl"),
+    "only_unknown_columns": ('{"colour": "red", "shape": 1}\n', "none of the model's input columns"),
 }
 
 

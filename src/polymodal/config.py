@@ -231,6 +231,8 @@ def validate_recipe(data: dict, source: str = "recipe") -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as e:
         raise RecipeError(f"{source}: " + format_validation_error(e)) from None
+    except UnicodeError as e:  # undecodable bytes from a shell argument arrive as lone surrogates
+        raise RecipeError(f"{source}: a value is not valid text ({e.reason}: {e.object[e.start:e.end]!a})") from None
 
 
 def build_recipe(recipe: str | Path | dict | Recipe | None = None, overrides: list[str] | None = None,

@@ -59,10 +59,15 @@ def staging_dir(directory: Path) -> Path:
 
 
 def swap_in(tmp: Path, directory: Path) -> None:
-    """Replace `directory` by `tmp`, keeping whatever else lives there (checkpoints, logs). The files are flushed to
-    disk first; then, on Linux, the two folders are exchanged in one atomic step (renameat2 RENAME_EXCHANGE), so at
-    every moment `directory` is either the previous complete model or the new one. Elsewhere two renames leave a
-    moment without it (a crash then leaves the previous version beside it, as `.NAME.old-PID`)."""
+    """Replace `directory` by `tmp`, keeping whatever else lives there (checkpoints, logs: hard-linked into `tmp`
+    first). The files are flushed to disk; then, on Linux, the two folders are exchanged in one atomic step
+    (renameat2 RENAME_EXCHANGE), so at every moment `directory` is either the previous complete model or the new
+    one, checkpoints included. Elsewhere two renames leave a moment without it (a crash then leaves the previous
+    version beside it, as `.NAME.old-PID`)."""
+    if directory.exists():  # what lives beside the model (checkpoints, logs) is linked into the new version first,
+        for entry in directory.iterdir():  # so the path has it at every moment, whatever happens next
+            if not (tmp / entry.name).exists() and not _is_model_file(entry.name):
+                _link_tree(entry, tmp / entry.name)
     _sync_tree(tmp)
     if not directory.exists():
         os.replace(tmp, directory)
@@ -73,10 +78,20 @@ def swap_in(tmp: Path, directory: Path) -> None:
         old = directory.parent / f".{directory.name}.old-{os.getpid()}"
         os.replace(directory, old)
         os.replace(tmp, directory)
-    for entry in old.iterdir():  # checkpoints, logs and anything else that is not the model itself
-        if not (directory / entry.name).exists() and not _is_model_file(entry.name):
-            os.replace(entry, directory / entry.name)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard links of a file or a folder's files (a copy where links cannot be made)."""
+    if src.is_dir() and not src.is_symlink():
+        dst.mkdir()
+        for child in src.iterdir():
+            _link_tree(child, dst / child.name)
+        return
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _alive(pid: int) -> bool:

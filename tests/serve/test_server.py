@@ -74,6 +74,7 @@ def test_any_subset_of_inputs(client, model, av_dir):
     ({"inputs": {"image": {"data": 1}}}, 422, ["an object value is a file"]),
     ({"rows": []}, 422, ["non-empty list"]),
     ({"rows": [1]}, 422, ["row 1: expected an object"]),
+    ({"rows": [{"image": None}]}, 422, ["row 1: no inputs given", "image, audio"]),
     ({"inputs": {}, "rows": []}, 422, ["one of 'rows'"]),
     ({"inputs": {}, "extra": 1}, 422, ["unknown field(s) extra"]),
     ({"inputs": {}, "model": "other"}, 404, ["no model 'other'", "avdigits"]),
@@ -126,7 +127,8 @@ def test_body_limit_and_queue_limit(model, av_dir):
         chunked = c.post("/v1/predict", content=iter([b"{" + b" " * 8000, b" " * 8000 + b"}"]),
                          headers={"content-type": "application/json"})
         assert chunked.status_code == 413
-        r = c.post("/v1/predict", json={"rows": [{"audio": None}, {"image": None}]})  # 2 rows, a queue of 1
+        img = b64(av_dir / "img1_0.png")
+        r = c.post("/v1/predict", json={"rows": [{"image": img}, {"image": img}]})  # 2 rows, a queue of 1
         assert r.status_code == 429 and r.headers["retry-after"] == "1" and "busy" in r.json()["detail"]
 
 
@@ -165,8 +167,8 @@ def test_explain_gives_shares_and_attribution_images(client, model, av_dir):
     assert client.post("/v1/explain", json={"rows": [{}, {}]}).status_code == 422
 
 
-def test_wrong_endpoint_for_the_task(client):
-    r = client.post("/v1/embed", json={"inputs": {}})
+def test_wrong_endpoint_for_the_task(client, av_dir):
+    r = client.post("/v1/embed", json={"inputs": {"image": b64(av_dir / "img1_0.png")}})
     assert r.status_code == 422 and "contrastive" in r.json()["detail"]
     r = client.post("/v1/generate", json={"prompt": "x"})
     assert r.status_code == 422 and "text-to-image" in r.json()["detail"]

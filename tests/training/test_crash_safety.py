@@ -85,3 +85,19 @@ def test_index_add_twice_adds_each_row_once(caption_model, caption_dir, tmp_path
     assert first.returncode == second.returncode == 0
     assert "added 60 rows" in first.stderr and "added 0 rows" in second.stderr and "60 already" in second.stderr
     assert json.loads((out / "meta.json").read_text())["count"] == 240
+
+
+def test_a_checkpoint_after_every_epoch(recipe, tmp_path, monkeypatch):
+    from polymodal.training import fit as fit_module
+
+    seen = []
+    original = fit_module.LastCheckpoint.on_train_epoch_end
+
+    def spy(self, trainer, module):
+        original(self, trainer, module)
+        seen.append((trainer.current_epoch, self.path.stat().st_mtime_ns))
+
+    monkeypatch.setattr(fit_module.LastCheckpoint, "on_train_epoch_end", spy)
+    pm.fit(recipe, out=tmp_path / "m", epochs=3)
+    assert [e for e, _ in seen] == [0, 1, 2] and len({t for _, t in seen}) == 3
+    assert not list((tmp_path / "m" / "checkpoints").glob("*.partial"))

@@ -30,3 +30,17 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def check_has_inputs(model, data: str) -> None:
+    """A table holding none of the model's input columns is a mistake (the wrong table), not rows to predict from
+    nothing: say which columns were expected and which are there."""
+    from ..data import as_table
+
+    table = as_table(data)
+    cols = table.columns()
+    wanted = {s.column for s in model.parts.inputs} | {s.name for s in model.parts.inputs}
+    if table.rows and not cols & wanted:
+        raise PolymodalError(f"{table.source}: none of the model's input columns "
+                             f"({', '.join(s.column for s in model.parts.inputs)}) is in the table "
+                             f"(columns: {', '.join(sorted(cols)) or 'none'})")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .app import app
+from .app import app, check_has_inputs
 
 
 @app.command()
@@ -45,6 +45,7 @@ def evaluate(
 
     model = load(model_dir)
     model.allow_roots = list(allow_root)
+    check_has_inputs(model, data)
     given = {"robustness": robustness or None, "baseline": baseline, "out": out, "classifier": classifier,
              "contrastive": contrastive, "steps": steps, "guidance": guidance, "sampler": sampler, "limit": limit}
     options = {k: v for k, v in given.items() if v is not None}  # the model's task says which it takes

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .app import app, write_text_atomic
+from .app import app, check_has_inputs, write_text_atomic
 
 
 @app.command()
@@ -24,6 +24,7 @@ def predict(
 
     model = load(model_dir)
     model.allow_roots = list(allow_root)
+    check_has_inputs(model, data)
     preds = model.predict(data)
     lines = "".join(json.dumps(p) + "\n" for p in preds)
     if out is None:

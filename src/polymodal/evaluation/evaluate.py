@@ -34,7 +34,7 @@ def run_outputs(parts: Parts, data: ReadTable, batch_size: int = 256) -> tuple[T
 def score(parts: Parts, data: ReadTable, batch_size: int = 256) -> dict:
     """The task's report on a split's outputs (no reliance analysis)."""
     if data.targets is None:
-        raise ValueError("evaluation needs the target column")
+        raise PolymodalError("evaluation needs the target column")
     out, target = run_outputs(parts, data, batch_size)
     return parts.task.report(out, target)
 

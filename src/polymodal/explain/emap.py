@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ..data import Collator, ReadTable
+from ..errors import PolymodalError
 from ..model import Parts
 from ..types import Encoded
 
@@ -41,7 +42,7 @@ def emap(parts: Parts, data: ReadTable, max_rows: int = 300) -> dict:
     """Score of the full model and of its additive projection (two inputs), on at most max_rows rows."""
     names = list(data.ids)
     if len(names) != 2:
-        raise ValueError(f"EMAP is defined for two inputs; this model has {len(names)}")
+        raise PolymodalError(f"EMAP is defined for two inputs; this model has {len(names)}")
     parts.net.eval()
     n = min(len(data), max_rows)
     sub = data.take(list(range(n)))

@@ -93,6 +93,8 @@ def request_rows(rows: Any, specs: list[InputSpec], policy: PathPolicy) -> list[
                                f"{', '.join(f'{s.name} ({s.modality.registry_name})' for s in specs)})")
             if value is not None:
                 table_row[spec.column] = request_value(value, spec, policy, f"row {i + 1}, input '{spec.name}'")
+        if not set(table_row) - {"id"}:
+            raise Rejected(f"row {i + 1}: no inputs given (the model takes: {', '.join(s.name for s in specs)})")
         out.append(table_row)
     return out
 

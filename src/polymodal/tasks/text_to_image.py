@@ -62,7 +62,7 @@ def scheduler(config: TextToImageConfig, kind: str = "ddpm"):
                          prediction_type=config.prediction, clip_sample=True)
     classes = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm_solver": DPMSolverMultistepScheduler}
     if kind not in classes:
-        raise ValueError(f"unknown sampler '{kind}' (choose from: {', '.join(SAMPLERS)})")
+        raise PolymodalError(f"unknown sampler '{kind}' (choose from: {', '.join(SAMPLERS)})")
     return base if kind == "ddpm" else classes[kind].from_config(base.config)
 
 

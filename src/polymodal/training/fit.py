@@ -43,6 +43,19 @@ def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group:
                           persistent_workers=workers > 0, prefetch=prefetch)
 
 
+class LastCheckpoint(L.Callback):
+    """`last.ckpt` at the end of every training epoch (after its validation, so the best weights and early-stopping
+    state are in it), written atomically by AtomicCheckpointIO. (Lightning's ModelCheckpoint with save_top_k=0 writes
+    `last` only when training ends.)"""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(str(self.path))
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written whole or not at all: into a file beside, flushed to disk, then renamed over the old one,
     so a kill mid-write leaves the previous checkpoint for `--resume`."""
@@ -138,8 +151,7 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     mode = parts.task.monitor_mode if val_dl is not None else "min"
     best = BestWeights(monitor, mode)
     ckpt_dir = out / "checkpoints"
-    callbacks = [best, L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
-                                                           enable_version_counter=False),
+    callbacks = [best, LastCheckpoint(ckpt_dir / "last.ckpt"),
                  EpochLog(out / "train.log", cfg.time_limit)]
     ema = EMAWeights(plan.ema_decay) if plan.ema_decay > 0 else None
     if ema is not None:
