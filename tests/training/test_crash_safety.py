@@ -8,6 +8,7 @@ import json
 import threading
 
 import pytest
+import torch
 
 import polymodal as pm
 from polymodal.storage import _exchange, staging_dir, swap_in
@@ -101,3 +102,36 @@ def test_a_checkpoint_after_every_epoch(recipe, tmp_path, monkeypatch):
     pm.fit(recipe, out=tmp_path / "m", epochs=3)
     assert [e for e, _ in seen] == [0, 1, 2] and len({t for _, t in seen}) == 3
     assert not list((tmp_path / "m" / "checkpoints").glob("*.partial"))
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_a_resumed_run_ends_with_the_same_weights(recipe, tmp_path, monkeypatch, dropout):
+    """Interrupted after epoch 2's checkpoint, then resumed: the same weights, bit for bit, as the run that was
+    never interrupted (batch order, modality dropout and torch's stream all continue where they were)."""
+    from safetensors.torch import load_file
+
+    from polymodal.training import fit as fit_module
+
+    recipe = copy.deepcopy(recipe)
+    recipe["training"].update({"epochs": 4, "modality_dropout": dropout})
+    pm.fit(recipe, out=tmp_path / "whole")
+    original = fit_module.LastCheckpoint.on_train_epoch_end
+
+    def stop_after_second(self, trainer, module):
+        original(self, trainer, module)
+        if trainer.current_epoch == 1:
+            raise Interrupted
+
+    monkeypatch.setattr(fit_module.LastCheckpoint, "on_train_epoch_end", stop_after_second)
+    with pytest.raises(Interrupted):
+        pm.fit(recipe, out=tmp_path / "cut")
+    monkeypatch.setattr(fit_module.LastCheckpoint, "on_train_epoch_end", original)
+    pm.fit(recipe, out=tmp_path / "cut", resume=True)
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import time
 import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
@@ -41,6 +44,34 @@ def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group:
         sampler, collate = ChunkedBatchSampler(sampler, steps_per_call), ChunkCollator(collate)
     return PrefetchLoader(_Keys(len(data)), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                           persistent_workers=workers > 0, prefetch=prefetch)
+
+
+class RandomStreams(L.Callback):
+    """Every random stream training draws from (torch, numpy and Python's global generators, the batch order, the
+    collator's augmentation and modality-dropout draws), saved in each checkpoint and restored on resume, so a
+    resumed run continues exactly as the uninterrupted one would have (checked by benchmarks/crash_resume.py)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        sampler, collate = loader.batch_sampler, loader.collate_fn
+        self.sampler = getattr(sampler, "batches", sampler)  # a ChunkedBatchSampler wraps the grouped one
+        self.collator = getattr(collate, "collate", collate)  # a ChunkCollator wraps the Collator
+
+    def state_dict(self) -> dict:
+        numpy_state = np.random.get_state()
+        return {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+                "sampler_epoch": getattr(self.sampler, "epoch", None),
+                "collator": self.collator.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+        if state.get("sampler_epoch") is not None and hasattr(self.sampler, "epoch"):
+            self.sampler.epoch = state["sampler_epoch"]
+            self.sampler._batches = self.sampler._make()  # the order the next epoch would have had
+        self.collator.rng.bit_generator.state = state["collator"]
 
 
 class LastCheckpoint(L.Callback):
@@ -151,7 +182,7 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     mode = parts.task.monitor_mode if val_dl is not None else "min"
     best = BestWeights(monitor, mode)
     ckpt_dir = out / "checkpoints"
-    callbacks = [best, LastCheckpoint(ckpt_dir / "last.ckpt"),
+    callbacks = [best, RandomStreams(train_dl), LastCheckpoint(ckpt_dir / "last.ckpt"),
                  EpochLog(out / "train.log", cfg.time_limit)]
     ema = EMAWeights(plan.ema_decay) if plan.ema_decay > 0 else None
     if ema is not None:
