@@ -372,7 +372,8 @@ FIELDS = st.sampled_from(["inputs", "target", "model", "training", "data", "mode
                           "inputs.0.encoder", "inputs.0.modality", "model.preset", "data.on_bad_input", "zzz"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("POLYMODAL_FUZZ_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=list(HealthCheck))
 @given(st.dictionaries(FIELDS, JSONISH, max_size=4))
 def test_fuzzed_recipes_fail_cleanly(overrides):
     """Any recipe is valid or a RecipeError naming a field: never another exception."""

@@ -126,6 +126,8 @@ def claim_checkpoints(ckpt_dir: Path, recipe: Recipe, resume: bool, log_path: Pa
     if note:
         log.warning(note)
         EpochLog(log_path)._write(note)
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
+        return None  # under DDP the first process alone owns the folder
     if ckpt_dir.is_dir():  # an earlier run's checkpoints: this run supersedes them
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True)
