@@ -72,25 +72,24 @@ def features(parts: Parts, rows: Any, inputs: list[str] | None = None) -> tuple[
             r = int(read.rows[int(np.argmax(ids < 0))]) + 1
             raise PolymodalError(f"{table.source}, row {r}: an exported model needs every input; "
                                  f"'{s.column}' is empty")
-        b = collate_input(s.modality, ids, read.items[s.name])
-        data = b.data[b.index]
-        names.append(s.name)
-        tensors.append(data)
-        if b.mask is not None:
-            names.append(f"{s.name}_mask")
-            tensors.append(b.mask[b.index])
+        _append(names, tensors, s.name, collate_input(s.modality, ids, read.items[s.name]))
     return names, tensors
+
+
+def _append(names: list[str], tensors: list[Tensor], name: str, batch: ModalityBatch) -> None:
+    """One input's tensors, one row each: its data, and its mask where it has one."""
+    names.append(name)
+    tensors.append(batch.data[batch.index])
+    if batch.mask is not None:
+        names.append(f"{name}_mask")
+        tensors.append(batch.mask[batch.index])
 
 
 def _placeholder_rows(specs: list[InputSpec], n: int = 2) -> tuple[list[str], list[Tensor]]:
     names, tensors = [], []
     for s in specs:
-        b = collate_input(s.modality, np.zeros(n, dtype=np.int64), [s.modality.placeholder()])
-        names.append(s.name)
-        tensors.append(b.data[b.index])
-        if b.mask is not None:
-            names.append(f"{s.name}_mask")
-            tensors.append(b.mask[b.index])
+        _append(names, tensors, s.name, collate_input(s.modality, np.zeros(n, dtype=np.int64),
+                                                     [s.modality.placeholder()]))
     return names, tensors
 
 

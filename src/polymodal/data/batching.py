@@ -139,9 +139,13 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._batches
-        self.epoch += 1
-        self._batches = self._make()
+        self.set_epoch(self.epoch + 1)
         return iter(batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next iteration gives epoch `epoch`'s order (a resumed run continues the uninterrupted one's)."""
+        self.epoch = epoch
+        self._batches = self._make()
 
     def __len__(self) -> int:
         return len(self._batches)

@@ -24,7 +24,7 @@ from ..model import Parts
 from ..storage import save_parts
 from .module import BestWeights, EMAWeights, LitMultimodal
 from .prepare import Prepared, prepare
-from .progress_log import EpochLog
+from .progress_log import EpochLog, append_line
 from .runtime import configure_process
 
 log = logging.getLogger("polymodal")
@@ -68,9 +68,8 @@ class RandomStreams(L.Callback):
         random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
         kind, keys, *rest = state["numpy"]
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
-        if state.get("sampler_epoch") is not None and hasattr(self.sampler, "epoch"):
-            self.sampler.epoch = state["sampler_epoch"]
-            self.sampler._batches = self.sampler._make()  # the order the next epoch would have had
+        if state.get("sampler_epoch") is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(state["sampler_epoch"])  # the order the next epoch would have had
         self.collator.rng.bit_generator.state = state["collator"]
 
 
@@ -125,7 +124,7 @@ def claim_checkpoints(ckpt_dir: Path, recipe: Recipe, resume: bool, log_path: Pa
         note = f"--resume: no checkpoint at {last} yet: starting from the beginning"
     if note:
         log.warning(note)
-        EpochLog(log_path)._write(note)
+        append_line(log_path, note)
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
         return None  # under DDP the first process alone owns the folder
     if ckpt_dir.is_dir():  # an earlier run's checkpoints: this run supersedes them

@@ -9,15 +9,20 @@ from pathlib import Path
 import lightning as L
 
 
+def append_line(path: Path, line: str) -> None:
+    """One line at the end of train.log (written as it happens: `tail -f` it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
 class EpochLog(L.Callback):
     def __init__(self, path: Path, time_limit: float | None = None) -> None:
         self.path, self.time_limit = path, time_limit
         self.started = time.perf_counter()
 
     def _write(self, line: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        append_line(self.path, line)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.started = time.perf_counter()
