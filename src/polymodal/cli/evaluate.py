@@ -27,6 +27,12 @@ def evaluate(
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Text-to-image: guidance scale."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Text-to-image: ddim, ddpm or dpm_solver."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Text-to-image: generate for the first N rows only."),
+    snr: Optional[str] = typer.Option(None, "--snr", help="Text: WER with white noise on the audio input at these "
+                                      "signal-to-noise ratios (dB, comma-separated: 10,5,0,-5), for the audio alone, "
+                                      "the other inputs alone and all together (a PNG into --out)."),
+    noise_input: Optional[str] = typer.Option(None, "--noise-input", help="Text: the audio input that gets the noise "
+                                              "(default: the only audio input)."),
+    beam: Optional[int] = typer.Option(None, "--beam", help="Text: beam width (default: the recipe's; 1: greedy)."),
     allow_root: list[Path] = typer.Option([], "--allow-root", help="File cells may name files only under this "
                                           "folder (repeat for several; symlinks and `..` resolved first)."),
 ) -> None:
@@ -47,7 +53,8 @@ def evaluate(
     model.allow_roots = list(allow_root)
     check_has_inputs(model, data)
     given = {"robustness": robustness or None, "baseline": baseline, "out": out, "classifier": classifier,
-             "contrastive": contrastive, "steps": steps, "guidance": guidance, "sampler": sampler, "limit": limit}
+             "contrastive": contrastive, "steps": steps, "guidance": guidance, "sampler": sampler, "limit": limit,
+             "snr": None if snr is None else _numbers(snr, "--snr"), "noise_input": noise_input, "beam": beam}
     options = {k: v for k, v in given.items() if v is not None}  # the model's task says which it takes
     if "progress" in model.evaluation_options():
         options["progress"] = progress
@@ -58,6 +65,13 @@ def evaluate(
         typer.echo(json.dumps(metrics))
         return
     _print_metrics(metrics, f"{model_dir} on {data}")
+
+
+def _numbers(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{flag} takes numbers separated by commas, got '{text}'") from None
 
 
 def _flat(d: dict, prefix: str = ""):
@@ -78,7 +92,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        if k in ("warnings", "robustness"):
+        if k in ("warnings", "robustness", "examples"):
             continue
         if isinstance(v, dict):
             for kk, vv in _flat(v):

@@ -110,3 +110,37 @@ class WhisperEncoder(Encoder):
     @classmethod
     def for_loading(cls, config: dict, directory: Path, prefix: str) -> dict:
         return {**config, "model": str(directory / f"{prefix}whisper")}
+
+
+class WhisperTranscriber:
+    """Whisper as a speech recogniser, zero-shot: 16 kHz waveforms (at most 30 s each) -> text, by ctranslate2's beam
+    search with the model's own tokenizer (tokenizer.json). English-only models (tiny.en) start from
+    <|startoftranscript|><|notimestamps|>; multilingual ones are told English and transcription."""
+
+    def __init__(self, model: str = "tiny.en", beam: int = 5, threads: int = 0) -> None:
+        import ctranslate2
+        from tokenizers import Tokenizer
+        from transformers import WhisperFeatureExtractor
+
+        self.path = resolve_whisper(model)
+        if not (self.path / "tokenizer.json").is_file():
+            raise RecipeError(f"no tokenizer.json beside the Whisper model at {self.path}")
+        self.whisper = ctranslate2.models.Whisper(str(self.path), device="cpu", compute_type="float32",
+                                                  intra_threads=threads)
+        self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        self.features = WhisperFeatureExtractor(feature_size=80)
+        self.beam = beam
+        self.prompt = ["<|startoftranscript|>"] + (["<|en|>", "<|transcribe|>"] if self.whisper.is_multilingual
+                                                    else []) + ["<|notimestamps|>"]
+
+    def transcribe(self, waves: list[np.ndarray], batch_size: int = 8) -> list[str]:
+        import ctranslate2
+
+        texts = []
+        for start in range(0, len(waves), batch_size):
+            chunk = [w[: 30 * SAMPLE_RATE] for w in waves[start:start + batch_size]]
+            feats = self.features(chunk, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
+            results = self.whisper.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, np.float32)),
+                                            [self.prompt] * len(chunk), beam_size=self.beam, max_length=224)
+            texts += [self.tokenizer.decode(r.sequences_ids[0]).strip() for r in results]
+        return texts

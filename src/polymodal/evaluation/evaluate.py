@@ -94,6 +94,12 @@ class Run:
             report["plots"] = [str(p) for p in plot_curves(report, Path(out))]
         return report
 
+    def noise_curve(self, data: ReadTable, snrs: list[float], noise_input: str | None = None, progress: Any = None,
+                    out: str | Path | None = None) -> dict:
+        from .noise import noise_curve
+
+        return noise_curve(self.parts, data, snrs, noise_input, progress, None if out is None else Path(out))
+
     def retrieval(self, data: ReadTable) -> dict:
         from .retrieval import retrieval_report
 

@@ -200,7 +200,11 @@ def pad_sequences(items: list[Tensor], norm: tuple[float, float] | tuple[Tensor,
 @corruption(AudioModality, "white_noise")
 def audio_white_noise(wave: np.ndarray, s: float, rng) -> np.ndarray:
     """White noise at an SNR from 30 dB (s -> 0) down to -10 dB (s = 1)."""
-    snr_db = 30 - 40 * s
+    return add_white_noise(wave, 30 - 40 * s, rng)
+
+
+def add_white_noise(wave: np.ndarray, snr_db: float, rng) -> np.ndarray:
+    """The waveform plus Gaussian white noise at `snr_db` dB below (or above) the clip's mean power."""
     power = float(np.mean(wave ** 2)) or 1e-8
     return (wave + rng.normal(0, np.sqrt(power / 10 ** (snr_db / 10)), wave.shape)).astype(np.float32)
 

@@ -1,6 +1,6 @@
 """Tasks. Importing this package registers every task."""
 from ..data import is_missing
-from . import classification, contrastive, regression, text_to_image  # noqa: F401  (registration)
+from . import classification, contrastive, regression, text, text_to_image  # noqa: F401  (registration)
 from .base import TASKS, Task, TrainingPlan
 from .predictive import PredictiveTask
 

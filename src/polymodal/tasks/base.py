@@ -67,6 +67,11 @@ class Task:
     def resolve_training(cls, training: dict[str, Any]) -> None:
         """Fix the recipe's training fields that the task decides (in place, before the recipe is saved)."""
 
+    @classmethod
+    def resolve_input(cls, kind: str, options: dict[str, Any], encoder: dict[str, Any], task_options: dict) -> None:
+        """Defaults the task gives an input of this modality kind where the recipe names none (in place, before the
+        preset's encoder)."""
+
     def training_plan(self, cfg: Any, inputs: int) -> TrainingPlan:
         """How the training loop runs for this task, from the recipe's `training` section and the input count."""
         return TrainingPlan()

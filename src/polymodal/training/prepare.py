@@ -43,6 +43,9 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
                                 f"`modality` for input '{cfg['name']}'")
             cfg["modality"] = kind
         mcls = MODALITIES.get(cfg["modality"], f"inputs.{cfg['name']}.modality")
+        if data["target"]["task"]:
+            TASKS.get(data["target"]["task"], "target.task").resolve_input(
+                cfg["modality"], cfg["options"], cfg["encoder"], data["target"]["options"])
         if not cfg["encoder"].get("type"):  # the preset's encoder for this modality, where it has one
             cfg["encoder"] = {**PRESETS[data["model"]["preset"]].get(cfg["modality"], {}), **cfg["encoder"]}
         ecls = ENCODERS.get(cfg["encoder"].get("type") or mcls.default_encoder, f"inputs.{cfg['name']}.encoder.type")

@@ -1,0 +1,189 @@
+"""Text outputs (issue 15): speech recognition, lip reading and audio-visual speech recognition on grid-s1 whole
+sentences, Whisper tiny.en zero-shot on the same test split, easy-VQA captions and answers generated as text.
+Validation is carved from train; each test split is scored once, at the end of its run.
+
+    .venv/bin/python benchmarks/sequence_outputs.py [--configs audio_conv1d,av,...] [--epochs N] [--out DIR]
+
+Each config runs in its own process (peak RSS is its own) and prints one JSON line; a table follows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ROOT.parent / "shared" / "data" / "grid-s1"
+SNRS = [10.0, 5.0, 0.0, -5.0]
+
+LIPS = {"name": "lips", "modality": "video", "options": {"size": 48, "channels": 1, "frames": "all", "max_frames": 75},
+        "encoder": {"type": "lip_cnn"}}
+AUDIO = {"name": "audio", "modality": "audio"}  # log-mel; the text task's default encoder: conv1d at 25 steps a second
+WHISPER = {"name": "audio", "modality": "audio", "encoder": {"type": "whisper"}}
+GRID_TRAINING = {"epochs": 40, "patience": 8, "batch_size": 16, "lr": 2e-3}
+
+CONFIGS = {
+    "audio_conv1d": {"inputs": [AUDIO], "snr": True},
+    "audio_whisper": {"inputs": [WHISPER], "snr": False},
+    "lips": {"inputs": [LIPS], "snr": False},
+    "av": {"inputs": [LIPS, AUDIO], "snr": True,
+           "training": {"modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.5}},
+    "whisper_zeroshot": {},
+    "vqa_answers": {},
+    "vqa_captions": {},
+}
+
+
+def grid_recipe(config: str, seed: int, epochs: int | None) -> dict:
+    spec = CONFIGS[config]
+    training = {**GRID_TRAINING, **spec.get("training", {}), "seed": seed, "progress": False}
+    if epochs:
+        training["epochs"] = epochs
+    return {"data": {"train": str(GRID / "train.jsonl"), "test": str(GRID / "test.jsonl")},
+            "inputs": spec["inputs"], "target": {"column": "text", "task": "text"},
+            "model": {"dim": 128}, "training": training}
+
+
+def vqa_recipe(config: str, seed: int, epochs: int | None) -> dict:
+    from polymodal.demo import demo_recipe, easy_vqa_caption_tables, easy_vqa_tables
+
+    if config == "vqa_answers":
+        rec = demo_recipe()
+        tables = easy_vqa_tables()
+        rec["target"] = {"column": "answer", "task": "text", "options": {"unit": "word"}}
+    else:
+        tables = easy_vqa_caption_tables()
+        rec = {"inputs": [{"name": "image", "modality": "image", "options": {"size": 64},
+                           "encoder": {"type": "image_cnn", "channels": [16, 32, 64]}}],
+               "target": {"column": "caption", "task": "text", "options": {"unit": "word"}},
+               "model": {"dim": 64}, "training": {"epochs": 14, "batch_size": 64, "lr": 2e-3, "patience": 5}}
+    rec["data"] = {"train": str(tables["train"]), "test": str(tables["test"])}
+    rec["training"] = {**rec["training"], "seed": seed, "progress": False, **({"epochs": epochs} if epochs else {})}
+    return rec
+
+
+def decode_speed(model, table: Path, rows: int = 64) -> dict:
+    """Seconds of audio decoded per second of wall time (reading, features, encoders, search), `rows` test clips."""
+    lines = table.read_text().splitlines()[:rows]
+    data = [json.loads(x) for x in lines]
+    for r in data:
+        for key in ("lips", "audio"):
+            r[key] = str(table.parent / r[key])
+    started = time.perf_counter()
+    model.predict(data)
+    seconds = time.perf_counter() - started
+    return {"clips": len(data), "seconds": round(seconds, 2), "x_real_time": round(3.0 * len(data) / seconds, 1)}
+
+
+def run_one(args) -> dict:
+    import polymodal as pm
+
+    if args.config == "whisper_zeroshot":
+        return whisper_zeroshot()
+    vqa = args.config.startswith("vqa")
+    rec = (vqa_recipe if vqa else grid_recipe)(args.config, args.seed, args.epochs)
+    started = time.perf_counter()
+    out = Path(args.out) / f"{args.config}-s{args.seed}"
+    model = pm.fit(rec, out=out)
+    wall = time.perf_counter() - started
+    test = model.metrics["test"]
+    result = {"config": args.config, "seed": args.seed,
+              **{k: test[k] for k in ("wer", "cer", "exact_match", "bleu", "rouge_l", "cider")},
+              "validation_wer": model.metrics.get("validation", {}).get("wer"),
+              "epochs": model.metrics["training"]["epochs"], "train_seconds": model.metrics["training"]["seconds"],
+              "wall_seconds": round(wall, 1)}
+    if not vqa:
+        result["speed"] = decode_speed(model, GRID / "test.jsonl")
+        if CONFIGS[args.config].get("snr"):  # scored on the test split: the curve is part of the one test report
+            report = model.evaluate(str(GRID / "test.jsonl"), snr=SNRS, out=out / "snr")
+            result["wer_vs_snr"] = report["wer_vs_snr"]
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return result
+
+
+DIGITS = {str(i): w for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                                           "nine"])}
+
+
+def grid_normalise(text: str) -> str:
+    """Whisper writes GRID's spelt digits and letters its own way ("F2", "set white by 4"): digits spelt out, letters
+    split from digits, so the grid-normalised WER counts words, not formatting."""
+    import re
+
+    text = re.sub(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])", " ", text)
+    return " ".join(DIGITS.get(w, w) for w in re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def whisper_zeroshot() -> dict:
+    import soundfile as sf
+
+    from polymodal.encoders.whisper import WhisperTranscriber
+    from polymodal.modalities.audio import resample
+    from polymodal.tasks.text_metrics import text_scores
+
+    rows = [json.loads(x) for x in (GRID / "test.jsonl").read_text().splitlines()]
+    waves = []
+    for r in rows:
+        wave, sr = sf.read(GRID / r["audio"], dtype="float32")
+        waves.append(resample(wave, sr, 16000))
+    started = time.perf_counter()
+    hyps = WhisperTranscriber().transcribe(waves)
+    seconds = time.perf_counter() - started
+    refs = [[r["text"]] for r in rows]
+    raw = text_scores(hyps, refs)
+    normalised = text_scores([grid_normalise(h) for h in hyps], refs)
+    return {"config": "whisper_zeroshot", "wer": round(raw["wer"], 4), "cer": round(raw["cer"], 4),
+            "exact_match": round(raw["exact_match"], 4), "grid_normalised_wer": round(normalised["wer"], 4),
+            "grid_normalised_cer": round(normalised["cer"], 4),
+            "speed": {"clips": len(rows), "seconds": round(seconds, 1),
+                      "x_real_time": round(3.0 * len(rows) / seconds, 1)},
+            "examples": [{"reference": r["text"], "prediction": h} for r, h in list(zip(rows, hyps))[:5]],
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", default=None, help="comma-separated (default: every config)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
+    ap.add_argument("--out", default="runs/bench-text")
+    ap.add_argument("--config", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.config:
+        print(json.dumps(run_one(args)), flush=True)
+        return
+    configs = args.configs.split(",") if args.configs else list(CONFIGS)
+    results = []
+    for config in configs:
+        cmd = [sys.executable, __file__, "--config", config, "--seed", str(args.seed), "--out", args.out]
+        if args.epochs:
+            cmd += ["--epochs", str(args.epochs)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
+        if proc.returncode or line is None:
+            print(f"{config}: failed\n{proc.stderr[-3000:]}", file=sys.stderr, flush=True)
+            continue
+        print(line, flush=True)
+        results.append(json.loads(line))
+    print("\n| config | WER | CER | exact match | BLEU | CIDEr-D | x real time | train s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        speed = r.get("speed", {}).get("x_real_time", "")
+        print(f"| {r['config']} | {100 * r['wer']:.2f}% | {100 * r['cer']:.2f}% | {100 * r['exact_match']:.2f}% | "
+              f"{r.get('bleu', '')} | {r.get('cider', '')} | {speed} | {r.get('train_seconds', '')} | "
+              f"{r['peak_rss_mb']} |")
+    for r in results:
+        if "wer_vs_snr" in r:
+            c = r["wer_vs_snr"]
+            print(f"\n{r['config']} WER vs SNR ({', '.join(str(s) for s in c['snr_db'])} dB):")
+            for key, values in c.items():
+                if key not in ("snr_db", "metric", "plot"):
+                    print(f"  {key}: " + " ".join(f"{100 * v:.2f}%" for v in values))
+
+
+if __name__ == "__main__":
+    main()

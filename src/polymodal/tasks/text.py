@@ -1,0 +1,370 @@
+"""Text outputs from any inputs: speech recognition, lip reading, audio-visual speech recognition, captioning,
+answers in words.
+
+Two decoders over the encoders' tokens:
+- `ctc` for inputs aligned in time with the words (audio, video, signals): every input's tokens are pooled to the
+  time steps of one input (`align_to`; lips at 25 fps, audio frames averaged to the same rate), fused frame by frame
+  (concatenated, projected), a bidirectional GRU reads the fused frames and a CTC head gives each step's token.
+  An absent input contributes its learnt "missing" vector at every step (modality dropout trains that path).
+- `attention`: a transformer decoder that cross-attends to every input's tokens (each marked with its input's
+  embedding) and writes the text token by token.
+Decoding: greedy, or beam search (`beam`). Tokens: characters or words learnt from the training text.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from ..errors import PolymodalError
+from ..types import Batch, Encoded
+from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan
+from .text_decoding import beam_search, ctc_decode
+from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, text_scores
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3  # PAD is also the CTC blank
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+TIME_ALIGNED = {"audio", "video", "signal"}
+
+
+class TextConfig(TaskConfig):
+    decoder: Literal["auto", "ctc", "attention"] = Field(
+        "auto", description="ctc: per-step tokens for inputs aligned in time with the words (speech, lips); "
+        "attention: a transformer decoder over every input's tokens (captions, answers). auto: ctc when every input "
+        "is audio, video or a signal, else attention.")
+    unit: Literal["char", "word"] = Field("char", description="Output tokens: characters, or whole words (a closed "
+                                          "vocabulary: words unseen in training come out as <unk>).")
+    lowercase: bool = Field(False, description="Lower-case the target text before learning its tokens.")
+    align_to: str | None = Field(None, description="ctc: the input whose time steps are the output steps "
+                                 "(default: the video input if there is one, else the first input).")
+    layers: int = Field(2, ge=1, description="GRU layers (ctc) or transformer decoder layers (attention).")
+    heads: int = Field(4, ge=1, description="Attention heads of the decoder.")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    beam: int = Field(1, ge=1, description="Beam width for predict and evaluate (1: greedy). Validation during "
+                      "training decodes greedily.")
+    max_length: int | None = Field(None, ge=1, description="Most tokens a prediction has (default: 1.5 x the longest "
+                                   "training text, plus 4).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="attention: cross-entropy label smoothing.")
+
+
+class Vocabulary:
+    """Characters or words, learnt from the training text; ids 0-3 are pad/blank, start, end and unknown."""
+
+    def __init__(self, unit: str, lowercase: bool, tokens: list[str] | None = None) -> None:
+        self.unit, self.lowercase = unit, lowercase
+        self.tokens = list(tokens or [])
+        self.index = {t: i + len(SPECIALS) for i, t in enumerate(self.tokens)}
+
+    def __len__(self) -> int:
+        return len(SPECIALS) + len(self.tokens)
+
+    def clean(self, text: Any) -> str:
+        if isinstance(text, (dict, list, tuple, set)) or isinstance(text, bool):
+            raise ValueError(f"a text target is a string, got {type(text).__name__} {text!r}")
+        text = " ".join(str(text).split())
+        return text.lower() if self.lowercase else text
+
+    def units(self, text: Any) -> list[str]:
+        text = self.clean(text)
+        return list(text) if self.unit == "char" else text.split()
+
+    def learn(self, texts: list[Any]) -> None:
+        seen = sorted({u for t in texts for u in self.units(t)})
+        self.tokens = seen
+        self.index = {t: i + len(SPECIALS) for i, t in enumerate(seen)}
+
+    def encode(self, text: Any) -> list[int]:
+        return [self.index.get(u, UNK) for u in self.units(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        parts = []
+        for i in ids:
+            if i == EOS:
+                break
+            if i >= len(SPECIALS):
+                parts.append(self.tokens[i - len(SPECIALS)])
+            elif i == UNK:
+                parts.append("<unk>")
+        return ("" if self.unit == "char" else " ").join(parts)
+
+
+def pool_to(tokens: Tensor, lengths: Tensor, target: Tensor, steps: int) -> Tensor:
+    """Resample each row's first lengths[b] tokens to target[b] steps (of `steps` in all) by averaging the tokens
+    that fall in each step's window (or repeating the nearest when there are fewer tokens than steps)."""
+    b, _, d = tokens.shape
+    cum = torch.cat([tokens.new_zeros(b, 1, d), tokens.float().cumsum(1)], 1)  # [B, T+1, D]
+    j = torch.arange(steps, device=tokens.device)[None].float()
+    n, m = lengths[:, None].float(), target[:, None].float().clamp_min(1)
+    start = torch.floor(j * n / m).long().clamp(max=lengths[:, None] - 1)
+    end = torch.maximum(torch.floor((j + 1) * n / m).long().clamp(max=lengths[:, None]), start + 1)
+    total = cum.gather(1, end[..., None].expand(-1, -1, d)) - cum.gather(1, start[..., None].expand(-1, -1, d))
+    return (total / (end - start)[..., None]).to(tokens.dtype)
+
+
+class CTCHead(nn.Module):
+    """Frame-by-frame fusion of time-aligned inputs, a bidirectional GRU and per-step token scores."""
+
+    def __init__(self, names: list[str], align_to: str, dim: int, vocab: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.names, self.align_to = list(names), align_to
+        self.proj = nn.Sequential(nn.Linear(len(names) * dim, dim), nn.GELU(), nn.Dropout(dropout))
+        self.rnn = nn.GRU(dim, dim // 2, layers, batch_first=True, bidirectional=True,
+                          dropout=dropout if layers > 1 else 0.0)
+        self.out = nn.Linear(2 * (dim // 2), vocab)
+        # steps of `align_to` per token of each input, learnt from training rows that have both (used when the
+        # reference input is absent and the row's length must come from another input)
+        self.register_buffer("ratio", torch.zeros(len(names)))
+
+    def steps(self, encoded: dict[str, Encoded]) -> Tensor:
+        """Output steps per row: the reference input's length, or another present input's scaled by the ratio."""
+        ref = encoded[self.align_to]
+        ref_len = ref.mask.sum(1)
+        lengths = ref_len.clone()
+        have = ref.present.clone()
+        for i, name in enumerate(self.names):
+            enc = encoded[name]
+            n = enc.mask.sum(1)
+            if self.training and name != self.align_to:
+                both = ref.present & enc.present
+                if bool(both.any()):
+                    r = (ref_len[both].float() / n[both].float()).mean().detach()
+                    self.ratio[i] = r if self.ratio[i] == 0 else 0.9 * self.ratio[i] + 0.1 * r
+            if name == self.align_to:
+                continue
+            fill = ~have & enc.present
+            if bool(fill.any()):
+                if float(self.ratio[i]) <= 0:
+                    raise PolymodalError(f"input '{self.align_to}' is absent and the model never saw it beside "
+                                         f"'{name}' in training, so it cannot tell the output length")
+                lengths = torch.where(fill, (n.float() * self.ratio[i]).round().long().clamp_min(1), lengths)
+                have = have | fill
+        return lengths.clamp_min(1)
+
+    def forward(self, encoded: dict[str, Encoded]) -> tuple[Tensor, Tensor]:
+        lengths = self.steps(encoded)
+        steps = int(lengths.max())
+        frames = [pool_to(encoded[n].tokens, encoded[n].mask.sum(1).clamp_min(1), lengths, steps) for n in self.names]
+        x = self.proj(torch.cat(frames, -1))
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=steps)
+        return self.out(out).float().log_softmax(-1), lengths
+
+
+class AttentionDecoder(nn.Module):
+    """A transformer decoder cross-attending to the inputs' tokens."""
+
+    def __init__(self, names: list[str], dim: int, vocab: int, layers: int, heads: int, dropout: float,
+                 max_length: int) -> None:
+        super().__init__()
+        self.names = list(names)
+        self.source = nn.Embedding(len(names), dim)
+        self.embed = nn.Embedding(vocab, dim)
+        self.position = nn.Embedding(max_length + 2, dim)
+        layer = nn.TransformerDecoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, layers)
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, vocab)
+
+    def memory(self, encoded: dict[str, Encoded]) -> tuple[Tensor, Tensor]:
+        """Every input's tokens side by side (an absent input: its one "missing" token) and their padding mask."""
+        tokens = [encoded[n].tokens + self.source.weight[i] for i, n in enumerate(self.names)]
+        return torch.cat(tokens, 1), ~torch.cat([encoded[n].mask for n in self.names], 1)
+
+    def forward(self, memory: Tensor, padding: Tensor, ids: Tensor) -> Tensor:
+        """Next-token log-probabilities at every position of `ids` [B, L] (causal)."""
+        length = ids.shape[1]
+        x = self.embed(ids) + self.position.weight[:length]
+        causal = torch.triu(torch.full((length, length), float("-inf"), device=ids.device), 1)
+        h = self.decoder(x, memory, tgt_mask=causal, memory_key_padding_mask=padding)
+        return self.out(self.norm(h)).float().log_softmax(-1)
+
+
+class TextNet(nn.Module):
+    """Encoders -> a CTC head or an attention decoder. `forward` decodes: token ids [B, max_length] (0-padded)."""
+
+    def __init__(self, encoders: dict[str, nn.Module], head: nn.Module, max_length: int) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.head = head
+        self.max_length = max_length
+        self.beam = 1
+
+    def encode(self, batch: Batch) -> dict[str, Encoded]:
+        return {name: enc(batch[name]) for name, enc in self.encoders.items()}
+
+    def loss(self, batch: Batch, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        encoded = self.encode(batch)
+        lengths = (target != PAD).sum(1)
+        if isinstance(self.head, CTCHead):
+            log_probs, steps = self.head(encoded)
+            return F.ctc_loss(log_probs.transpose(0, 1), target, steps, lengths, blank=PAD, zero_infinity=True)
+        memory, padding = self.head.memory(encoded)
+        rows = torch.arange(len(target), device=target.device)
+        inp = torch.cat([torch.full_like(target[:, :1], BOS), target], 1)[:, :self.max_length + 1]
+        out = torch.cat([target, torch.zeros_like(target[:, :1])], 1)
+        out[rows, lengths] = EOS
+        out = out[:, :self.max_length + 1]
+        logp = self.head(memory, padding, inp)
+        return F.nll_loss(logp.transpose(1, 2), out, ignore_index=PAD) if label_smoothing == 0 else \
+            F.cross_entropy(logp.transpose(1, 2), out, ignore_index=PAD, label_smoothing=label_smoothing)
+
+    def decode_ids(self, batch: Batch, beam: int) -> list[list[int]]:
+        encoded = self.encode(batch)
+        if isinstance(self.head, CTCHead):
+            log_probs, steps = self.head(encoded)
+            return [seq[:self.max_length] for seq in ctc_decode(log_probs, steps, beam)]
+        memory, padding = self.head.memory(encoded)
+        rows = memory.shape[0]
+
+        def step(seqs: Tensor, origin: Tensor) -> Tensor:
+            return self.head(memory[origin], padding[origin], seqs)[:, -1]
+
+        return beam_search(step, rows, BOS, EOS, self.max_length, beam, memory.device)
+
+    def forward(self, batch: Batch) -> Tensor:
+        ids = self.decode_ids(batch, self.beam if not self.training else 1)
+        out = torch.zeros(len(ids), self.max_length)
+        for i, seq in enumerate(ids):
+            out[i, :len(seq)] = torch.tensor(seq[:self.max_length], dtype=torch.float32)
+        return out.to(next(iter(batch.values())).present.device)
+
+
+@TASKS.register("text")
+class TextTask(Task):
+    Config = TextConfig
+    config: TextConfig
+    monitor, monitor_mode = "wer", "min"
+
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__(config)
+        self.vocab = Vocabulary(config.unit, config.lowercase)
+        self.max_length = config.max_length or 0
+
+    @classmethod
+    def resolve_input(cls, kind: str, options: dict[str, Any], encoder: dict[str, Any], task_options: dict) -> None:
+        """Defaults for a time-aligned input read by CTC (in place, only where the recipe is silent): video keeps
+        every frame and gets the lip-reading encoder; audio log-mel through two conv blocks (25 steps a second, the
+        rate of 25 fps lips)."""
+        if task_options.get("decoder", "auto") == "attention":
+            return
+        if kind == "video":
+            options.setdefault("frames", "all")
+            if not encoder.get("type"):
+                encoder["type"] = "lip_cnn"
+        elif kind == "audio" and not encoder.get("type") and options.get("features", "logmel") == "logmel":
+            encoder.update(type="conv1d", channels=[128, 128])
+
+    def training_plan(self, cfg: Any, inputs: int) -> TrainingPlan:
+        return TrainingPlan(steps_per_call=cfg.steps_per_call, modality_dropout=cfg.modality_dropout)
+
+    # -- targets -----------------------------------------------------------------------------------------------------
+    def check(self, value: Any) -> Any:
+        self.vocab.clean(value)
+        return value
+
+    def fit(self, targets: list[Any]) -> None:
+        self.vocab.learn(targets)
+        if len(self.vocab.tokens) == 0:
+            raise ValueError("the training texts are all empty")
+        if not self.config.max_length:
+            self.max_length = int(1.5 * max(len(self.vocab.units(t)) for t in targets)) + 4
+
+    def encode(self, value: Any) -> list[int]:
+        return self.vocab.encode(value)
+
+    def collate(self, values: list[list[int]]) -> Tensor:
+        out = torch.zeros(len(values), max(1, max(len(v) for v in values)), dtype=torch.long)
+        for i, v in enumerate(values):
+            out[i, :len(v)] = torch.tensor(v, dtype=torch.long)
+        return out
+
+    def state(self) -> dict:
+        return {"unit": self.vocab.unit, "lowercase": self.vocab.lowercase, "tokens": self.vocab.tokens,
+                "max_length": self.max_length}
+
+    def load_state(self, state: dict) -> None:
+        self.vocab = Vocabulary(state["unit"], state["lowercase"], state["tokens"])
+        self.max_length = state["max_length"]
+
+    def describe(self) -> dict:
+        return {"unit": self.vocab.unit, "tokens": len(self.vocab.tokens), "max_length": self.max_length}
+
+    # -- the network -------------------------------------------------------------------------------------------------
+    def decoder_kind(self, kinds: dict[str, str]) -> str:
+        if self.config.decoder != "auto":
+            return self.config.decoder
+        return "ctc" if all(k in TIME_ALIGNED for k in kinds.values()) else "attention"
+
+    def build_net(self, encoders: dict[str, nn.Module], kinds: dict[str, str], modalities: dict[str, Any],
+                  recipe: Any) -> TextNet:
+        torch.manual_seed(recipe.training.seed)
+        names, dim, c = list(kinds), recipe.model.dim, self.config
+        if self.decoder_kind(kinds) == "ctc":
+            videos = [n for n, k in kinds.items() if k == "video"]
+            align = c.align_to or (videos[0] if videos else names[0])
+            if align not in kinds:
+                raise ValueError(f"target.options.align_to: no input '{align}' (inputs: {', '.join(names)})")
+            head: nn.Module = CTCHead(names, align, dim, len(self.vocab), c.layers, c.dropout)
+        else:
+            if dim % c.heads:
+                raise ValueError(f"target.options.heads: {c.heads} heads do not divide model.dim {dim}")
+            head = AttentionDecoder(names, dim, len(self.vocab), c.layers, c.heads, c.dropout, self.max_length)
+        net = TextNet(encoders, head, self.max_length)
+        net.beam = c.beam
+        return net
+
+    @classmethod
+    def architecture(cls, recipe: dict) -> dict:
+        opts = recipe["target"]["options"]
+        return {"decoder": {k: opts.get(k) for k in ("decoder", "unit", "layers", "beam")}}
+
+    # -- training ----------------------------------------------------------------------------------------------------
+    def training_loss(self, net: TextNet, inputs: dict, target: Tensor | None, unimodal_weight: float,
+                      rng: StepRNG) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
+        loss = net.loss(inputs, target, self.config.label_smoothing)
+        return loss, {"train_loss": (loss, len(target))}
+
+    def validation_loss(self, net: nn.Module, inputs: dict, out: Tensor, target: Tensor | None) -> Tensor:
+        return net.loss(inputs, target)
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"wer": WordErrorRate(), "cer": CharErrorRate(), "exact_match": ExactMatch()})
+
+    def texts(self, ids: Tensor) -> list[str]:
+        return [self.vocab.decode([i for i in row if i != PAD]) for row in ids.long().tolist()]
+
+    def update_metrics(self, metrics: nn.Module, out: Tensor, target: Tensor | None) -> None:
+        metrics.update(self.texts(out), self.texts(target))
+
+    # -- evaluation, prediction --------------------------------------------------------------------------------------
+    def report(self, out: Tensor, target: Tensor) -> dict:
+        hyps, refs = self.texts(out), self.texts(target)
+        result = {k: round(v, 6) for k, v in text_scores(hyps, [[r] for r in refs]).items()}
+        result["examples"] = [{"reference": r, "prediction": h} for h, r in list(zip(hyps, refs))[:5]]
+        return result
+
+    def evaluate(self, run: Any, *, snr: list[float] | None = None, noise_input: str | None = None,
+                 beam: int | None = None, out: str | Path | None = None, progress: Any = None) -> dict:
+        """WER, CER, BLEU, ROUGE-L, CIDEr-D and exact match, and modality reliance. snr: also the WER with white
+        noise added to the audio input (`noise_input`, default the only audio input) at each signal-to-noise ratio
+        (dB), for that input alone, the other inputs alone and all together (a PNG into `out`). beam: the beam
+        width (default: the recipe's)."""
+        if beam is not None:
+            if beam < 1:
+                raise PolymodalError(f"beam must be at least 1, got {beam}")
+            run.parts.net.beam = beam
+        data = run.read("required", keep_raw=snr is not None)
+        result = run.score(data)
+        run.add_reliance(data, result)
+        if snr is not None:
+            result["wer_vs_snr"] = run.noise_curve(data, [float(s) for s in snr], noise_input, progress, out)
+        return result
+
+    def decode(self, out: Tensor) -> list[dict]:
+        return [{"text": t} for t in self.texts(out)]
