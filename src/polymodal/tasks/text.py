@@ -203,6 +203,13 @@ class TextNet(nn.Module):
         lengths = (target != PAD).sum(1)
         if isinstance(self.head, CTCHead):
             log_probs, steps = self.head(encoded)
+            short = steps < lengths
+            if int(short.sum()) * 2 > len(short):
+                raise PolymodalError(
+                    f"the CTC head has {int(steps[short][0])} steps for a text of {int(lengths[short][0])} tokens "
+                    f"({int(short.sum())} of {len(short)} rows in a batch are too short): input "
+                    f"'{self.head.align_to}' sets the steps and its encoder reduces time too much (give its encoder "
+                    "fewer blocks, set target.options.align_to to another input, or use unit: word)")
             return F.ctc_loss(log_probs.transpose(0, 1), target, steps, lengths, blank=PAD, zero_infinity=True)
         memory, padding = self.head.memory(encoded)
         rows = torch.arange(len(target), device=target.device)
@@ -355,15 +362,19 @@ class TextTask(Task):
         noise added to the audio input (`noise_input`, default the only audio input) at each signal-to-noise ratio
         (dB), for that input alone, the other inputs alone and all together (a PNG into `out`). beam: the beam
         width (default: the recipe's)."""
-        if beam is not None:
-            if beam < 1:
-                raise PolymodalError(f"beam must be at least 1, got {beam}")
-            run.parts.net.beam = beam
-        data = run.read("required", keep_raw=snr is not None)
-        result = run.score(data)
-        run.add_reliance(data, result)
-        if snr is not None:
-            result["wer_vs_snr"] = run.noise_curve(data, [float(s) for s in snr], noise_input, progress, out)
+        if beam is not None and beam < 1:
+            raise PolymodalError(f"beam must be at least 1, got {beam}")
+        net = run.parts.net
+        kept = net.beam
+        net.beam = beam or kept
+        try:
+            data = run.read("required", keep_raw=snr is not None)
+            result = run.score(data)
+            run.add_reliance(data, result)
+            if snr is not None:
+                result["wer_vs_snr"] = run.noise_curve(data, [float(s) for s in snr], noise_input, progress, out)
+        finally:
+            net.beam = kept
         return result
 
     def decode(self, out: Tensor) -> list[dict]:

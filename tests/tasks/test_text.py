@@ -1,0 +1,258 @@
+"""Text outputs: CTC and beam search on toy problems with known answers, the text scores against hand-worked values
+and torchmetrics, and the text task end to end (CTC over tones, audio + an aligned signal with either missing,
+captions through the attention decoder, the quick-form CLI)."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+import polymodal as pm
+from polymodal.cli import app
+from polymodal.tasks.text import Vocabulary, pool_to
+from polymodal.tasks.text_decoding import beam_search, ctc_decode, ctc_greedy, ctc_prefix_beam
+from polymodal.tasks.text_metrics import bleu, cider_d, error_rate, exact_match, rouge_l, text_scores
+
+from ..conftest import caption_rows, write_jsonl
+
+
+# -- search ---------------------------------------------------------------------------------------------------------
+def test_ctc_beam_finds_the_sequence_greedy_misses():
+    """Two steps, blank 0.6 / 'a' 0.4 each: greedy reads blank-blank (''), p = 0.36; 'a' has three alignments
+    (a-a, a-blank, blank-a), p = 0.16 + 0.24 + 0.24 = 0.64, so the prefix beam search answers 'a'."""
+    lp = torch.tensor([[[0.6, 0.4], [0.6, 0.4]]]).log()
+    assert ctc_greedy(lp, torch.tensor([2])) == [[]]
+    assert ctc_decode(lp, torch.tensor([2]), beam=2) == [[1]]
+
+
+def test_ctc_prefix_beam_equals_brute_force():
+    """With a beam wide enough to keep every prefix, the answer is the label sequence whose alignments sum highest,
+    worked out here by enumerating all 3^4 alignments."""
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        logits = rng.normal(0, 1.5, (4, 3))
+        lp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        totals: dict[tuple, float] = {}
+        for path in itertools.product(range(3), repeat=4):
+            labels = tuple(k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k))
+            totals[labels] = totals.get(labels, 0.0) + math.exp(sum(lp[t, k] for t, k in enumerate(path)))
+        assert tuple(ctc_prefix_beam(lp, beam=50)) == max(totals, key=totals.get)
+
+
+def test_ctc_greedy_merges_repeats_and_drops_blanks():
+    ids = torch.tensor([[1, 1, 0, 1, 2, 2, 0, 0]])
+    lp = torch.nn.functional.one_hot(ids, 3).float().log()
+    assert ctc_greedy(lp, torch.tensor([8])) == [[1, 1, 2]]
+    assert ctc_greedy(lp, torch.tensor([3])) == [[1]]  # only the row's real steps
+
+
+def test_decoder_beam_search_finds_the_better_sentence():
+    """P(a) = 0.6, P(b) = 0.4; after a: a 0.36, b 0.34, end 0.3; after b: end 0.95; after aa: end 1. Greedy writes
+    'a a' (0.6 x 0.36 = 0.216, mean log-probability per token -0.511); beam 2 finds 'b' (0.4 x 0.95 = 0.38, -0.484)."""
+    bos, eos, a, b = 1, 2, 4, 5
+    table = {(): {a: 0.6, b: 0.4}, (a,): {a: 0.36, b: 0.34, eos: 0.3}, (b,): {eos: 0.95, a: 0.025, b: 0.025},
+             (a, a): {eos: 1.0}, (a, b): {eos: 1.0}}
+
+    def step(seqs, origin):
+        out = torch.full((len(seqs), 6), -1e9)
+        for i, seq in enumerate(seqs.tolist()):
+            for k, p in table.get(tuple(seq[1:]), {eos: 1.0}).items():
+                out[i, k] = math.log(p)
+        return out
+
+    assert beam_search(step, 1, bos, eos, 5, beam=1) == [[a, a]]
+    assert beam_search(step, 1, bos, eos, 5, beam=2) == [[b]]
+    assert beam_search(step, 2, bos, eos, 5, beam=3) == [[b], [b]]  # rows searched side by side
+
+
+def test_pool_to_averages_windows_and_repeats_when_upsampling():
+    x = torch.arange(8.0).view(1, 8, 1)
+    down = pool_to(x, torch.tensor([8]), torch.tensor([4]), 4)
+    assert down.flatten().tolist() == [0.5, 2.5, 4.5, 6.5]
+    up = pool_to(x[:, :2], torch.tensor([2]), torch.tensor([4]), 5)
+    assert up.flatten().tolist()[:4] == [0.0, 0.0, 1.0, 1.0]
+
+
+# -- scores ---------------------------------------------------------------------------------------------------------
+def test_cider_d_hand_worked():
+    """Two rows, N = 2 documents; every n-gram is in one document: idf = ln 2.
+    Row 'a b' vs 'a b': orders 1 and 2 cosine 1, orders 3-4 empty: (1 + 1) / 4 x 10 = 5.
+    Row 'c' vs 'c d': order 1 cosine ln2^2 / (ln2 x sqrt2 ln2) = 1/sqrt2; length penalty exp(-1/72):
+    10/4/sqrt2 x exp(-1/72) = 1.74338435. Mean 3.37169217."""
+    assert cider_d(["a b", "c"], [["a b"], ["c d"]]) == pytest.approx(3.3716921749, abs=1e-9)
+    # clipping: 'a a' vs 'a b' counts 'a' once (min(2 ln2, ln2) x ln2 over norms 2 ln2 and sqrt2 ln2):
+    # order 1 = 1 / (2 sqrt2), order 2 no match: 10/4/(2 sqrt2) = 0.88388348; mean with 1.74338435 = 1.31363391
+    assert cider_d(["a a", "c"], [["a b"], ["c d"]]) == pytest.approx(1.3136339131, abs=1e-9)
+    # several references: the row's score is the mean over them
+    two = cider_d(["a b", "c"], [["a b", "a b"], ["c d"]])
+    assert two == pytest.approx(3.3716921749, abs=1e-9)
+
+
+def test_rouge_l_hand_worked():
+    """LCS('the cat sat', 'the cat was sat here') = 3: P = 1, R = 0.6, F(beta 1.2) = 2.44 x 0.6 / (0.6 + 1.44)."""
+    assert rouge_l(["the cat sat"], [["the cat was sat here"]]) == pytest.approx(1.464 / 2.04)
+    assert rouge_l(["x"], [["y"]]) == 0.0
+
+
+def test_error_rates_bleu_agree_with_torchmetrics():
+    from torchmetrics.text import BLEUScore, CharErrorRate, WordErrorRate
+
+    hyps = ["the cat sat on the mat today", "a quick brown fox jumps over dogs", "bin blue at f two now"]
+    refs = ["the cat sat on a mat today", "the quick brown fox jumps over the lazy dog", "bin blue at f two now"]
+    assert error_rate(hyps, refs, "word") == pytest.approx(float(WordErrorRate()(hyps, refs)))
+    assert error_rate(hyps, refs, "char") == pytest.approx(float(CharErrorRate()(hyps, refs)))
+    assert bleu(hyps, [[r] for r in refs]) == pytest.approx(float(BLEUScore()(hyps, [[r] for r in refs])), abs=1e-6)
+    assert exact_match(["Bin blue, at F two now."], [["bin blue at f two now"]]) == 1.0  # case and punctuation
+
+
+def test_text_scores_keys():
+    scores = text_scores(["a red circle"], [["a red circle"]])
+    assert set(scores) == {"wer", "cer", "exact_match", "bleu", "rouge_l", "cider"}
+    assert scores["wer"] == 0 and scores["bleu"] == 1.0  # 4-grams absent from every text: left out of the mean
+
+
+def test_vocabulary_round_trip():
+    v = Vocabulary("word", lowercase=True)
+    v.learn(["Bin blue  at f", "set red"])
+    assert v.decode(v.encode("bin RED at x")) == "bin red at <unk>"
+    c = Vocabulary("char", lowercase=False, tokens=v.tokens)
+    with pytest.raises(ValueError, match="a text target is a string"):
+        c.encode(["not", "text"])
+
+
+# -- the task end to end -------------------------------------------------------------------------------------------
+FREQ = {"a": 300, "b": 700, "c": 1400, "d": 2600}
+SR, LETTER, TONE = 8000, 0.16, 0.12
+
+
+def tone_rows(directory: Path, n: int, seed: int) -> list[dict]:
+    """A spoken word made of tones (one per letter, 0.12 s with a 0.04 s gap) and the same letters as an aligned
+    signal at 25 steps a second (the letter one-hot for three steps, then a blank step): text is the letters."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        text = "".join(rng.choice(list(FREQ), int(rng.integers(2, 6))))
+        t = np.arange(int(TONE * SR)) / SR
+        wave = np.concatenate([np.concatenate([0.5 * np.sin(2 * np.pi * FREQ[ch] * t), np.zeros(int(0.04 * SR))])
+                               for ch in text])
+        wave = (wave + rng.normal(0, 0.01, len(wave))).astype(np.float32)
+        sf.write(directory / f"w{seed}_{i}.wav", wave, SR)
+        steps = []
+        for ch in text:
+            steps += [[float(ch == k) + rng.normal(0, 0.05) for k in FREQ] for _ in range(3)]
+            steps.append([rng.normal(0, 0.05) for _ in FREQ])
+        rows.append({"id": f"r{i}", "audio": f"w{seed}_{i}.wav", "signal": steps, "text": text})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tone_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tones")
+    write_jsonl(d / "train.jsonl", tone_rows(d, 240, 1))
+    write_jsonl(d / "test.jsonl", tone_rows(d, 40, 2))
+    return d
+
+
+def tone_recipe(d: Path, inputs: list[dict], **training) -> dict:
+    return {"data": {"train": str(d / "train.jsonl"), "test": str(d / "test.jsonl")}, "inputs": inputs,
+            "target": {"column": "text", "task": "text"}, "model": {"dim": 64},
+            "training": {"epochs": 12, "batch_size": 16, "lr": 3e-3, "progress": False, "seed": 0, **training}}
+
+
+AUDIO = {"name": "audio", "modality": "audio", "options": {"sample_rate": SR}}
+SIGNAL = {"name": "signal", "modality": "signal", "encoder": {"type": "conv1d", "channels": [64]}}  # 12.5 steps/s
+
+
+@pytest.fixture(scope="module")
+def av_model(tone_dir, tmp_path_factory):
+    rec = tone_recipe(tone_dir, [SIGNAL, AUDIO], epochs=15, modality_dropout={"signal": 0.3, "audio": 0.3})
+    return pm.fit(rec, out=tmp_path_factory.mktemp("av") / "m")
+
+
+def test_ctc_speech_from_tones_reloads_and_decodes(tone_dir, tmp_path):
+    model = pm.fit(tone_recipe(tone_dir, [AUDIO]), out=tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())["recipe"]
+    assert cfg["inputs"][0]["encoder"]["type"] == "conv1d" and cfg["inputs"][0]["encoder"]["channels"] == [128, 128]
+    test = model.metrics["test"]
+    assert test["cer"] <= 0.05 and test["exact_match"] >= 0.85
+    assert set(test) >= {"wer", "cer", "bleu", "rouge_l", "cider", "exact_match"}
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:6]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    preds = model.predict(rows)
+    loaded = pm.load(tmp_path / "m")
+    assert [p["text"] for p in loaded.predict(rows)] == [p["text"] for p in preds]
+    assert sum(p["text"] == r["text"] for p, r in zip(preds, rows)) >= 5
+    beam = loaded.evaluate(rows, beam=4)
+    assert beam["cer"] <= test["cer"] + 0.05  # beam search is no worse than greedy here
+    assert loaded.parts.net.beam == 1  # an evaluate option does not change the model
+
+
+def test_av_fusion_with_either_input_missing(av_model, tone_dir):
+    """The signal (12.5 steps a second after its encoder) is the time reference; with it missing, the output length
+    comes from the audio's (25 steps a second) times the ratio of their lengths learnt in training: 0.5."""
+    head = av_model.parts.net.head
+    assert head.align_to == "signal" and float(head.ratio[1]) == pytest.approx(0.5, abs=0.05)
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    both = av_model.evaluate(rows)
+    audio_only = av_model.evaluate([{k: v for k, v in r.items() if k != "signal"} for r in rows])
+    signal_only = av_model.evaluate([{k: v for k, v in r.items() if k != "audio"} for r in rows])
+    assert both["cer"] <= 0.05
+    assert audio_only["cer"] <= 0.15 and signal_only["cer"] <= 0.15
+    assert set(both["reliance"]) == {"signal", "audio"}
+
+
+def test_wer_against_snr(av_model, tone_dir, tmp_path):
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:20]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    report = av_model.evaluate(rows, snr=[10, -10], out=tmp_path)
+    curve = report["wer_vs_snr"]
+    assert curve["snr_db"] == ["clean", 10.0, -10.0] and curve["metric"] == "wer"
+    assert curve["signal"] == [curve["signal"][0]] * 3  # the audio is absent: noise changes nothing
+    assert curve["audio"][2] > curve["audio"][0]  # -10 dB hurts the audio alone
+    assert curve["all"][2] <= curve["audio"][2]  # the signal carries the words the noise hides
+    assert curve["all"][0] == report["wer"]
+    assert Path(curve["plot"]).is_file()
+    again = av_model.evaluate(rows, snr=[10, -10])["wer_vs_snr"]
+    assert again["audio"] == curve["audio"]  # seeded noise
+
+
+def test_captions_with_the_attention_decoder(caption_dir, tmp_path):
+    rows = caption_rows(caption_dir, 1)
+    rec = {"data": {"train": str(caption_dir / "train.jsonl"), "test": str(caption_dir / "test.jsonl")},
+           "inputs": [{"name": "image", "modality": "image", "options": {"size": 32}}],
+           "target": {"column": "caption", "task": "text", "options": {"unit": "word", "beam": 2}},
+           "model": {"dim": 64}, "training": {"epochs": 15, "batch_size": 16, "lr": 3e-3, "progress": False}}
+    model = pm.fit(rec, out=tmp_path / "m")
+    assert model.parts.net.head.__class__.__name__ == "AttentionDecoder"
+    assert model.metrics["test"]["exact_match"] >= 0.9
+    assert model.metrics["test"]["cider"] > 1.0
+    pred = model.predict({"image": str(caption_dir / rows[0]["image"])})
+    assert pred["text"].startswith("a ") and len(pred["text"].split()) == 3
+
+
+def test_quick_form_cli(tone_dir, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "m"
+    res = runner.invoke(app, ["fit", "--train", str(tone_dir / "train.jsonl"), "--test", str(tone_dir / "test.jsonl"),
+                              "--input", "audio", "--target", "text", "--task", "text", "--epochs", "2", "-q",
+                              "--set", "inputs.0.options.sample_rate=8000", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["evaluate", str(out), "--data", str(tone_dir / "test.jsonl"), "--json", "--beam", "2"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {"wer", "cer", "bleu", "rouge_l", "cider", "exact_match"} <= set(report)
+    res = runner.invoke(app, ["predict", str(out), str(tone_dir / "test.jsonl")])
+    assert res.exit_code == 0 and "text" in json.loads(res.stdout.splitlines()[0])
+    res = runner.invoke(app, ["evaluate", str(out), "--data", str(tone_dir / "test.jsonl"), "--snr", "x"])
+    assert res.exit_code != 0 and "--snr takes numbers" in res.output
