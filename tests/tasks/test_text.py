@@ -256,3 +256,10 @@ def test_quick_form_cli(tone_dir, tmp_path):
     assert res.exit_code == 0 and "text" in json.loads(res.stdout.splitlines()[0])
     res = runner.invoke(app, ["evaluate", str(out), "--data", str(tone_dir / "test.jsonl"), "--snr", "x"])
     assert res.exit_code != 0 and "--snr takes numbers" in res.output
+
+
+def test_outputs_of_batches_with_texts_of_other_lengths_are_padded():
+    from polymodal.evaluation.evaluate import cat_padded
+
+    out = cat_padded([torch.ones(2, 3, dtype=torch.long), torch.full((1, 5), 2)], 0)
+    assert out.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 0, 0], [2, 2, 2, 2, 2]]

@@ -28,7 +28,18 @@ def run_outputs(parts: Parts, data: ReadTable, batch_size: int = 256) -> tuple[T
         outs.append(parts.net({k: v.to(device) for k, v in batch.items()}).float().cpu())
         if target is not None:
             targets.append(target)
-    return torch.cat(outs), (torch.cat(targets) if targets else None)
+    pad = getattr(parts.task, "target_pad", 0)
+    return cat_padded(outs, pad), (cat_padded(targets, pad) if targets else None)
+
+
+def cat_padded(tensors: list[Tensor], value: float) -> Tensor:
+    """Concatenate along rows; batches whose later dimensions differ (texts of other lengths) are padded first."""
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    padded = []
+    for t in tensors:
+        widths = [w for d in reversed(range(1, t.dim())) for w in (0, shape[d - 1] - t.shape[d])]
+        padded.append(torch.nn.functional.pad(t, widths, value=value) if any(widths) else t)
+    return torch.cat(padded)
 
 
 def score(parts: Parts, data: ReadTable, batch_size: int = 256) -> dict:
