@@ -104,7 +104,8 @@ class ModelConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(10, ge=1, description="Maximum training epochs.")
+    epochs: int = Field(10, ge=0, description="Maximum training epochs (0: no training: a pretrained generator "
+                        "scored as it is, zero-shot).")
     batch_size: int = Field(64, ge=1, description="Rows per batch.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")

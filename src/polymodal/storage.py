@@ -36,7 +36,13 @@ def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None)
         spec.modality.save_files(tmp, f"{spec.name}.")
         if spec.name in parts.net.encoders:  # a generated input has no encoder
             parts.net.encoders[spec.name].encoder.save_files(tmp, f"{spec.name}.")
-    state = {k: v.detach().cpu().contiguous() for k, v in parts.net.state_dict().items()}
+    parts.task.save_files(parts.net, tmp)
+    state, seen = {}, set()
+    for k, v in parts.net.state_dict().items():  # tied weights (an embedding and its output layer) saved apart
+        v = v.detach().cpu().contiguous()
+        key = v.untyped_storage().data_ptr()
+        state[k] = v.clone() if key in seen and v.numel() else v
+        seen.add(key)
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
     (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
     (tmp / "config.json").write_text(json.dumps(config, indent=2))  # written last: its presence = complete
@@ -157,6 +163,7 @@ def load_parts(directory: str | Path) -> Parts:
         modality.load_files(directory, f"{cfg.name}.")
         inputs.append(InputSpec(cfg.name, cfg.source, modality))
     task = make_task(recipe)
+    task.load_files(directory)
     task.load_state(config["task"]["state"])
     # encoders that need files beside the weights (pretrained configs) rebuild from this directory
     build = recipe.model_copy(deep=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -99,6 +100,12 @@ class Task:
 
     def describe(self) -> dict:
         return self.state()
+
+    def save_files(self, net: nn.Module, directory: Path) -> None:
+        """Files the task's network needs beside the weights to be rebuilt (a pretrained generator's config)."""
+
+    def load_files(self, directory: Path) -> None:
+        """Take note of a model directory's files before the state is loaded and the network built from them."""
 
     # -- the network -------------------------------------------------------------------------------------------------
     def encoded_inputs(self, kinds: dict[str, str]) -> list[str]:

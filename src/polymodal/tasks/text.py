@@ -21,7 +21,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from ..errors import PolymodalError
+from ..errors import PolymodalError, RecipeError
 from ..types import Batch, Encoded
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan
 from .text_decoding import beam_search, ctc_decode
@@ -33,10 +33,15 @@ TIME_ALIGNED = {"audio", "video", "signal"}
 
 
 class TextConfig(TaskConfig):
-    decoder: Literal["auto", "ctc", "attention"] = Field(
+    decoder: Literal["auto", "ctc", "attention", "pretrained"] = Field(
         "auto", description="ctc: per-step tokens for inputs aligned in time with the words (speech, lips); "
-        "attention: a transformer decoder over every input's tokens (captions, answers). auto: ctc when every input "
+        "attention: a transformer decoder over every input's tokens (captions, answers); pretrained: the Hugging Face "
+        "generator named by `model` writes the text. auto: pretrained when `model` is set, else ctc when every input "
         "is audio, video or a signal, else attention.")
+    model: str | None = Field(None, description="A Hugging Face generator (local directory or hub id): "
+                              "VisionEncoderDecoder or BLIP (captions), BLIP question answering (image + question), "
+                              "Whisper (speech), any encoder-decoder taking pixel_values / input_ids / "
+                              "input_features. training.epochs: 0 scores it zero-shot; more fine-tunes it.")
     unit: Literal["char", "word"] = Field("char", description="Output tokens: characters, or whole words (a closed "
                                           "vocabulary: words unseen in training come out as <unk>).")
     lowercase: bool = Field(False, description="Lower-case the target text before learning its tokens.")
@@ -250,15 +255,40 @@ class TextTask(Task):
 
     def __init__(self, config: TextConfig) -> None:
         super().__init__(config)
-        self.vocab = Vocabulary(config.unit, config.lowercase)
+        self.vocab: Any = Vocabulary(config.unit, config.lowercase)
         self.max_length = config.max_length or 0
+        self.generator_files: Path | None = None  # a loaded model's copy of the generator's files
+
+    @property
+    def pretrained(self) -> bool:
+        return self.config.decoder == "pretrained" or (self.config.decoder == "auto" and bool(self.config.model))
+
+    @property
+    def target_pad(self) -> int:
+        return getattr(self.vocab, "pad_id", PAD)
+
+    def generator_source(self) -> str:
+        if self.generator_files is not None:
+            return str(self.generator_files)
+        if not self.config.model:
+            raise RecipeError("field `target.options.model`: decoder pretrained needs the generator's directory or "
+                              "hub id")
+        from ..encoders.pretrained import resolve_source
+
+        return resolve_source(self.config.model)
 
     @classmethod
     def resolve_input(cls, kind: str, options: dict[str, Any], encoder: dict[str, Any], task_options: dict) -> None:
         """Defaults for a time-aligned input read by CTC (in place, only where the recipe is silent): video keeps
         every frame and gets the lip-reading encoder; audio log-mel through two conv blocks (25 steps a second, the
         rate of 25 fps lips)."""
-        if task_options.get("decoder", "auto") == "attention":
+        decoder = task_options.get("decoder", "auto")
+        if task_options.get("model") and decoder in ("auto", "pretrained"):
+            from ..encoders.pretrained import adjust_modality, resolve_source
+
+            options.update(adjust_modality(kind, options, {"path": resolve_source(task_options["model"])}))
+            return
+        if decoder == "attention":
             return
         if kind == "video":
             options.setdefault("frames", "all")
@@ -268,7 +298,9 @@ class TextTask(Task):
             encoder.update(type="conv1d", channels=[128, 128])
 
     def training_plan(self, cfg: Any, inputs: int) -> TrainingPlan:
-        return TrainingPlan(steps_per_call=cfg.steps_per_call, modality_dropout=cfg.modality_dropout)
+        # a pretrained generator needs every input (it has no "missing" path): no modality dropout
+        return TrainingPlan(steps_per_call=cfg.steps_per_call,
+                            modality_dropout=0.0 if self.pretrained else cfg.modality_dropout)
 
     # -- targets -----------------------------------------------------------------------------------------------------
     def check(self, value: Any) -> Any:
@@ -276,8 +308,12 @@ class TextTask(Task):
         return value
 
     def fit(self, targets: list[Any]) -> None:
+        if self.pretrained:
+            from .text_pretrained import TokenizerVocabulary
+
+            self.vocab = TokenizerVocabulary(self.generator_source())
         self.vocab.learn(targets)
-        if len(self.vocab.tokens) == 0:
+        if len(self.vocab) <= len(SPECIALS):
             raise ValueError("the training texts are all empty")
         if not self.config.max_length:
             self.max_length = int(1.5 * max(len(self.vocab.units(t)) for t in targets)) + 4
@@ -286,7 +322,7 @@ class TextTask(Task):
         return self.vocab.encode(value)
 
     def collate(self, values: list[list[int]]) -> Tensor:
-        out = torch.zeros(len(values), max(1, max(len(v) for v in values)), dtype=torch.long)
+        out = torch.full((len(values), max(1, max(len(v) for v in values))), self.target_pad, dtype=torch.long)
         for i, v in enumerate(values):
             out[i, :len(v)] = torch.tensor(v, dtype=torch.long)
         return out
@@ -296,14 +332,34 @@ class TextTask(Task):
                 "max_length": self.max_length}
 
     def load_state(self, state: dict) -> None:
-        self.vocab = Vocabulary(state["unit"], state["lowercase"], state["tokens"])
+        if state["unit"] == "tokenizer":
+            from .text_pretrained import TokenizerVocabulary
+
+            self.vocab = TokenizerVocabulary(self.generator_source())
+        else:
+            self.vocab = Vocabulary(state["unit"], state["lowercase"], state["tokens"])
         self.max_length = state["max_length"]
+
+    def save_files(self, net: nn.Module, directory: Path) -> None:
+        if hasattr(net, "save_files"):
+            net.save_files(directory, self.vocab.tokenizer)
+
+    def load_files(self, directory: Path) -> None:
+        from .text_pretrained import FILES_DIR
+
+        if (directory / FILES_DIR).is_dir():
+            self.generator_files = directory / FILES_DIR
 
     def describe(self) -> dict:
         return {"unit": self.vocab.unit, "tokens": len(self.vocab.tokens), "max_length": self.max_length}
 
     # -- the network -------------------------------------------------------------------------------------------------
+    def encoded_inputs(self, kinds: dict[str, str]) -> list[str]:
+        return [] if self.pretrained else list(kinds)
+
     def decoder_kind(self, kinds: dict[str, str]) -> str:
+        if self.pretrained:
+            return "pretrained"
         if self.config.decoder != "auto":
             return self.config.decoder
         return "ctc" if all(k in TIME_ALIGNED for k in kinds.values()) else "attention"
@@ -312,6 +368,13 @@ class TextTask(Task):
                   recipe: Any) -> TextNet:
         torch.manual_seed(recipe.training.seed)
         names, dim, c = list(kinds), recipe.model.dim, self.config
+        if self.pretrained:
+            from .text_pretrained import GeneratorTextNet
+
+            net: nn.Module = GeneratorTextNet(self.generator_source(), kinds, self.max_length,
+                                              from_config=self.generator_files is not None)
+            net.beam = c.beam
+            return net
         if self.decoder_kind(kinds) == "ctc":
             videos = [n for n, k in kinds.items() if k == "video"]
             align = c.align_to or (videos[0] if videos else names[0])
@@ -329,7 +392,8 @@ class TextTask(Task):
     @classmethod
     def architecture(cls, recipe: dict) -> dict:
         opts = recipe["target"]["options"]
-        return {"decoder": {k: opts.get(k) for k in ("decoder", "unit", "layers", "beam")}}
+        keys = ("decoder", "model", "unit", "layers", "beam")
+        return {"decoder": {k: opts[k] for k in keys if opts.get(k) is not None}}
 
     # -- training ----------------------------------------------------------------------------------------------------
     def training_loss(self, net: TextNet, inputs: dict, target: Tensor | None, unimodal_weight: float,
@@ -344,7 +408,7 @@ class TextTask(Task):
         return MetricCollection({"wer": WordErrorRate(), "cer": CharErrorRate(), "exact_match": ExactMatch()})
 
     def texts(self, ids: Tensor) -> list[str]:
-        return [self.vocab.decode([i for i in row if i != PAD]) for row in ids.long().tolist()]
+        return [self.vocab.decode([i for i in row if i >= 0]) for row in ids.long().tolist()]
 
     def update_metrics(self, metrics: nn.Module, out: Tensor, target: Tensor | None) -> None:
         metrics.update(self.texts(out), self.texts(target))
@@ -370,7 +434,8 @@ class TextTask(Task):
         try:
             data = run.read("required", keep_raw=snr is not None)
             result = run.score(data)
-            run.add_reliance(data, result)
+            if not self.pretrained:  # a pretrained generator has no path for a missing input
+                run.add_reliance(data, result)
             if snr is not None:
                 result["wer_vs_snr"] = run.noise_curve(data, [float(s) for s in snr], noise_input, progress, out)
         finally:

@@ -200,7 +200,8 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
-        trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
+        if cfg.epochs > 0:
+            trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
     train_seconds = time.perf_counter() - started
     if ema is not None and ema.state is not None:
         parts.net.load_state_dict(ema.state)  # averaged weights where the task keeps them (or, without, the last)

@@ -1,0 +1,146 @@
+"""Pretrained Hugging Face generators as the text task's decoder, on tiny random models saved into a temp directory:
+a VisionEncoderDecoder captioner and a BLIP question answerer. Zero-shot (`epochs: 0`) predictions equal the model's
+own `generate` on its processor's inputs; fine-tuned models reload from the model directory alone."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import polymodal as pm
+from polymodal.errors import PolymodalError
+
+from ..conftest import caption_rows
+
+WORDS = "a red green blue circle square triangle what colour is the shape".split()
+
+
+def word_tokenizer(words: list[str]):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + sorted(words))}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                      special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", bos_token="[CLS]", eos_token="[SEP]")
+
+
+def tiny_captioner(out: Path) -> Path:
+    from transformers import (
+        BertConfig,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessorPil,
+    )
+
+    torch.manual_seed(0)
+    tok = word_tokenizer(WORDS)
+    enc = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
+                    patch_size=8)
+    dec = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, is_decoder=True, add_cross_attention=True)
+    cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = 2, 0, 3
+    model = VisionEncoderDecoderModel(cfg)
+    for key, value in (("decoder_start_token_id", 2), ("pad_token_id", 0), ("eos_token_id", 3)):
+        setattr(model.generation_config, key, value)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(out)
+    return out
+
+
+def tiny_blip_vqa(out: Path) -> Path:
+    from transformers import (
+        BlipConfig,
+        BlipForQuestionAnswering,
+        BlipImageProcessorPil,
+        BlipTextConfig,
+        BlipVisionConfig,
+    )
+
+    torch.manual_seed(0)
+    tok = word_tokenizer(WORDS)
+    text = BlipTextConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=64, encoder_hidden_size=32, bos_token_id=2, sep_token_id=3, pad_token_id=0)
+    vision = BlipVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                              image_size=32, patch_size=8)
+    config = BlipConfig(text_config=text.to_dict(), vision_config=vision.to_dict())
+    BlipForQuestionAnswering(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    BlipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hf-shapes")
+    rows = caption_rows(d, 60, seed=1) + caption_rows(d, 16, seed=2)
+    for r in rows:
+        r["image"] = str(d / r["image"])
+        r["question"] = "what colour is the shape"
+        r["answer"] = r["caption"].split()[1]
+    return rows[:60], rows[60:]
+
+
+def reference_generate(model_dir: Path, rows: list[dict], question: bool = False) -> list[str]:
+    """What the Hugging Face model itself writes for the rows, fed by its own processor and tokenizer."""
+    import transformers
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+
+    cls = getattr(transformers, AutoConfig.from_pretrained(model_dir).architectures[0])
+    model = cls.from_pretrained(model_dir).eval()
+    tok, proc = AutoTokenizer.from_pretrained(model_dir), AutoImageProcessor.from_pretrained(model_dir)
+    pixels = proc([Image.open(r["image"]).convert("RGB") for r in rows], return_tensors="pt").pixel_values
+    extra = dict(tok([r["question"] for r in rows], return_tensors="pt")) if question else {}
+    with torch.no_grad():
+        ids = model.generate(pixel_values=pixels, **extra, max_new_tokens=10, num_beams=1, do_sample=False)
+    return [tok.decode(i, skip_special_tokens=True).strip() for i in ids]
+
+
+def recipe(model_dir: Path, inputs: list[str], target: str, epochs: int) -> dict:
+    return {"inputs": [{"name": n, "modality": "image" if n == "image" else "text"} for n in inputs],
+            "target": {"column": target, "task": "text", "options": {"model": str(model_dir), "max_length": 10}},
+            "training": {"epochs": epochs, "batch_size": 16, "lr": 1e-3, "progress": False, "seed": 0}}
+
+
+def test_captioner_zero_shot_equals_its_own_generate(shapes, tmp_path):
+    train, test = shapes
+    source = tiny_captioner(tmp_path / "ved")
+    model = pm.fit(recipe(source, ["image"], "caption", 0), train=train, test=test, out=tmp_path / "m")
+    assert model.metrics["training"]["epochs"] == 0
+    ours = [p["text"] for p in model.predict(test)]
+    assert ours == reference_generate(source, test)
+    assert set(model.metrics["test"]) >= {"wer", "cer", "bleu", "rouge_l", "cider", "exact_match"}
+
+
+def test_fine_tuned_captioner_reloads_without_its_source(shapes, tmp_path):
+    train, test = shapes
+    source = tiny_captioner(tmp_path / "ved")
+    model = pm.fit(recipe(source, ["image"], "caption", 8), train=train, test=test, out=tmp_path / "m")
+    before = [p["text"] for p in model.predict(test)]
+    assert model.metrics["test"]["wer"] < 1.0  # it learnt something of the captions
+    shutil.rmtree(source)  # the model directory keeps the generator's config, tokenizer and processor
+    assert (tmp_path / "m" / "text_generator" / "tokenizer.json").is_file()
+    loaded = pm.load(tmp_path / "m")
+    assert [p["text"] for p in loaded.predict(test)] == before
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["task"]["state"]["unit"] == "tokenizer"
+
+
+def test_visual_question_answering_zero_shot_and_missing_input(shapes, tmp_path):
+    train, test = shapes
+    source = tiny_blip_vqa(tmp_path / "blip")
+    model = pm.fit(recipe(source, ["image", "question"], "answer", 0), train=train, test=test, out=tmp_path / "m")
+    assert [p["text"] for p in model.predict(test)] == reference_generate(source, test, question=True)
+    with pytest.raises(PolymodalError, match="has no 'question'"):
+        model.predict({"image": test[0]["image"]})
