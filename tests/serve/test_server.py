@@ -286,3 +286,23 @@ def test_generate_with_a_text_to_image_model(caption_dir, tmp_path):
         assert all(np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b)) for a, b in zip(images, direct))
         assert c.post("/v1/generate", json={"prompt": "x", "n": 5}).status_code == 422
         assert c.post("/v1/generate", json={"prompt": []}).status_code == 422
+
+
+def test_generate_and_predict_with_a_text_model(caption_dir, tmp_path):
+    """A captioner behind the server: /v1/generate (JSON or a multipart upload) writes the same text as the Python
+    API; /v1/predict gives it as each prediction's `text`."""
+    rec = {"data": {"train": str(caption_dir / "train.jsonl")},
+           "inputs": [{"name": "image", "modality": "image", "options": {"size": 32}}],
+           "target": {"column": "caption", "task": "text", "options": {"unit": "word"}},
+           "model": {"dim": 32}, "training": {"epochs": 3, "batch_size": 32, "progress": False}}
+    captioner = pm.fit(rec, out=tmp_path / "cap")
+    path = caption_dir / "s2_0.png"
+    direct = captioner.predict({"image": str(path)})["text"]
+    with TestClient(create_app({"cap": captioner}, ServeSettings(), warm=False)) as c:
+        r = c.post("/v1/generate", json={"inputs": {"image": b64(path)}})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"model": "cap", "texts": [direct]}
+        form = c.post("/v1/generate", files={"image": ("x.png", path.read_bytes(), "image/png")})
+        assert form.json()["texts"] == [direct]
+        assert c.post("/v1/predict", json={"inputs": {"image": b64(path)}}).json()["predictions"][0]["text"] == direct
+        assert c.post("/v1/generate", json={"inputs": {"caption": "x"}}).status_code == 422

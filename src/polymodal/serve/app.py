@@ -5,7 +5,8 @@ metrics, a Bearer key, body and queue limits, and the web page at `/`.
     POST /v1/explain   one row: prediction, modality Shapley shares, attribution images (PNG data URLs)
     POST /v1/embed     rows of a contrastive model -> unit vectors per input present
     POST /v1/search    {"query": text or file, "k": 5} over an index directory served with --index
-    POST /v1/generate  {"prompt": "...", "n": 1} -> PNG data URLs (text-to-image models)
+    POST /v1/generate  {"prompt": "...", "n": 1} -> PNG data URLs (text-to-image models); rows -> texts (text
+                       models: speech recognition, captions, answers)
     GET  /v1/models    the models served: inputs, task, classes
     GET  /healthz, /readyz, /metrics, /docs
 
@@ -196,6 +197,11 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             model = fields.get("model") if isinstance(fields.get("model"), str) else None
             s = pick(query_model or model)
             return s, form_row(fields, s.specs, policy)
+        s, body = await json_body(request, query_model)
+        return s, json_rows(body, s.specs, policy)
+
+    async def json_body(request: Request, query_model: str | None) -> tuple[Served, Any]:
+        """The model and the JSON body of a request."""
         try:
             body = await request.json()
         except Rejected:
@@ -206,8 +212,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         model = body.get("model") if isinstance(body, dict) else None
         if model is not None and not isinstance(model, str):
             raise Rejected("'model' must be a string")
-        s = pick(query_model or model)
-        return s, json_rows(body, s.specs, policy)
+        return pick(query_model or model), body
 
     rows_body = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"type": "object", "properties": {
@@ -274,11 +279,24 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
 
         return await asyncio.get_running_loop().run_in_executor(executor, run)
 
-    @app.post("/v1/generate", dependencies=[Depends(authorised)])
-    async def generate(body: dict) -> dict:
-        s = pick(body.get("model") if isinstance(body.get("model"), str) else None)
+    @app.post("/v1/generate", dependencies=[Depends(authorised)], openapi_extra=rows_body)
+    async def generate(request: Request, model: str | None = None) -> dict:
+        """Images for prompts from a text-to-image model ({"prompt", "n", "seed", "steps"}), or text written from
+        the inputs by a text model (rows, as /v1/predict)."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            s, rows = await read_body(request, model)
+            body: Any = None
+        else:
+            s, body = await json_body(request, model)
+            rows = json_rows(body, s.specs, policy) if s.task == "text" else []
+        if s.task == "text":
+            preds = await s.batcher.submit(rows)
+            return {"model": s.name, "texts": [p["text"] for p in preds]}
         if s.task != "text_to_image":
-            raise Rejected(f"'{s.name}' is a {s.task} model; images come from text-to-image models")
+            raise Rejected(f"'{s.name}' is a {s.task} model; /v1/generate serves text-to-image and text models")
+        if not isinstance(body, dict):
+            raise Rejected("the body must be a JSON object: {\"prompt\": ..., \"n\": 1}")
         prompt = body.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
