@@ -28,6 +28,7 @@ GRID_TRAINING = {"epochs": 40, "patience": 8, "batch_size": 16, "lr": 2e-3}
 
 CONFIGS = {
     "audio_conv1d": {"inputs": [AUDIO], "snr": True},
+    "audio_noisy": {"inputs": [AUDIO], "snr": True, "training": {"augment": 0.5}},  # trained as av is, for its curve
     "audio_whisper": {"inputs": [WHISPER], "snr": False},
     "lips": {"inputs": [LIPS], "snr": False},
     "av": {"inputs": [LIPS, AUDIO], "snr": True,
