@@ -77,7 +77,8 @@ def fit(
 
     rec = build_recipe(recipe, set_, {k: v for k, v in base.items() if v is not None})
     model = api_fit(rec, out=out, resume=resume)
-    _print_summary(model.metrics, out)
+    if model.metrics:  # under DDP the other processes return without a report: the first prints it
+        _print_summary(model.metrics, out)
 
 
 def _print_summary(metrics: dict, out: Path) -> None:

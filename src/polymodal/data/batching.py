@@ -18,10 +18,15 @@ class Collator:
     """list of row positions -> (Batch, targets or None). For training: with `augment` > 0, each distinct value in a
     batch is replaced, with that probability, by a random corruption of it at a random severity; with
     `modality_dropout`, each input of each row is hidden with its probability (its value is still collated, the
-    row's `present` flag says it is absent), a row keeping at least one of the inputs it has."""
+    row's `present` flag says it is absent), a row keeping at least one of the inputs it has.
+
+    With `shard` (training under DDP), each process is handed the global batch and keeps its share of the rows
+    (rank, rank + world, ...) after the modality-dropout draws, which are made for the whole batch from the same
+    seeded stream on every process: the rows, the inputs they lose and so the averaged gradients are those of one
+    process on the global batch. Augmentation draws stay each process's own (only its rows are corrupted)."""
 
     def __init__(self, data: ReadTable, modalities: dict[str, Modality], task: TargetCodec | None, augment: float = 0.0,
-                 seed: int = 0, modality_dropout: float | dict[str, float] = 0.0) -> None:
+                 seed: int = 0, modality_dropout: float | dict[str, float] = 0.0, shard: bool = False) -> None:
         self.data, self.modalities, self.task = data, modalities, task
         self.augment = augment if data.raw is not None else 0.0
         self.seed = seed
@@ -30,6 +35,7 @@ class Collator:
         rates = [modality_dropout.get(n, 0.0) if isinstance(modality_dropout, dict) else modality_dropout
                  for n in modalities]
         self.dropout = np.asarray(rates, dtype=np.float64) if len(rates) > 1 and any(rates) else None
+        self.shard = shard
         self._worker: int | None = None
 
     def __call__(self, rows: list[int]) -> tuple[Batch, torch.Tensor | None]:
@@ -40,6 +46,12 @@ class Collator:
         if self.dropout is not None:
             kept = drop_inputs(np.stack(list(present.values()), 1), self.dropout, self.rng)
             present = {name: kept[:, m] for m, name in enumerate(present)}
+        rank, world = process_rank() if self.shard else (0, 1)
+        if world > 1:  # this process's share of the global batch
+            take = np.arange(len(rows))[rank::world] if len(rows) > rank else np.arange(1)
+            rows = [rows[t] for t in take]
+            ids = {name: i[take] for name, i in ids.items()}
+            present = {name: p[take] for name, p in present.items()}
         batch: Batch = {}
         for name, modality in self.modalities.items():
             items = self.data.items[name]
@@ -106,9 +118,19 @@ def drop_inputs(present: np.ndarray, rates: np.ndarray, rng: np.random.Generator
     return kept | (pick & ~kept.any(1, keepdims=True))
 
 
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process in a torch.distributed group (Lightning's DDP), or (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class GroupedBatchSampler(Sampler[list[int]]):
     """Shuffles groups of rows that share a key (absent rows are their own groups) and fills batches of about
-    batch_size rows with whole groups. A new order each epoch, seeded."""
+    batch_size rows with whole groups. A new order each epoch, seeded (the same on every DDP process: the Collator
+    takes each process's share of a batch)."""
 
     def __init__(self, keys: list[int], batch_size: int, shuffle: bool, seed: int) -> None:
         groups: dict[Any, list[int]] = {}

@@ -39,7 +39,7 @@ def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group:
     keys = data.ids[group] if group else list(range(len(data)))
     sampler = GroupedBatchSampler(keys, batch_size, shuffle, seed)
     collate = Collator(data, parts.modalities, parts.task, augment=augment, seed=seed,
-                       modality_dropout=modality_dropout)
+                       modality_dropout=modality_dropout, shard=steps_per_call is not None)
     if steps_per_call is not None:
         sampler, collate = ChunkedBatchSampler(sampler, steps_per_call), ChunkCollator(collate)
     return PrefetchLoader(_Keys(len(data)), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
@@ -195,7 +195,8 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         precision=cfg.precision, callbacks=callbacks, logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"),
         enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
-        log_every_n_steps=10, deterministic=False, default_root_dir=str(out), plugins=[AtomicCheckpointIO()])
+        log_every_n_steps=10, deterministic=False, default_root_dir=str(out), plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False)  # under DDP the training sampler shards each global batch itself
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -203,6 +204,12 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         if cfg.epochs > 0:
             trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
     train_seconds = time.perf_counter() - started
+    rank = trainer.global_rank
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()  # what follows runs in one process: no metric syncing
+    if rank != 0:  # under DDP the first process evaluates and saves the model directory
+        return parts, {}
     if ema is not None and ema.state is not None:
         parts.net.load_state_dict(ema.state)  # averaged weights where the task keeps them (or, without, the last)
     elif best.state is not None and plan.keep_best:

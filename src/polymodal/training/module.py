@@ -42,12 +42,25 @@ class LitMultimodal(L.LightningModule):
         for inputs, target in chunk if isinstance(chunk, list) else [chunk]:
             loss, logged = self._loss(inputs, target)
             opt.zero_grad()
-            self.manual_backward(loss)
+            self.manual_backward(loss * self._share(inputs))
             opt.step()
             if sched is not None:
                 sched.step()
         self._log_train(logged, batch_idx)
         return loss.detach()
+
+    def _share(self, inputs) -> float:
+        """Under DDP, this process's rows over the mean rows per process in the global batch: DDP averages the
+        processes' gradients with equal weights, so a batch that does not split evenly (29 rows on 2 processes)
+        still gets the gradient of its mean loss over all rows."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return 1.0
+        rows = torch.tensor([float(_rows(inputs))])
+        total = rows.clone()
+        dist.all_reduce(total)
+        return float(rows * dist.get_world_size() / total)
 
     def _loss(self, inputs, target) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
         """One batch's training loss, and the values to log: name -> (value, rows)."""

@@ -22,10 +22,12 @@ class EpochLog(L.Callback):
         self.started = time.perf_counter()
 
     def _write(self, line: str) -> None:
-        append_line(self.path, line)
+        if getattr(self, "zero", True):
+            append_line(self.path, line)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.started = time.perf_counter()
+        self.zero = trainer.is_global_zero  # under DDP one process writes the log
         self._write(f"training: up to {trainer.max_epochs} epochs, {trainer.num_training_batches} calls per epoch")
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
