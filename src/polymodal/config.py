@@ -128,7 +128,9 @@ class TrainingConfig(_Strict):
                                  "encoded once per batch; 'auto' picks an input whose values repeat; null: off.")
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
     devices: int | str = Field("auto", description="Lightning devices.")
-    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, fsdp, ...")
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, fsdp, deepspeed, ...")
+    num_nodes: int = Field(1, ge=1, description="Machines taking part (torchrun or SLURM start one process per "
+                           "device on each; Lightning reads their environment).")
     precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed.")
     num_workers: int = Field(0, ge=0, description="DataLoader workers (values are decoded once up front, so 0 is "
                              "usually fastest).")

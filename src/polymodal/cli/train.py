@@ -44,7 +44,9 @@ def fit(
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     devices: Optional[str] = typer.Option(None, help="Lightning devices."),
     accelerator: Optional[str] = typer.Option(None, help="Lightning accelerator."),
-    strategy: Optional[str] = typer.Option(None, help="Lightning strategy (ddp, fsdp, ...)."),
+    strategy: Optional[str] = typer.Option(None, help="Lightning strategy (ddp, fsdp, deepspeed, ...)."),
+    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Machines taking part (under torchrun or "
+                                            "SLURM)."),
     precision: Optional[str] = typer.Option(None, help="Lightning precision (32-true, bf16-mixed, ...)."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop training after SECONDS (the best "
@@ -62,6 +64,7 @@ def fit(
                   "training.epochs": epochs,
                   "training.batch_size": batch_size, "training.lr": lr, "training.seed": seed,
                   "training.accelerator": accelerator, "training.strategy": strategy,
+                  "training.num_nodes": num_nodes,
                   "training.precision": precision, "training.time_limit": time_limit}
     if devices is not None:
         base["training.devices"] = int(devices) if devices.isdigit() else devices

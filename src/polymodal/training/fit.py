@@ -192,7 +192,7 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode))
     trainer = L.Trainer(
         max_epochs=cfg.epochs, max_time=None if cfg.time_limit is None else {"seconds": cfg.time_limit},
-        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, num_nodes=cfg.num_nodes,
         precision=cfg.precision, callbacks=callbacks, logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"),
         enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=10, deterministic=False, default_root_dir=str(out), plugins=[AtomicCheckpointIO()],
