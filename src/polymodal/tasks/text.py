@@ -57,6 +57,14 @@ class TextConfig(TaskConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="attention: cross-entropy label smoothing.")
 
 
+def clean_text(text: Any, lowercase: bool = False) -> str:
+    """A target text with single spaces (lower-cased on request); ValueError for a value that is not text."""
+    if isinstance(text, (dict, list, tuple, set)) or isinstance(text, bool):
+        raise ValueError(f"a text target is a string, got {type(text).__name__} {text!r}")
+    text = " ".join(str(text).split())
+    return text.lower() if lowercase else text
+
+
 class Vocabulary:
     """Characters or words, learnt from the training text; ids 0-3 are pad/blank, start, end and unknown."""
 
@@ -69,10 +77,7 @@ class Vocabulary:
         return len(SPECIALS) + len(self.tokens)
 
     def clean(self, text: Any) -> str:
-        if isinstance(text, (dict, list, tuple, set)) or isinstance(text, bool):
-            raise ValueError(f"a text target is a string, got {type(text).__name__} {text!r}")
-        text = " ".join(str(text).split())
-        return text.lower() if self.lowercase else text
+        return clean_text(text, self.lowercase)
 
     def units(self, text: Any) -> list[str]:
         text = self.clean(text)

@@ -42,9 +42,9 @@ class TokenizerVocabulary:
         return len(self.tokenizer)
 
     def clean(self, text: Any) -> str:
-        if isinstance(text, (dict, list, tuple, set)) or isinstance(text, bool):
-            raise ValueError(f"a text target is a string, got {type(text).__name__} {text!r}")
-        return " ".join(str(text).split())
+        from .text import clean_text
+
+        return clean_text(text)
 
     def units(self, text: Any) -> list[int]:
         return self.encode(text)
