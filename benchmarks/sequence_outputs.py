@@ -24,15 +24,15 @@ LIPS = {"name": "lips", "modality": "video", "options": {"size": 48, "channels":
         "encoder": {"type": "lip_cnn"}}
 AUDIO = {"name": "audio", "modality": "audio"}  # log-mel; the text task's default encoder: conv1d at 25 steps a second
 WHISPER = {"name": "audio", "modality": "audio", "encoder": {"type": "whisper"}}
-GRID_TRAINING = {"epochs": 40, "patience": 8, "batch_size": 16, "lr": 2e-3}
+GRID_TRAINING = {"epochs": 40, "patience": 10, "batch_size": 16, "lr": 2e-3}
 
 CONFIGS = {
     "audio_conv1d": {"inputs": [AUDIO], "snr": True},
-    "audio_noisy": {"inputs": [AUDIO], "snr": True, "training": {"augment": 0.5}},  # trained as av is, for its curve
+    "audio_noisy": {"inputs": [AUDIO], "snr": True, "training": {"augment": 0.3}},  # trained as av is, for its curve
     "audio_whisper": {"inputs": [WHISPER], "snr": False},
     "lips": {"inputs": [LIPS], "snr": False},
     "av": {"inputs": [LIPS, AUDIO], "snr": True,
-           "training": {"modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.5}},
+           "training": {"modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.3}},
     "whisper_zeroshot": {},
     "vqa_answers": {},
     "vqa_captions": {},

@@ -106,10 +106,10 @@ class Run:
         return report
 
     def noise_curve(self, data: ReadTable, snrs: list[float], noise_input: str | None = None, progress: Any = None,
-                    out: str | Path | None = None) -> dict:
+                    out: str | Path | None = None, metric: str | None = None) -> dict:
         from .noise import noise_curve
 
-        return noise_curve(self.parts, data, snrs, noise_input, progress, None if out is None else Path(out))
+        return noise_curve(self.parts, data, snrs, noise_input, progress, None if out is None else Path(out), metric)
 
     def retrieval(self, data: ReadTable) -> dict:
         from .retrieval import retrieval_report

@@ -21,7 +21,7 @@ def white_noise_snr(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -
 
 
 def noise_curve(parts: Parts, data: ReadTable, snrs: list[float], noise_input: str | None = None,
-                progress: Any = None, out: Path | None = None) -> dict:
+                progress: Any = None, out: Path | None = None, metric: str | None = None) -> dict:
     """{"snr_db": ["clean", ...snrs], metric: ..., "<audio>": [...], "<others>": [...], "all": [...]}; `data` must be
     read with keep_raw=True. Noise is seeded per clip, so every subset hears the same noise."""
     kinds = {s.name: s.modality.registry_name for s in parts.inputs}
@@ -32,7 +32,7 @@ def noise_curve(parts: Parts, data: ReadTable, snrs: list[float], noise_input: s
                              f"{', '.join(f'{n} ({k})' for n, k in kinds.items())})")
     if data.raw is None or name not in data.raw:
         raise PolymodalError("the SNR curve needs the raw audio (read the table with keep_raw)")
-    metric = parts.task.monitor
+    metric = metric or parts.task.monitor
     others = [n for n in kinds if n != name]
     subsets = {name: set(others)} | ({"+".join(others): {name}, "all": set()} if others else {})
     curve: dict[str, Any] = {"snr_db": ["clean", *snrs], "metric": metric, **{k: [] for k in subsets}}

@@ -256,7 +256,7 @@ class TextNet(nn.Module):
 class TextTask(Task):
     Config = TextConfig
     config: TextConfig
-    monitor, monitor_mode = "wer", "min"
+    monitor, monitor_mode = "cer", "min"  # finer than WER early on (a sentence with one wrong letter per word)
 
     def __init__(self, config: TextConfig) -> None:
         super().__init__(config)
@@ -442,7 +442,8 @@ class TextTask(Task):
             if not self.pretrained:  # a pretrained generator has no path for a missing input
                 run.add_reliance(data, result)
             if snr is not None:
-                result["wer_vs_snr"] = run.noise_curve(data, [float(s) for s in snr], noise_input, progress, out)
+                result["wer_vs_snr"] = run.noise_curve(data, [float(s) for s in snr], noise_input, progress, out,
+                                                     metric="wer")
         finally:
             net.beam = kept
         return result
