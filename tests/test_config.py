@@ -21,8 +21,8 @@ def test_defaults_and_overrides_by_input_name():
 def test_unknown_and_invalid_fields_are_named():
     with pytest.raises(RecipeError, match=r"field `training.epochz`: unknown field"):
         build_recipe(BASE, ["training.epochz=3"])
-    with pytest.raises(RecipeError, match=r"field `training.epochs`.*greater than or equal to 1"):
-        build_recipe(BASE, ["training.epochs=0"])
+    with pytest.raises(RecipeError, match=r"field `training.epochs`.*greater than or equal to 0"):
+        build_recipe(BASE, ["training.epochs=-1"])
     with pytest.raises(RecipeError, match=r"field `target`: Field required"):
         build_recipe({"inputs": BASE["inputs"]})
     with pytest.raises(RecipeError, match="no list item named 'nope'"):
