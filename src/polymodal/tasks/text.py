@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from ..errors import PolymodalError, RecipeError
+from ..fusion import FUSIONS
+from ..registry import validate_config
 from ..types import Batch, Encoded
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan
 from .text_decoding import beam_search, ctc_decode
@@ -167,12 +169,15 @@ class CTCHead(nn.Module):
 
 
 class AttentionDecoder(nn.Module):
-    """A transformer decoder cross-attending to the inputs' tokens."""
+    """A transformer decoder cross-attending to the fused representation (the recipe's fusion, one token: where
+    the inputs' interactions are, as a classifier's head sees them) and to every input's tokens."""
 
     def __init__(self, names: list[str], dim: int, vocab: int, layers: int, heads: int, dropout: float,
-                 max_length: int) -> None:
+                 max_length: int, fusion: nn.Module) -> None:
         super().__init__()
         self.names = list(names)
+        self.fusion = fusion
+        self.fused = nn.Linear(fusion.out_dim, dim)
         self.source = nn.Embedding(len(names), dim)
         self.embed = nn.Embedding(vocab, dim)
         self.position = nn.Embedding(max_length + 2, dim)
@@ -183,8 +188,10 @@ class AttentionDecoder(nn.Module):
 
     def memory(self, encoded: dict[str, Encoded]) -> tuple[Tensor, Tensor]:
         """Every input's tokens side by side (an absent input: its one "missing" token) and their padding mask."""
-        tokens = [encoded[n].tokens + self.source.weight[i] for i, n in enumerate(self.names)]
-        return torch.cat(tokens, 1), ~torch.cat([encoded[n].mask for n in self.names], 1)
+        fused = self.fused(self.fusion(encoded).pooled)[:, None]
+        tokens = [fused] + [encoded[n].tokens + self.source.weight[i] for i, n in enumerate(self.names)]
+        masks = [torch.ones_like(fused[..., 0], dtype=torch.bool)] + [encoded[n].mask for n in self.names]
+        return torch.cat(tokens, 1), ~torch.cat(masks, 1)
 
     def forward(self, memory: Tensor, padding: Tensor, ids: Tensor) -> Tensor:
         """Next-token log-probabilities at every position of `ids` [B, L] (causal)."""
@@ -389,7 +396,11 @@ class TextTask(Task):
         else:
             if dim % c.heads:
                 raise ValueError(f"target.options.heads: {c.heads} heads do not divide model.dim {dim}")
-            head = AttentionDecoder(names, dim, len(self.vocab), c.layers, c.heads, c.dropout, self.max_length)
+            fusion_cfg = dict(recipe.model.fusion)
+            fcls = FUSIONS.get(fusion_cfg.get("method", "concat"), "model.fusion.method")
+            fusion = fcls(validate_config(fcls.Config, fusion_cfg, "model.fusion"), names, dim)
+            head = AttentionDecoder(names, dim, len(self.vocab), c.layers, c.heads, c.dropout, self.max_length,
+                                    fusion)
         net = TextNet(encoders, head, self.max_length)
         net.beam = c.beam
         return net
@@ -398,7 +409,8 @@ class TextTask(Task):
     def architecture(cls, recipe: dict) -> dict:
         opts = recipe["target"]["options"]
         keys = ("decoder", "model", "unit", "layers", "beam")
-        return {"decoder": {k: opts[k] for k in keys if opts.get(k) is not None}}
+        return {"decoder": {k: opts[k] for k in keys if opts.get(k) is not None},
+                "fusion (attention decoder)": recipe["model"]["fusion"]}
 
     # -- training ----------------------------------------------------------------------------------------------------
     def training_loss(self, net: TextNet, inputs: dict, target: Tensor | None, unimodal_weight: float,
