@@ -28,6 +28,7 @@ GRID_TRAINING = {"epochs": 40, "patience": 10, "batch_size": 16, "lr": 2e-3}
 
 CONFIGS = {
     "audio_conv1d": {"inputs": [AUDIO], "snr": True},
+    "audio_words": {"inputs": [AUDIO], "snr": False, "unit": "word"},  # GRID's 51 words as the tokens
     "audio_noisy": {"inputs": [AUDIO], "snr": True, "training": {"augment": 0.3}},  # trained as av is, for its curve
     "audio_whisper": {"inputs": [WHISPER], "snr": False},
     "lips": {"inputs": [LIPS], "snr": False},
@@ -45,7 +46,8 @@ def grid_recipe(config: str, seed: int, epochs: int | None) -> dict:
     if epochs:
         training["epochs"] = epochs
     return {"data": {"train": str(GRID / "train.jsonl"), "test": str(GRID / "test.jsonl")},
-            "inputs": spec["inputs"], "target": {"column": "text", "task": "text"},
+            "inputs": spec["inputs"],
+            "target": {"column": "text", "task": "text", "options": {"unit": spec.get("unit", "char")}},
             "model": {"dim": 128}, "training": training}
 
 
