@@ -29,11 +29,13 @@ GRID_TRAINING = {"epochs": 40, "patience": 10, "batch_size": 16, "lr": 2e-3}
 CONFIGS = {
     "audio_conv1d": {"inputs": [AUDIO], "snr": True},
     "audio_words": {"inputs": [AUDIO], "snr": False, "unit": "word"},  # GRID's 51 words as the tokens
-    "audio_noisy": {"inputs": [AUDIO], "snr": True, "training": {"augment": 0.3}},  # trained as av is, for its curve
+    "audio_noisy": {"inputs": [AUDIO], "snr": True,  # trained as av is, for its curve
+                    "training": {"augment": 0.5, "augment_with": ["white_noise"]}},
     "audio_whisper": {"inputs": [WHISPER], "snr": False},
     "lips": {"inputs": [LIPS], "snr": False},
     "av": {"inputs": [LIPS, AUDIO], "snr": True,
-           "training": {"modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.3}},
+           "training": {"modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.5,
+                        "augment_with": ["white_noise"]}},
     "whisper_zeroshot": {},
     "vqa_answers": {},
     "vqa_captions": {},

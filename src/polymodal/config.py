@@ -115,6 +115,10 @@ class TrainingConfig(_Strict):
     augment: float = Field(0.0, ge=0, le=1, description="Probability that a training value is replaced by a random "
                            "corruption of itself (its modality's noise, blur, dropout, typos...) at a random "
                            "severity: training for noisy inputs.")
+    augment_with: list[str] | None = Field(None, min_length=1, description="The corruptions `augment` draws "
+                                           "from (names as `polymodal components` lists them per modality, e.g. "
+                                           "[white_noise]); inputs with none of them are not augmented. Default: "
+                                           "all of each modality's.")
     select: Literal["clean", "robust"] = Field(
         "clean", description="Which validation score picks the best epoch and stops early: the score with every "
         "input (clean), or the mean of that and the score with each input alone (robust: for models that must "

@@ -26,7 +26,8 @@ class Collator:
     process on the global batch. Augmentation draws stay each process's own (only its rows are corrupted)."""
 
     def __init__(self, data: ReadTable, modalities: dict[str, Modality], task: TargetCodec | None, augment: float = 0.0,
-                 seed: int = 0, modality_dropout: float | dict[str, float] = 0.0, shard: bool = False) -> None:
+                 seed: int = 0, modality_dropout: float | dict[str, float] = 0.0, shard: bool = False,
+                 augment_with: list[str] | None = None) -> None:
         self.data, self.modalities, self.task = data, modalities, task
         self.augment = augment if data.raw is not None else 0.0
         self.seed = seed
@@ -36,6 +37,7 @@ class Collator:
                  for n in modalities]
         self.dropout = np.asarray(rates, dtype=np.float64) if len(rates) > 1 and any(rates) else None
         self.shard = shard
+        self.augment_with = set(augment_with) if augment_with else None
         self._worker: int | None = None
 
     def __call__(self, rows: list[int]) -> tuple[Batch, torch.Tensor | None]:
@@ -71,7 +73,7 @@ class Collator:
             self.rng = np.random.default_rng([self.seed, info.id + 1])  # [s, 0] would seed as s alone
 
     def _augmented(self, name: str, modality: Modality, ids: list[int], items: list[Any]) -> dict[int, Any] | list:
-        kinds = list(modality.corruptions.values())
+        kinds = [fn for n, fn in modality.corruptions.items() if self.augment_with is None or n in self.augment_with]
         if not kinds:
             return items
         out = _Overlay(items)

@@ -27,6 +27,10 @@ class AudioConfig(ModalityConfig):
     n_mels: int = Field(64, ge=8, description="Mel bands of the log-mel features.")
     frame_ms: float = Field(25.0, gt=0, description="Analysis window length (ms).")
     hop_ms: float = Field(10.0, gt=0, description="Hop between frames (ms).")
+    normalize: Literal["global", "per_clip"] = Field(
+        "global", description="Log-mel standardisation: global (one mean and std from the training clips) or "
+        "per_clip (each clip's bands to zero mean, unit variance: keeps speech readable when noise raises the floor; "
+        "the text task's default for CTC).")
 
 
 def _read_soundfile(source: Any, max_seconds: float | None) -> tuple[np.ndarray, int]:
@@ -130,7 +134,10 @@ class AudioModality(Modality):
     def features(self, wave: np.ndarray) -> Tensor:
         if self.config.features == "waveform":
             return torch.from_numpy(wave.copy())[:, None]  # [T, 1]
-        return torch.from_numpy(self.logmel(wave))  # [T, n_mels]
+        mel = self.logmel(wave)  # [T, n_mels]
+        if self.config.normalize == "per_clip":
+            mel = (mel - mel.mean(0)) / np.maximum(mel.std(0), 1e-5)
+        return torch.from_numpy(mel.astype(np.float32))
 
     def logmel(self, wave: np.ndarray) -> np.ndarray:
         """log10 mel power spectrogram [T, n_mels]: Hann-windowed frames (centred, reflect-padded), one batched FFT.

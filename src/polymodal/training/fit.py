@@ -34,12 +34,13 @@ for _name in ("lightning.pytorch", "lightning.fabric"):  # keep Lightning's bann
 
 def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group: str | None, seed: int,
            workers: int = 0, augment: float = 0.0, prefetch: int = 0, steps_per_call: int | None = None,
-           modality_dropout: float | dict[str, float] = 0.0) -> DataLoader:
+           modality_dropout: float | dict[str, float] = 0.0, augment_with: list[str] | None = None) -> DataLoader:
     """Batches of a read table. With `steps_per_call` (training), each item is a list of that many batches."""
     keys = data.ids[group] if group else list(range(len(data)))
     sampler = GroupedBatchSampler(keys, batch_size, shuffle, seed)
     collate = Collator(data, parts.modalities, parts.task, augment=augment, seed=seed,
-                       modality_dropout=modality_dropout, shard=steps_per_call is not None)
+                       modality_dropout=modality_dropout, shard=steps_per_call is not None,
+                       augment_with=augment_with)
     if steps_per_call is not None:
         sampler, collate = ChunkedBatchSampler(sampler, steps_per_call), ChunkCollator(collate)
     return PrefetchLoader(_Keys(len(data)), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
@@ -172,7 +173,7 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     parts = prep.parts
     plan = parts.task.training_plan(cfg, len(parts.inputs))
     train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers,
-                      cfg.augment, cfg.prefetch, plan.steps_per_call, plan.modality_dropout)
+                      cfg.augment, cfg.prefetch, plan.steps_per_call, plan.modality_dropout, cfg.augment_with)
     val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed, cfg.num_workers,
                     prefetch=cfg.prefetch) \
         if len(prep.validation) else None

@@ -124,6 +124,11 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     recipe = resolve_recipe(recipe, train_table)
     inputs = [InputSpec(c.name, c.source, make_modality(c.name, c.modality, c.options)) for c in recipe.inputs]
     task = make_task(recipe)
+    known = {n for s in inputs for n in s.modality.corruptions}
+    unknown = sorted(set(recipe.training.augment_with or []) - known)
+    if unknown:
+        raise RecipeError(f"field `training.augment_with`: no input has the corruption {', '.join(unknown)} "
+                          f"(these inputs have: {', '.join(sorted(known)) or 'none'})")
     col, bad, prog = recipe.target.column, recipe.data.on_bad_input, recipe.training.progress
     roots = recipe.data.allow_root
     raw = read_inputs(train_table, inputs, task, col, bad, show_progress=prog, encode_targets=False,
