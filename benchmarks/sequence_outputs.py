@@ -60,6 +60,7 @@ def vqa_recipe(config: str, seed: int, epochs: int | None) -> dict:
         rec = demo_recipe()
         tables = easy_vqa_tables()
         rec["target"] = {"column": "answer", "task": "text", "options": {"unit": "word"}}
+        rec["training"]["epochs"] = 24  # the demo classifier's 14 leave the decoder at 98.9% (measured)
     else:
         tables = easy_vqa_caption_tables()
         rec = {"inputs": [{"name": "image", "modality": "image", "options": {"size": 64},
