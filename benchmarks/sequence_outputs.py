@@ -72,8 +72,12 @@ def vqa_recipe(config: str, seed: int, epochs: int | None) -> dict:
     return rec
 
 
-def decode_speed(model, table: Path, rows: int = 64) -> dict:
-    """Seconds of audio decoded per second of wall time (reading, features, encoders, search), `rows` test clips."""
+def decode_speed(directory: Path, table: Path, rows: int = 64) -> dict:
+    """Seconds of audio decoded per second of wall time (reading, features, encoders, search), `rows` test clips,
+    by the model loaded afresh (no frozen-encoder features cached from the evaluation)."""
+    import polymodal as pm
+
+    model = pm.load(directory)
     lines = table.read_text().splitlines()[:rows]
     data = [json.loads(x) for x in lines]
     for r in data:
@@ -103,7 +107,7 @@ def run_one(args) -> dict:
               "epochs": model.metrics["training"]["epochs"], "train_seconds": model.metrics["training"]["seconds"],
               "wall_seconds": round(wall, 1)}
     if not vqa:
-        result["speed"] = decode_speed(model, GRID / "test.jsonl")
+        result["speed"] = decode_speed(out, GRID / "test.jsonl")
         if CONFIGS[args.config].get("snr"):  # scored on the test split: the curve is part of the one test report
             report = model.evaluate(str(GRID / "test.jsonl"), snr=SNRS, out=out / "snr")
             result["wer_vs_snr"] = report["wer_vs_snr"]
