@@ -23,17 +23,18 @@ SNRS = [10.0, 5.0, 0.0, -5.0]
 LIPS = {"name": "lips", "modality": "video", "options": {"size": 48, "channels": 1, "frames": "all", "max_frames": 75},
         "encoder": {"type": "lip_cnn"}}
 AUDIO = {"name": "audio", "modality": "audio"}  # log-mel; the text task's default encoder: conv1d at 25 steps a second
+NOISY_AUDIO = {**AUDIO, "options": {"normalize": "per_clip"}}  # per-clip standardisation: what noise training needs
 WHISPER = {"name": "audio", "modality": "audio", "encoder": {"type": "whisper"}}
 GRID_TRAINING = {"epochs": 40, "patience": 10, "batch_size": 16, "lr": 2e-3}
 
 CONFIGS = {
     "audio_conv1d": {"inputs": [AUDIO], "snr": True},
     "audio_words": {"inputs": [AUDIO], "snr": False, "unit": "word"},  # GRID's 51 words as the tokens
-    "audio_noisy": {"inputs": [AUDIO], "snr": True,  # trained as av is, for its curve
+    "audio_noisy": {"inputs": [NOISY_AUDIO], "snr": True,  # trained as av is, for its curve
                     "training": {"augment": 0.5, "augment_with": ["white_noise"]}},
     "audio_whisper": {"inputs": [WHISPER], "snr": False},
     "lips": {"inputs": [LIPS], "snr": False},
-    "av": {"inputs": [LIPS, AUDIO], "snr": True,
+    "av": {"inputs": [LIPS, NOISY_AUDIO], "snr": True,
            "training": {"modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.5,
                         "augment_with": ["white_noise"]}},
     "whisper_zeroshot": {},

@@ -29,8 +29,8 @@ class AudioConfig(ModalityConfig):
     hop_ms: float = Field(10.0, gt=0, description="Hop between frames (ms).")
     normalize: Literal["global", "per_clip"] = Field(
         "global", description="Log-mel standardisation: global (one mean and std from the training clips) or "
-        "per_clip (each clip's bands to zero mean, unit variance: keeps speech readable when noise raises the floor; "
-        "the text task's default for CTC).")
+        "per_clip (each clip's bands to zero mean, unit variance: speech stays readable when noise raises the floor; "
+        "on grid-s1 CTC it cut the WER at 10 dB SNR from 99.9% to 62% and raised the clean WER from 3.7% to 9.2%).")
 
 
 def _read_soundfile(source: Any, max_seconds: float | None) -> tuple[np.ndarray, int]:

@@ -292,8 +292,8 @@ class TextTask(Task):
     @classmethod
     def resolve_input(cls, kind: str, options: dict[str, Any], encoder: dict[str, Any], task_options: dict) -> None:
         """Defaults for a time-aligned input read by CTC (in place, only where the recipe is silent): video keeps
-        every frame and gets the lip-reading encoder; audio log-mel is standardised per clip and goes through two conv
-        blocks (25 steps a second, the rate of 25 fps lips)."""
+        every frame and gets the lip-reading encoder; audio log-mel goes through two conv blocks (25 steps a second,
+        the rate of 25 fps lips)."""
         decoder = task_options.get("decoder", "auto")
         if task_options.get("model") and decoder in ("auto", "pretrained"):
             from ..encoders.pretrained import adjust_modality, resolve_source
@@ -306,10 +306,8 @@ class TextTask(Task):
             options.setdefault("frames", "all")
             if not encoder.get("type"):
                 encoder["type"] = "lip_cnn"
-        elif kind == "audio" and options.get("features", "logmel") == "logmel":
-            options.setdefault("normalize", "per_clip")
-            if not encoder.get("type"):
-                encoder.update(type="conv1d", channels=[128, 128])
+        elif kind == "audio" and not encoder.get("type") and options.get("features", "logmel") == "logmel":
+            encoder.update(type="conv1d", channels=[128, 128])
 
     def training_plan(self, cfg: Any, inputs: int) -> TrainingPlan:
         # a pretrained generator needs every input (it has no "missing" path): no modality dropout
