@@ -193,7 +193,10 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode))
     trainer = L.Trainer(
         max_epochs=cfg.epochs, max_time=None if cfg.time_limit is None else {"seconds": cfg.time_limit},
-        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, num_nodes=cfg.num_nodes,
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        # a batch may leave parameters unused (an input's "missing" embedding when no row lacks it, auxiliary
+        # heads): plain DDP stops on those, so ddp looks for them
+        strategy="ddp_find_unused_parameters_true" if cfg.strategy == "ddp" else cfg.strategy,
         precision=cfg.precision, callbacks=callbacks, logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"),
         enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=10, deterministic=False, default_root_dir=str(out), plugins=[AtomicCheckpointIO()],
