@@ -54,19 +54,25 @@ def fit(table: Path, out: str, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_two_ddp_processes_train_the_model_one_process_trains(table):
-    one = fit(table, "one")
+@pytest.mark.parametrize("workers", [0, 1])
+def test_two_ddp_processes_train_the_model_one_process_trains(table, workers):
+    """With loader worker processes too (they have no process group: the rank is handed to them; a worker draws
+    modality dropout from its own stream, so the single process it is compared with has a worker too)."""
+    one = fit(table, f"one-w{workers}", "--set", f"training.num_workers={workers}")
     assert one.returncode == 0, one.stderr[-3000:]
-    two = fit(table, "two", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp")
+    one_process = table / f"one-w{workers}"
+    out = f"two-w{workers}"
+    two = fit(table, out, "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+              "--set", f"training.num_workers={workers}")
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = load_file(str(table / "one" / "model.safetensors")), load_file(str(table / "two" / "model.safetensors"))
+    a, b = load_file(str(one_process / "model.safetensors")), load_file(str(table / out / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-4  # float sums in another order
-    m1 = json.loads((table / "one" / "metrics.json").read_text())
-    m2 = json.loads((table / "two" / "metrics.json").read_text())
+    m1 = json.loads((one_process / "metrics.json").read_text())
+    m2 = json.loads((table / out / "metrics.json").read_text())
     for split in ("validation", "test"):
         assert m2[split]["accuracy"] == m1[split]["accuracy"]
         assert m2[split]["loss"] == pytest.approx(m1[split]["loss"], abs=1e-4)
-    log = (table / "two" / "train.log").read_text()
+    log = (table / out / "train.log").read_text()
     assert log.count("epoch 6/6") == 1  # one process writes the log
     assert two.stderr.count("trained 6 epochs") == 1  # and prints the summary

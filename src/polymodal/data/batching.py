@@ -38,6 +38,7 @@ class Collator:
         self.dropout = np.asarray(rates, dtype=np.float64) if len(rates) > 1 and any(rates) else None
         self.shard = shard
         self.augment_with = set(augment_with) if augment_with else None
+        self._rank: tuple[int, int] | None = None
         self._worker: int | None = None
 
     def __call__(self, rows: list[int]) -> tuple[Batch, torch.Tensor | None]:
@@ -48,7 +49,7 @@ class Collator:
         if self.dropout is not None:
             kept = drop_inputs(np.stack(list(present.values()), 1), self.dropout, self.rng)
             present = {name: kept[:, m] for m, name in enumerate(present)}
-        rank, world = process_rank() if self.shard else (0, 1)
+        rank, world = self._rank or (process_rank() if self.shard else (0, 1))
         if world > 1:  # this process's share of the global batch
             take = np.arange(len(rows))[rank::world] if len(rows) > rank else np.arange(1)
             rows = [rows[t] for t in take]
@@ -64,6 +65,10 @@ class Collator:
         if self.task is not None and self.data.targets is not None:
             targets = self.task.collate([self.data.targets[r] for r in rows])
         return batch, targets
+
+    def fix_rank(self) -> None:
+        """Take this process's DDP rank now (the loader calls it before its worker processes start)."""
+        self._rank = process_rank() if self.shard else None
 
     def _reseed_in_worker(self) -> None:
         """In a DataLoader worker process, a random stream of its own (a copy of the parent's would repeat it)."""

@@ -19,6 +19,9 @@ class PrefetchLoader(DataLoader):
         self.prefetch = prefetch
 
     def __iter__(self) -> Iterator:
+        collate = getattr(self.collate_fn, "collate", self.collate_fn)
+        if hasattr(collate, "fix_rank"):  # worker processes have no process group: they take the rank from here
+            collate.fix_rank()
         batches = super().__iter__()
         if self.prefetch <= 0 or self.num_workers > 0:
             return batches
