@@ -57,7 +57,7 @@ class LitMultimodal(L.LightningModule):
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return 1.0
-        rows = torch.tensor([float(_rows(inputs))])
+        rows = torch.tensor([float(_rows(inputs))], device=self.device)  # nccl reduces tensors on the GPU only
         total = rows.clone()
         dist.all_reduce(total)
         return float(rows * dist.get_world_size() / total)
