@@ -173,12 +173,14 @@ class PretrainedEncoder(Encoder):
         return {**config, "path": str(directory / f"{prefix}pretrained"), "from_config": True}
 
 
-def image_stats(source: str) -> tuple[list[float], list[float]]:
+def image_stats(source: str, default: tuple[list[float], list[float]] = (IMAGENET_MEAN, IMAGENET_STD)
+                ) -> tuple[list[float], list[float]]:
+    """The image mean and std a model's processor normalises with (`default` where it names none)."""
     cfg = Path(source) / "preprocessor_config.json"
     if cfg.is_file():
         data = json.loads(cfg.read_text())
-        return data.get("image_mean", IMAGENET_MEAN), data.get("image_std", IMAGENET_STD)
-    return IMAGENET_MEAN, IMAGENET_STD
+        return data.get("image_mean", default[0]), data.get("image_std", default[1])
+    return default
 
 
 def image_size(source: str) -> int | None:

@@ -5,7 +5,6 @@ a visual question answerer (BLIP), a speech recogniser (Whisper), or any encoder
 beside the weights (model.safetensors), so it reloads anywhere without the source and runs no code."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -75,15 +74,6 @@ def generator_class(config: Any, kinds: dict[str, str]):
     return transformers.AutoModelForSeq2SeqLM
 
 
-def processor_stats(source: str) -> tuple[list[float], list[float], int | None]:
-    path = Path(source) / "preprocessor_config.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    size = data.get("size")
-    if isinstance(size, dict):
-        size = size.get("height") or size.get("shortest_edge")
-    return data.get("image_mean", [0.5, 0.5, 0.5]), data.get("image_std", [0.5, 0.5, 0.5]), size
-
-
 class GeneratorTextNet(nn.Module):
     """The generator's inputs from polymodal's batches (pixels normalised as its processor says, its tokenizer's ids
     for a text input, its feature extractor's features for audio); `forward` generates token ids [B, max_length + 2]
@@ -103,7 +93,9 @@ class GeneratorTextNet(nn.Module):
         self.source, self.kinds, self.max_length = source, dict(kinds), max_length
         self.encoders = nn.ModuleDict()  # the generator encodes its inputs itself
         self.beam = 1
-        mean, std, _ = processor_stats(source)
+        from ..encoders.pretrained import image_stats
+
+        mean, std = image_stats(source, default=([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]))  # Hugging Face's processors
         self.register_buffer("img_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("img_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.extractor = None

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..config import TrainingConfig
+from ..data.batching import process_rank
 from ..tasks import Task, TrainingPlan
 from ..types import ModalityBatch
 
@@ -53,14 +54,13 @@ class LitMultimodal(L.LightningModule):
         """Under DDP, this process's rows over the mean rows per process in the global batch: DDP averages the
         processes' gradients with equal weights, so a batch that does not split evenly (29 rows on 2 processes)
         still gets the gradient of its mean loss over all rows."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        _, world = process_rank()
+        if world == 1:
             return 1.0
         rows = torch.tensor([float(_rows(inputs))], device=self.device)  # nccl reduces tensors on the GPU only
         total = rows.clone()
-        dist.all_reduce(total)
-        return float(rows * dist.get_world_size() / total)
+        torch.distributed.all_reduce(total)
+        return float(rows * world / total)
 
     def _loss(self, inputs, target) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
         """One batch's training loss, and the values to log: name -> (value, rows)."""
