@@ -164,6 +164,7 @@ def tiny_whisper(out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow  # a minute on 2 cores: make test-slow
 def test_whisper_transcriber_fine_tunes_on_audio_and_reloads(tmp_path):
     """The audio path: waveforms at the feature extractor's rate become Whisper's log-mel features; a few epochs
     teach the tiny random model to write a sentence of the training text."""

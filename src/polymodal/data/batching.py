@@ -12,6 +12,7 @@ from torch.utils.data import Sampler
 from ..modalities.base import Modality
 from ..types import Batch, ModalityBatch
 from .dataset import ReadTable, TargetCodec
+from .shards import Unreadable
 
 
 class Collator:
@@ -110,8 +111,13 @@ def collate_input(modality: Modality, ids: np.ndarray | list[int], items: list[A
     if len(distinct) and distinct[0] < 0:  # absent rows: not a value (they point at any valid position)
         distinct, index = distinct[1:], np.maximum(index - 1, 0)
     values = [items[i] for i in distinct.tolist()] or [modality.placeholder()]
-    data, mask = modality.collate(values)
     present = ids >= 0 if present is None else present & (ids >= 0)
+    unreadable = [k for k, v in enumerate(values) if isinstance(v, Unreadable)]
+    if unreadable:  # a shard value that failed to decode (on_bad_input: skip): its rows have the input missing
+        for k in unreadable:
+            values[k] = modality.placeholder()
+        present = present & ~np.isin(index, unreadable)
+    data, mask = modality.collate(values)
     return ModalityBatch(data, mask, torch.from_numpy(np.ascontiguousarray(present)), torch.from_numpy(index))
 
 
@@ -229,7 +235,7 @@ def choose_group_input(data: ReadTable, setting: str | None, modalities: dict[st
     best, best_ratio = None, 2.0
     for name, modality in modalities.items():
         present = sum(1 for i in data.ids[name] if i >= 0)
-        distinct = len(data.items[name])
+        distinct = len(set(data.ids[name]) - {-1})
         ratio = present / distinct if distinct else 0.0
         if modality.groupable and ratio >= best_ratio and ratio <= batch_size / 2:
             best, best_ratio = name, ratio

@@ -79,6 +79,11 @@ def read_inputs(table: Table, inputs: list[InputSpec], task: TargetCodec | None,
     values before feature extraction are kept too (a waveform besides its log-mel), for corruption sweeps. With
     `allow_roots`, a cell naming a file outside those folders (after symlinks and `..`) is a bad input."""
     roots = [Path(r).expanduser().resolve() for r in allow_roots or []]
+    from .shards import ShardTable
+
+    if isinstance(table, ShardTable):
+        return _read_on_demand(table, inputs, task, target_column, on_bad_input, require_target, encode_targets,
+                               keep_raw, roots)
     ids: dict[str, list[int]] = {s.name: [] for s in inputs}
     items: dict[str, list[Any]] = {s.name: [] for s in inputs}
     raws: dict[str, list[Any]] | None = {s.name: [] for s in inputs} if keep_raw else None
@@ -117,6 +122,42 @@ def read_inputs(table: Table, inputs: list[InputSpec], task: TargetCodec | None,
     if not kept:
         raise DataError(f"{table.source}: no usable rows" + (f" (first problem: {skipped[0]})" if skipped else ""))
     return ReadTable(table, ids, items, targets, kept, skipped, raws)
+
+
+def _read_on_demand(table, inputs: list[InputSpec], task: TargetCodec | None, target_column: str | None,
+                    on_bad_input: str, require_target: bool, encode_targets: bool, keep_raw: bool,
+                    roots: list[Path]) -> ReadTable:
+    """A shard table's ReadTable: value ids from the index, values decoded when a batch asks (ShardValues), the
+    target column read now (rows with an unusable target are skipped or stop the run, as `on_bad_input` says)."""
+    from .shards import ShardValues
+
+    items: dict[str, Any] = {s.name: ShardValues(table, s, True, on_bad_input, roots) for s in inputs}
+    raw = {s.name: ShardValues(table, s, False, on_bad_input, roots) for s in inputs} if keep_raw else None
+    all_ids = {s.name: table.value_ids(s.column) for s in inputs}
+    kept, skipped, targets = list(range(len(table))), [], None
+    if target_column and (require_target or target_column in table.columns()):
+        targets, kept = [], []
+        for r, value in enumerate(table.column(target_column)):
+            try:
+                if is_missing(value):
+                    raise DataError(f"{where(table.source, r + 1, target_column)}: the target is empty")
+                try:
+                    targets.append(task.encode(value) if encode_targets else task.check(value))
+                except (ValueError, TypeError) as e:
+                    raise DataError(f"{where(table.source, r + 1, target_column)}: {e}") from None
+            except DataError as e:
+                if on_bad_input == "error":
+                    raise
+                skipped.append(str(e))
+                continue
+            kept.append(r)
+        if skipped:
+            log.warning("skipped %d of %d rows of %s with unusable targets; first: %s", len(skipped), len(table),
+                        table.source, skipped[0])
+        if not kept:
+            raise DataError(f"{table.source}: no usable rows" + (f" (first problem: {skipped[0]})" if skipped else ""))
+    ids = {n: v if len(kept) == len(v) else [v[r] for r in kept] for n, v in all_ids.items()}
+    return ReadTable(table, ids, items, targets, kept, skipped, raw)
 
 
 def _has_column(table: Table, column: str) -> bool:

@@ -28,6 +28,10 @@ class Table:
             cols.update(r)
         return cols
 
+    def column(self, name: str) -> list[Any]:
+        """Every row's cell in one column."""
+        return [r.get(name) for r in self.rows]
+
     def subset(self, indices: list[int]) -> "Table":
         return Table([self.rows[i] for i in indices], self.base_dir, self.source)
 
@@ -49,8 +53,13 @@ def is_missing(value: Any) -> bool:
 
 def read_table(path: str | Path) -> Table:
     p = Path(path)
+    if p.is_dir() and (p / "shards.json").is_file():  # a shard directory (`polymodal shard`): rows read on demand
+        from .shards import ShardTable
+
+        return ShardTable(p)
     if not p.is_file():
-        raise DataError(f"table not found: {p}")
+        raise DataError(f"table not found: {p}" + (" (a folder, but not a shard directory: no shards.json)"
+                                                   if p.is_dir() else ""))
     suffix = p.suffix.lower()
     if suffix not in SUFFIXES:
         raise DataError(f"{p}: unsupported table type '{suffix}' (use .jsonl, .csv or .parquet)")
@@ -110,16 +119,28 @@ def _read_jsonl(p: Path) -> list[dict]:
         return rows
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}, line {i}: invalid JSON: {e.msg}") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{p}, line {i}: each line must be a JSON object")
-        rows.append(row)
+        row = _read_jsonl_line(p, i, line)
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def _read_jsonl_line(p: Path, i: int, line: str | bytes, first: bool = False) -> dict | None:
+    """One line of a jsonl table (None when blank); errors name the file and line."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8-sig" if first else "utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{p}, line {i}: not UTF-8 text (byte {e.start}): {e.reason}") from None
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p}, line {i}: invalid JSON: {e.msg}") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{p}, line {i}: each line must be a JSON object")
+    return row
 
 
 def table_from_frame(frame: Any, base_dir: Path | None = None, source: str = "<dataframe>") -> Table:

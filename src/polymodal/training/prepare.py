@@ -7,13 +7,18 @@ from typing import Any
 
 from ..config import PRESETS, Recipe
 from ..data import InputSpec, ReadTable, Table, check_columns, choose_group_input, is_missing, read_inputs
+from ..data.shards import ShardTable, ShardValues, sample_positions
 from ..encoders import ENCODERS
 from ..encoders.transfer import load_source_modality, resolve_transfer
 from ..errors import DataError, RecipeError, where
 from ..fusion import FUSIONS
 from ..modalities import MODALITIES, infer_modality
+from ..modalities.base import Modality
 from ..model import Parts, build_net, make_modality, make_task, validate_components
 from ..tasks import TASKS, infer_task
+
+
+FIT_SAMPLE = 20_000  # values a modality learns its state from when a shard table's values are read on demand
 
 
 @dataclass
@@ -37,7 +42,8 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
                                   "directory to take it from")
             resolve_transfer(cfg)  # modality, options and architecture come from the source model
         if not cfg["modality"]:
-            kind = infer_modality([r.get(column) for r in train.rows if not _missing(r.get(column))])
+            rows = train.rows[:2000] if isinstance(train, ShardTable) else train.rows  # a sample: each row is a read
+            kind = infer_modality([r.get(column) for r in rows if not _missing(r.get(column))])
             if kind is None:
                 raise DataError(f"{train.source}: column '{column}' has no values to infer its modality from; set "
                                 f"`modality` for input '{cfg['name']}'")
@@ -56,7 +62,7 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
                               "encoder needs it") from None
     if not data["target"]["task"]:
         try:
-            data["target"]["task"] = infer_task([r.get(recipe.target.column) for r in train.rows])
+            data["target"]["task"] = infer_task(train.column(recipe.target.column))
         except ValueError as e:
             raise DataError(f"{where(train.source, column=recipe.target.column)}: {e}") from None
     TASKS.get(data["target"]["task"], "target.task").resolve_training(data["training"])
@@ -89,7 +95,8 @@ def validation_keys(raw: ReadTable, column: str | None, group_input: str | None)
     if column is None:
         return raw.ids[group_input] if group_input else list(range(len(raw)))
     source = raw.table
-    values = [source.rows[r].get(column) for r in raw.rows]
+    cells = source.column(column)
+    values = [cells[r] for r in raw.rows]
     missing = [raw.rows[i] + 1 for i, v in enumerate(values) if _missing(v)]
     if missing:
         raise DataError(f"{source.source}, row {missing[0]}: column '{column}' (data.validation_group) is empty")
@@ -149,7 +156,11 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
         if cfg.encoder.get("type") == "transfer":
             load_source_modality(spec.modality, cfg.encoder)  # the vocabulary the transferred encoder knows
             continue
+        if type(spec.modality).fit is Modality.fit:
+            continue  # nothing to learn: no value is read for it
         used = sorted({raw.ids[spec.name][p] for p in train_pos} - {-1})
+        if isinstance(raw.items[spec.name], ShardValues):  # values read on demand: fit on a seeded sample
+            used = [used[k] for k in sample_positions(len(used), FIT_SAMPLE, recipe.training.seed)]
         spec.modality.fit([raw.items[spec.name][i] for i in used])
     if raw.targets is not None:
         try:
