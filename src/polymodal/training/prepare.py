@@ -17,7 +17,6 @@ from ..modalities.base import Modality
 from ..model import Parts, build_net, make_modality, make_task, validate_components
 from ..tasks import TASKS, infer_task
 
-
 FIT_SAMPLE = 20_000  # values a modality learns its state from when a shard table's values are read on demand
 
 
