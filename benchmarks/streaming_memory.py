@@ -55,7 +55,7 @@ RECIPE = """inputs:
   - {name: text, modality: text, encoder: {type: text_bow}}
 target: {column: label}
 model: {dim: 64}
-training: {epochs: EPOCHS, batch_size: 128, lr: 0.003, progress: false, seed: 0, num_workers: WORKERS}
+training: {epochs: EPOCHS, batch_size: 128, lr: 0.003, progress: false, seed: 0WORKERS}
 """
 
 
@@ -107,7 +107,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000, 200_000])
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=None, help="training.num_workers (default: polymodal's: 0 in "
+                    "memory, 1 from shards with torch on the other cores)")
     ap.add_argument("--in-memory", type=int, default=None, help="rows of the in-memory comparison (default: the "
                     "smallest size)")
     ap.add_argument("--out", default="runs/bench-streaming")
@@ -118,7 +119,8 @@ def main() -> None:
     started = time.perf_counter()
     rows = make_images(folder, max(args.sizes))
     print(f"generated {len(rows)} rows in {time.perf_counter() - started:.0f} s", flush=True)
-    recipe = RECIPE.replace("EPOCHS", str(args.epochs)).replace("WORKERS", str(args.workers))
+    recipe = RECIPE.replace("EPOCHS", str(args.epochs)).replace("WORKERS", "" if args.workers is None else
+                                                                    f", num_workers: {args.workers}")
     (folder / "recipe.yaml").write_text(recipe)
     results = []
     in_memory = args.in_memory or min(args.sizes)

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from ..errors import PolymodalError
@@ -32,15 +31,13 @@ def _resolve_input(embedder, table, given: str) -> tuple[str, str]:
     return embedder.input_for(None, kind), given
 
 
-def _items(table, rows: list[int], column: str) -> list[dict]:
-    out = []
-    source = str(Path(table.source).resolve()) if Path(table.source).is_file() else table.source
+def _items(table, rows: list[int], column: str):
+    """What each vector stands for (its row, id, value and table), one row at a time."""
+    source = str(Path(table.source).resolve()) if Path(table.source).exists() else table.source
     for r in rows:
         src = table.rows[r]
         value = src.get(column)
-        out.append({"row": r, "id": src.get("id"), "value": value if isinstance(value, str) else None,
-                    "table": source})
-    return out
+        yield {"row": r, "id": src.get("id"), "value": value if isinstance(value, str) else None, "table": source}
 
 
 def _model_ref(model: str) -> str:
@@ -64,10 +61,13 @@ def embed(
     embedder = open_embedder(model)
     table = as_table(data)
     name, column = _resolve_input(embedder, table, input_)
-    emb, rows = embedder.embed_table(table, name, column)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, emb)
+    try:  # written a chunk at a time into the file: bounded memory for tables read on demand
+        emb, rows = embedder.embed_table(table, name, column, into=tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(out)
     side = out.with_suffix(".json")
     side.write_text(json.dumps({"model": model, "input": name, "column": column, "table": table.source,
@@ -91,6 +91,7 @@ def index(
     """Build a faiss index over a column (ids and source rows stored beside it), or add rows to one."""
     from ..data import as_table
     from ..retrieval import VectorIndex, open_embedder
+    from ..retrieval.index import write_index
 
     if kind not in ("auto", "exact", "ivf", "ivfpq"):
         raise PolymodalError(f"--kind '{kind}': choose auto, exact, ivf or ivfpq")
@@ -103,9 +104,9 @@ def index(
     embedder = open_embedder(model)
     table = as_table(data)
     name, column = _resolve_input(embedder, table, input_)
-    emb, rows = embedder.embed_table(table, name, column)
-    items = _items(table, rows, column)
     if existing is not None:
+        emb, rows = embedder.embed_table(table, name, column)
+        items = list(_items(table, rows, column))
         if existing.meta["input"] != name:
             raise PolymodalError(f"{out} indexes input '{existing.meta['input']}', not '{name}'")
         held = {(it.get("table"), it.get("row")) for it in existing.items}
@@ -117,8 +118,16 @@ def index(
         typer.echo(f"added {len(new)} rows to {out}{again}: {len(existing)} vectors", err=True)
         return
     meta = {"model": _model_ref(model), "input": name, "modality": embedder.inputs[name]}
-    idx = VectorIndex.create(emb, items, meta, kind=kind, nlist=nlist, nprobe=nprobe, pq_m=pq_m)  # type: ignore[arg-type]
-    idx.save(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    vectors = out.with_name(out.name + ".vectors.tmp.npy")  # the embeddings, on disk while the index is built
+    try:
+        emb, rows = embedder.embed_table(table, name, column, into=vectors)
+        meta = write_index(out, emb, _items(table, rows, column), meta, kind=kind, nlist=nlist,  # type: ignore
+                           nprobe=nprobe, pq_m=pq_m, progress=True)
+        del emb
+    finally:
+        vectors.unlink(missing_ok=True)
+    idx = VectorIndex.open(out)
     typer.echo(f"indexed {len(idx)} rows of {table.source} ({idx.meta['kind']}, width {idx.meta['dim']}) into {out}",
                err=True)
 

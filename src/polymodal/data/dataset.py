@@ -54,9 +54,10 @@ class ReadTable:
                          [self.rows[p] for p in positions], self.skipped, self.raw)
 
 
-def progress(iterable, total: int, description: str, enabled: bool = True):
-    """A rich progress bar on stderr when it is a terminal or when asked; otherwise plain iteration."""
-    if not enabled or total < 200:
+def progress(iterable, total: int, description: str, enabled: bool = True, minimum: int = 200):
+    """A rich progress bar on stderr when it is a terminal or when asked; otherwise plain iteration. No bar for
+    fewer than `minimum` steps."""
+    if not enabled or total < minimum:
         yield from iterable
         return
     from rich.console import Console

@@ -61,6 +61,8 @@ def to_pil(value: Any, base_dir: Path) -> Image.Image:
 
 def fit_size(img: Image.Image, size: tuple[int, int], policy: str) -> Image.Image:
     h, w = size
+    if img.size == (w, h):  # every policy leaves an image of the size as it is
+        return img
     if policy == "stretch":
         return img.resize((w, h), Image.BILINEAR)
     scale = (min if policy == "pad" else max)(w / img.width, h / img.height)
@@ -88,7 +90,10 @@ class ImageModality(Modality):
         return (s, s) if isinstance(s, int) else tuple(s)
 
     def decode(self, value: Any, base_dir: Path) -> Tensor:
-        img = to_pil(value, base_dir).convert("RGB" if self.config.channels == 3 else "L")
+        img = to_pil(value, base_dir)
+        mode = "RGB" if self.config.channels == 3 else "L"
+        if img.mode != mode:
+            img = img.convert(mode)
         img = fit_size(img, self.hw, self.config.resize)
         arr = np.asarray(img, dtype=np.uint8)
         if arr.ndim == 2:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -14,9 +14,12 @@ from torch import Tensor
 
 from ..data import InputSpec, Table, check_columns, read_inputs
 from ..data.batching import collate_input
+from ..data.dataset import progress
 from ..errors import PolymodalError
 from ..modalities import modality_of_suffix
 from ..types import ModalityBatch
+
+EMBED_CHUNK = 8192  # rows embedded (and written) per chunk when the table is read on demand
 
 
 class Embedder:
@@ -44,10 +47,12 @@ class Embedder:
         return names[0]
 
     @torch.inference_mode()
-    def embed_table(self, table: Table, name: str, column: str | None = None,
-                    on_bad_input: str = "error") -> tuple[np.ndarray, list[int]]:
+    def embed_table(self, table: Table, name: str, column: str | None = None, on_bad_input: str = "error",
+                    into: str | Path | None = None) -> tuple[np.ndarray, list[int]]:
         """Vectors [N, E] (float32, unit length) for the rows that have a value in the input's column, and those
-        rows' positions in the table."""
+        rows' positions in the table. With `into` (an .npy path), the vectors are written there a chunk of rows at a
+        time and returned memory-mapped: a table read on demand (a shard directory) is then embedded in bounded
+        memory, with a progress bar."""
         spec = self.specs[name]
         spec = InputSpec(spec.name, column or spec.column, spec.modality)
         check_columns(table, [spec], None)
@@ -56,9 +61,24 @@ class Embedder:
         keep = ids >= 0
         if not keep.any():
             raise PolymodalError(f"{table.source}: column '{spec.column}' has no values")
-        distinct = self._embed_items(name, read.items[name])
         rows = [r for r, k in zip(read.rows, keep) if k]
-        return distinct[ids[keep]], rows
+        items, wanted = read.items[name], ids[keep]
+        if into is None and isinstance(items, list):  # all values in memory: each distinct one embedded once
+            return self._embed_items(name, items)[wanted], rows
+        out: np.ndarray | None = None
+        chunks = range(0, len(wanted), EMBED_CHUNK)
+        for start in progress(chunks, len(chunks), f"embedding {table.source}", minimum=2):
+            part = wanted[start:start + EMBED_CHUNK]
+            distinct, inverse = np.unique(part, return_inverse=True)
+            vectors = self._embed_items(name, items, distinct.tolist())[inverse.reshape(-1)]
+            if out is None:
+                shape = (len(wanted), vectors.shape[1])
+                out = np.lib.format.open_memmap(into, "w+", np.float32, shape) if into is not None \
+                    else np.empty(shape, np.float32)
+            out[start:start + len(part)] = vectors
+        if isinstance(out, np.memmap):
+            out.flush()
+        return out, rows
 
     def embed_values(self, name: str, values: list[Any], base_dir: Path | None = None) -> np.ndarray:
         """Vectors for raw values (texts, file paths, arrays) of one input."""
@@ -66,11 +86,13 @@ class Embedder:
         table = Table([{column: v} for v in values], base_dir or Path.cwd(), "<query>")
         return self.embed_table(table, name)[0]
 
-    def _embed_items(self, name: str, items: list) -> np.ndarray:
+    def _embed_items(self, name: str, items: Sequence, which: list[int] | None = None) -> np.ndarray:
+        """Vectors of items (all, or those at `which`), a batch at a time."""
         modality = self.specs[name].modality
+        which = list(range(len(items))) if which is None else which
         out = []
-        for start in range(0, len(items), self.batch_size):
-            ids = list(range(start, min(len(items), start + self.batch_size)))
+        for start in range(0, len(which), self.batch_size):
+            ids = which[start:start + self.batch_size]
             z = self.embed_batch(name, collate_input(modality, ids, items))
             out.append(torch.nn.functional.normalize(z.float(), dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float32)

@@ -19,13 +19,14 @@ from torch.utils.data import DataLoader
 
 from ..config import Recipe
 from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
+from ..data.shards import ShardValues
 from ..evaluation.evaluate import evaluate_parts
 from ..model import Parts
 from ..storage import save_parts
 from .module import BestWeights, EMAWeights, LitMultimodal
 from .prepare import Prepared, prepare
 from .progress_log import EpochLog, append_line
-from .runtime import configure_process
+from .runtime import configure_process, set_threads
 
 log = logging.getLogger("polymodal")
 for _name in ("lightning.pytorch", "lightning.fabric"):  # keep Lightning's banners (GPU/TPU, tips) out of the way
@@ -149,6 +150,19 @@ def _first_difference(a: object, b: object, path: str = "") -> str:
     return path or "(the whole recipe)"
 
 
+def loader_workers(cfg, data: ReadTable) -> int:
+    """`training.num_workers`, or by default: 0 for values read into memory; 1 for values read on demand from a
+    shard directory, and then (unless `training.threads` is set) torch keeps the other cores, so decoding in the
+    worker and the training step each have theirs."""
+    if cfg.num_workers is not None:
+        return cfg.num_workers
+    if not any(isinstance(v, ShardValues) for v in data.items.values()):
+        return 0
+    if cfg.threads is None:
+        set_threads(max(1, (os.cpu_count() or 1) - 1))
+    return 1
+
+
 class _Keys:
     """The loader's dataset: hands each sampled key (a row position, or a batch's rows in a chunk) to the collator."""
 
@@ -172,10 +186,11 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     prep: Prepared = prepare(recipe, tables)
     parts = prep.parts
     plan = parts.task.training_plan(cfg, len(parts.inputs))
-    train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers,
+    workers = loader_workers(cfg, prep.train)
+    train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, workers,
                       cfg.augment, cfg.prefetch, plan.steps_per_call, plan.modality_dropout, cfg.augment_with)
-    val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed, cfg.num_workers,
-                    prefetch=cfg.prefetch) \
+    val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed,
+                    loader_workers(cfg, prep.validation), prefetch=cfg.prefetch) \
         if len(prep.validation) else None
     module = LitMultimodal(parts.net, parts.task, cfg, total_steps=train_dl.batch_sampler.optimizer_steps * cfg.epochs,
                            unimodal_weight=recipe.model.unimodal_heads, plan=plan)
