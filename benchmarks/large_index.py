@@ -35,7 +35,7 @@ class Synthetic:
 
     def __init__(self, n: int, dim: int, clusters: int, spread: float, seed: int = 0) -> None:
         self.shape, self.clusters, self.spread, self.seed = (n, dim), clusters, spread, seed
-        rng = np.random.default_rng(10_000 + seed)
+        rng = np.random.default_rng(10_000)  # the same directions for the data and the queries
         self.centres = rng.standard_normal((clusters, dim), dtype=np.float32)
         self.centres /= np.linalg.norm(self.centres, axis=1, keepdims=True)
         self._cached: tuple[int, np.ndarray] | None = None

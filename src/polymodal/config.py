@@ -136,10 +136,8 @@ class TrainingConfig(_Strict):
     num_nodes: int = Field(1, ge=1, description="Machines taking part (torchrun or SLURM start one process per "
                            "device on each; Lightning reads their environment).")
     precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed.")
-    num_workers: int | None = Field(None, ge=0, description="DataLoader workers. Default: 0 for a table read into "
-                                    "memory (values are decoded once up front), 1 for a shard directory (values are "
-                                    "decoded while training, in the worker; torch then gets the other cores unless "
-                                    "`threads` is set: measured fastest on 2 cores in the README).")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers. 0 is measured fastest on 2 cores, from a shard "
+                             "directory too (a worker takes a core from the training step).")
     prefetch: int = Field(0, ge=0, description="With num_workers 0: batches collated ahead in a background thread "
                           "while the current one trains (0: in the training loop). For a model on a GPU, where the "
                           "CPU waits while it computes; on a CPU the thread competes with torch's own threads and "

@@ -54,7 +54,7 @@ def fit(table: Path, out: str, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.slow)])  # the loader-worker variant: make test-slow
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.slow)])  # with a worker: make test-slow
 def test_two_ddp_processes_train_the_model_one_process_trains(table, workers):
     """With loader worker processes too (they have no process group: the rank is handed to them; a worker draws
     modality dropout from its own stream, so the single process it is compared with has a worker too)."""

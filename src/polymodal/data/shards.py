@@ -4,8 +4,9 @@
 into `shard-00000.tar`, `shard-00001.tar`, ... in WebDataset's layout: per row a sample `KEY.json` (the source row
 number and its cells as written, file paths included) and `KEY.x<column>.<suffix>` holding the bytes of each file a
 cell names. Beside them, `index.npz` gives every row's byte range in its shard (so a row is one read, in any
-order), which of its cells are present, and for each file column the first row holding the same bytes (rows that
-share an image share one decoded value in a batch, and batches can be grouped by it). `shards.json` says what the
+order), which of its cells are present, and for each file or text column the first row holding the same bytes or
+text (rows that share an image share one decoded value in a batch, batches can be grouped by it, and a text
+vocabulary counts each distinct text once, as when the table is read into memory). `shards.json` says what the
 directory holds.
 
 `ShardTable(directory)` is a Table whose rows are read on demand; `read_inputs` on it returns a ReadTable whose
@@ -34,6 +35,7 @@ log = logging.getLogger("polymodal")
 FORMAT = "polymodal-shards"
 VERSION = 1
 DEFAULT_ROWS_PER_SHARD = 10_000
+RECENT_ROWS = 1024  # parsed rows a ShardTable keeps (a batch's rows, read once for all inputs)
 
 
 def is_shard_dir(path: str | Path) -> bool:
@@ -114,12 +116,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _pixels(data: bytes, size: int, src: Path, row: int, column: str) -> bytes:
+    """An image file's pixels, decoded to RGB and resized so its shorter side is `size`, as .npy bytes."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as e:  # noqa: BLE001 - PIL raises many types
+        raise DataError(f"{where(src, row + 1, column)}: cannot decode this image ({e})") from None
+    img = img.convert("RGB")
+    scale = size / min(img.size)
+    if scale != 1:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(img, dtype=np.uint8), allow_pickle=False)
+    return buf.getvalue()
+
+
 def write_shards(table: str | Path, out: str | Path, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-                 show_progress: bool = True) -> dict:
+                 show_progress: bool = True, image_size: int | None = None) -> dict:
     """Write `table` as a shard directory at `out` (atomically: a crash leaves no half directory). Returns the
-    description written to shards.json."""
+    description written to shards.json. With `image_size`, image files are stored decoded (RGB pixels, the shorter
+    side resized to image_size): larger shards, and no image decoding while training (the decoding of a PNG or a
+    JPEG is most of what reading a row costs; at the model's image size, nothing is left but a copy)."""
     import webdataset as wds
 
+    from ..modalities.image import ImageModality
+
+    image_suffixes = set(ImageModality.suffixes)
     from .dataset import progress
 
     src = Path(table)
@@ -138,7 +163,8 @@ def write_shards(table: str | Path, out: str | Path, rows_per_shard: int = DEFAU
     columns: dict[str, int] = {}
     shard_of, start, head_end, end = [], [], [], []
     present_rows: list[list[int]] = []  # per row, the column numbers it has a value in
-    same_as: dict[int, list[int]] = {}  # file column -> per row, the first row with the same bytes (-1: none)
+    same_as: dict[int, list[int]] = {}  # column -> per row, the first row with the same file bytes or text
+    file_columns: set[int] = set()
     seen: dict[tuple[int, bytes], int] = {}
     files_bytes = 0
     writer, shard, n = None, -1, 0
@@ -163,10 +189,15 @@ def write_shards(table: str | Path, out: str | Path, rows_per_shard: int = DEFAU
                 cells[str(name)] = None if missing else _plain(value)
                 path = None if missing else _file_of(value, base)
                 if path is not None:
-                    data = path.read_bytes()
-                    sample[f"x{c}{path.suffix.lower()}"] = data  # sorts after "json": the row's cells come first
+                    data, suffix = path.read_bytes(), path.suffix.lower()
+                    if image_size and suffix in image_suffixes:
+                        data, suffix = _pixels(data, image_size, src, n, str(name)), ".npy"
+                    sample[f"x{c}{suffix}"] = data  # sorts after "json": the row's cells come first
                     digests[c] = hashlib.blake2b(data, digest_size=16).digest()
                     files_bytes += len(data)
+                    file_columns.add(c)
+                elif isinstance(value, str) and not missing:  # equal texts share a value, as when read into memory
+                    digests[c] = hashlib.blake2b(value.encode("utf-8"), digest_size=16).digest()
             sample["json"] = json.dumps({"row": n, "cells": cells}, ensure_ascii=False).encode("utf-8")
             begin = writer.tarstream.offset
             writer.write(sample)
@@ -204,8 +235,8 @@ def write_shards(table: str | Path, out: str | Path, rows_per_shard: int = DEFAU
     np.savez(tmp / "index.npz", **arrays)
     meta = {"format": FORMAT, "version": VERSION, "source": str(src.resolve()), "rows": n, "shards": shard + 1,
             "rows_per_shard": rows_per_shard, "columns": list(columns),
-            "file_columns": sorted(columns_name for columns_name, c in columns.items() if c in same_as),
-            "file_bytes": files_bytes, "layout": "webdataset"}
+            "file_columns": sorted(name for name, c in columns.items() if c in file_columns),
+            "file_bytes": files_bytes, "layout": "webdataset", "image_size": image_size}
     (tmp / "shards.json").write_text(json.dumps(meta, indent=2))
     if out.exists():
         old = out.with_name(out.name + ".old")
@@ -291,8 +322,8 @@ class ShardTable(Table):
         self._pid = os.getpid()
         super().__init__(ShardRows(self), directory.resolve(), str(directory))  # type: ignore[arg-type]
 
-    def __getstate__(self) -> dict:  # to DataLoader workers: without open files
-        return {**self.__dict__, "_files": {}}
+    def __getstate__(self) -> dict:  # to DataLoader workers: without open files or rows read
+        return {**self.__dict__, "_files": {}, "_recent": {}}
 
     def __len__(self) -> int:
         return self.n
@@ -337,9 +368,17 @@ class ShardTable(Table):
         return cache[name]
 
     def value(self, i: int, column: str) -> Any:
-        """Row i's value in a column: a file's bytes for a file cell, else the cell."""
-        members = _members(self._read(i, self.index["end"]))
-        cells = json.loads(members["json"])["cells"]
+        """Row i's value in a column: a file's bytes for a file cell, else the cell. The last rows read are kept
+        parsed (a batch reads each row once for all its inputs)."""
+        recent = self.__dict__.setdefault("_recent", {})
+        if i in recent:
+            members, cells = recent[i]
+        else:
+            members = _members(self._read(i, self.index["end"]))
+            cells = json.loads(members["json"])["cells"]
+            if len(recent) >= RECENT_ROWS:
+                del recent[next(iter(recent))]
+            recent[i] = members, cells
         c = self.column_number.get(column)
         for name, data in members.items():
             if c is not None and name.startswith(f"x{c}."):
@@ -347,14 +386,14 @@ class ShardTable(Table):
         return cells.get(column)
 
     def value_ids(self, column: str) -> list[int]:
-        """Per row: the row whose decoded value it uses (itself, or the first row with the same file bytes), -1 when
-        absent."""
+        """Per row: the row whose decoded value it uses (itself, or the first row with the same file bytes or text),
+        -1 when absent."""
         c = self.column_number.get(column)
         if c is None:
             return [-1] * self.n
+        own = np.arange(self.n, dtype=np.int64)
         ids = self.index.get(f"same_as_{c}")
-        if ids is None:
-            ids = np.arange(self.n, dtype=np.int64)
+        ids = own if ids is None else np.where(ids >= 0, ids, own)  # a value not shared (a number) is its row's own
         return np.where(self.index["present"][:, c], ids, -1).tolist()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,11 +25,30 @@ class ImageConfig(ModalityConfig):
         "stretch", description="stretch to the size; pad to keep the aspect ratio; centre-crop to keep it.")
 
 
+NPY_MAGIC = b"\x93NUMPY"
+_PIXELS_HEADER = re.compile(rb"\{'descr': '\|u1', 'fortran_order': False, 'shape': \((\d+), (\d+), (\d+)\), \}")
+
+
+def read_pixels(data: bytes) -> np.ndarray:
+    """An .npy file's array; uint8 [H, W, C] pixels (what `polymodal shard --image-size` stores) without parsing the
+    header as Python (numpy's reader runs ast.literal_eval: most of the time for a small image)."""
+    if len(data) > 10 and data[6] == 1:
+        length = int.from_bytes(data[8:10], "little")
+        m = _PIXELS_HEADER.match(data, 10)
+        if m and m.end() <= 10 + length:
+            h, w, c = (int(g) for g in m.groups())
+            if len(data) == 10 + length + h * w * c:
+                return np.frombuffer(data, np.uint8, h * w * c, 10 + length).reshape(h, w, c)
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def to_pil(value: Any, base_dir: Path) -> Image.Image:
     """Open an image from a path, bytes, PIL image or array; BadInput says why it cannot."""
     try:
         if isinstance(value, Image.Image):
             return value
+        if isinstance(value, (bytes, bytearray)) and value[:6] == NPY_MAGIC:  # pixels kept decoded (shards)
+            value = read_pixels(value)
         if isinstance(value, (bytes, bytearray)):
             try:
                 img = Image.open(io.BytesIO(value))
@@ -90,6 +110,11 @@ class ImageModality(Modality):
         return (s, s) if isinstance(s, int) else tuple(s)
 
     def decode(self, value: Any, base_dir: Path) -> Tensor:
+        if isinstance(value, (bytes, bytearray)) and value[:6] == NPY_MAGIC and self.config.channels == 3:
+            arr = read_pixels(value)
+            if arr.dtype == np.uint8 and arr.shape == (*self.hw, 3):  # RGB pixels of the size: nothing to convert
+                return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+            value = arr
         img = to_pil(value, base_dir)
         mode = "RGB" if self.config.channels == 3 else "L"
         if img.mode != mode:

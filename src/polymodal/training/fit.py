@@ -2,6 +2,7 @@
 weights, evaluate, save the model directory."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -19,14 +20,13 @@ from torch.utils.data import DataLoader
 
 from ..config import Recipe
 from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
-from ..data.shards import ShardValues
 from ..evaluation.evaluate import evaluate_parts
 from ..model import Parts
 from ..storage import save_parts
 from .module import BestWeights, EMAWeights, LitMultimodal
 from .prepare import Prepared, prepare
 from .progress_log import EpochLog, append_line
-from .runtime import configure_process, set_threads
+from .runtime import configure_process
 
 log = logging.getLogger("polymodal")
 for _name in ("lightning.pytorch", "lightning.fabric"):  # keep Lightning's banners (GPU/TPU, tips) out of the way
@@ -150,19 +150,6 @@ def _first_difference(a: object, b: object, path: str = "") -> str:
     return path or "(the whole recipe)"
 
 
-def loader_workers(cfg, data: ReadTable) -> int:
-    """`training.num_workers`, or by default: 0 for values read into memory; 1 for values read on demand from a
-    shard directory, and then (unless `training.threads` is set) torch keeps the other cores, so decoding in the
-    worker and the training step each have theirs."""
-    if cfg.num_workers is not None:
-        return cfg.num_workers
-    if not any(isinstance(v, ShardValues) for v in data.items.values()):
-        return 0
-    if cfg.threads is None:
-        set_threads(max(1, (os.cpu_count() or 1) - 1))
-    return 1
-
-
 class _Keys:
     """The loader's dataset: hands each sampled key (a row position, or a batch's rows in a chunk) to the collator."""
 
@@ -186,11 +173,10 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     prep: Prepared = prepare(recipe, tables)
     parts = prep.parts
     plan = parts.task.training_plan(cfg, len(parts.inputs))
-    workers = loader_workers(cfg, prep.train)
-    train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, workers,
+    train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers,
                       cfg.augment, cfg.prefetch, plan.steps_per_call, plan.modality_dropout, cfg.augment_with)
-    val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed,
-                    loader_workers(cfg, prep.validation), prefetch=cfg.prefetch) \
+    val_dl = loader(prep.validation, parts, cfg.batch_size, False, prep.group_input, cfg.seed, cfg.num_workers,
+                    prefetch=cfg.prefetch) \
         if len(prep.validation) else None
     module = LitMultimodal(parts.net, parts.task, cfg, total_steps=train_dl.batch_sampler.optimizer_steps * cfg.epochs,
                            unimodal_weight=recipe.model.unimodal_heads, plan=plan)
@@ -216,12 +202,17 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=10, deterministic=False, default_root_dir=str(out), plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False)  # under DDP the training sampler shards each global batch itself
+    gc.collect()
+    gc.freeze()  # what setup made (data, model) stays out of the collector's scans while training allocates per batch
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
-        if cfg.epochs > 0:
-            trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
+            if cfg.epochs > 0:
+                trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
+    finally:
+        gc.unfreeze()
     train_seconds = time.perf_counter() - started
     rank = trainer.global_rank
     if torch.distributed.is_available() and torch.distributed.is_initialized():
