@@ -154,6 +154,10 @@ class TrainingConfig(_Strict):
                               "peak).")
     progress: bool = Field(True, description="Show a progress bar (train.log in the model directory gets one line "
                            "per epoch either way).")
+    checkpoint_every: int | None = Field(None, ge=1, description="Also write `checkpoints/last.ckpt` every this many "
+                                         "optimizer steps within an epoch (long epochs: `--resume` then continues "
+                                         "in the middle of one, as the uninterrupted run would); default: at each "
+                                         "epoch's end only.")
     time_limit: float | None = Field(None, gt=0, description="Stop training after this many seconds (the epoch in "
                                      "progress ends early); the best weights so far are kept. None: no limit.")
 

@@ -135,3 +135,38 @@ def test_a_resumed_run_ends_with_the_same_weights(recipe, tmp_path, monkeypatch,
     b = load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+
+
+@pytest.mark.parametrize("steps_per_call", [1, 2])
+def test_a_run_resumed_in_the_middle_of_an_epoch_ends_with_the_same_weights(recipe, tmp_path, monkeypatch,
+                                                                            steps_per_call):
+    """`checkpoint_every` writes last.ckpt within epochs; killed after one written in the middle of epoch 2 and
+    resumed, the run skips the batches done, draws each later batch's modality dropout as the whole run did (the
+    loader had already made the next batch when the checkpoint was written), and ends with the same weights."""
+    from safetensors.torch import load_file
+
+    from polymodal.training import fit as fit_module
+
+    recipe = copy.deepcopy(recipe)
+    recipe["training"].update({"epochs": 3, "modality_dropout": 0.3, "checkpoint_every": 2, "batch_size": 4,
+                               "steps_per_call": steps_per_call})  # 18 training rows: 5 batches an epoch
+    pm.fit(recipe, out=tmp_path / "whole")
+    original = fit_module.StepCheckpoint.on_train_batch_end
+    written = []
+
+    def stop_mid_second_epoch(self, trainer, module, outputs, batch, batch_idx):
+        before = self.path.stat().st_mtime_ns if self.path.exists() else None
+        original(self, trainer, module, outputs, batch, batch_idx)
+        if trainer.current_epoch == 1 and self.path.stat().st_mtime_ns != before:
+            written.append((batch_idx + 1) * steps_per_call)  # batches of the epoch done
+            raise Interrupted
+
+    monkeypatch.setattr(fit_module.StepCheckpoint, "on_train_batch_end", stop_mid_second_epoch)
+    with pytest.raises(Interrupted):
+        pm.fit(recipe, out=tmp_path / "cut")
+    monkeypatch.setattr(fit_module.StepCheckpoint, "on_train_batch_end", original)
+    assert written and written[0] < 5, written  # in the middle of the epoch
+    pm.fit(recipe, out=tmp_path / "cut", resume=True)
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]

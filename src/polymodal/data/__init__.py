@@ -4,6 +4,7 @@ from .batching import (
                        ChunkedBatchSampler,
                        Collator,
                        GroupedBatchSampler,
+                       Rows,
                        choose_group_input,
                        collate_input,
 )
@@ -12,5 +13,5 @@ from .prefetch import PrefetchLoader
 from .table import Table, as_table, is_missing, read_table
 
 __all__ = ["ChunkCollator", "ChunkedBatchSampler", "Collator", "GroupedBatchSampler", "InputSpec", "PrefetchLoader",
-           "ReadTable", "Table", "as_table", "check_columns", "choose_group_input", "collate_input", "is_missing",
-           "read_inputs", "read_table"]
+           "ReadTable", "Rows", "Table", "as_table", "check_columns", "choose_group_input", "collate_input",
+           "is_missing", "read_inputs", "read_table"]

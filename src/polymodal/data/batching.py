@@ -15,11 +15,23 @@ from .dataset import ReadTable, TargetCodec
 from .shards import Unreadable
 
 
+class Rows(list):
+    """A training batch's row positions, and its key (epoch, position in the epoch's order), from which its random
+    draws are seeded: they are the same whichever process or loader worker makes the batch, and a run resumed in the
+    middle of an epoch makes the batches the uninterrupted run would have."""
+
+    def __init__(self, rows: list[int], key: tuple[int, int] | None = None) -> None:
+        super().__init__(rows)
+        self.key = key
+
+
 class Collator:
     """list of row positions -> (Batch, targets or None). For training: with `augment` > 0, each distinct value in a
     batch is replaced, with that probability, by a random corruption of it at a random severity; with
     `modality_dropout`, each input of each row is hidden with its probability (its value is still collated, the
-    row's `present` flag says it is absent), a row keeping at least one of the inputs it has.
+    row's `present` flag says it is absent), a row keeping at least one of the inputs it has. A batch with a key
+    (`Rows`, from the training sampler) draws from a generator seeded by (seed, epoch, batch); others from the
+    collator's own stream.
 
     With `shard` (training under DDP), each process is handed the global batch and keeps its share of the rows
     (rank, rank + world, ...) after the modality-dropout draws, which are made for the whole batch from the same
@@ -43,12 +55,17 @@ class Collator:
         self._worker: int | None = None
 
     def __call__(self, rows: list[int]) -> tuple[Batch, torch.Tensor | None]:
-        self._reseed_in_worker()
+        key = getattr(rows, "key", None)
+        if key is not None:  # a training batch: its draws depend on where it stands in the epoch, nothing else
+            rng = np.random.default_rng([self.seed, *key])
+        else:
+            self._reseed_in_worker()
+            rng = self.rng
         positions = np.asarray(rows, dtype=np.int64)
         ids = {name: self.ids[name][positions] for name in self.modalities}
         present = {name: i >= 0 for name, i in ids.items()}
         if self.dropout is not None:
-            kept = drop_inputs(np.stack(list(present.values()), 1), self.dropout, self.rng)
+            kept = drop_inputs(np.stack(list(present.values()), 1), self.dropout, rng)
             present = {name: kept[:, m] for m, name in enumerate(present)}
         rank, world = self._rank or (process_rank() if self.shard else (0, 1))
         if world > 1:  # this process's share of the global batch
@@ -60,7 +77,7 @@ class Collator:
         for name, modality in self.modalities.items():
             items = self.data.items[name]
             if self.augment > 0:
-                items = self._augmented(name, modality, ids[name].tolist(), items)
+                items = self._augmented(name, modality, ids[name].tolist(), items, rng)
             batch[name] = collate_input(modality, ids[name], items, present[name])
         targets = None
         if self.task is not None and self.data.targets is not None:
@@ -78,15 +95,16 @@ class Collator:
             self._worker = info.id
             self.rng = np.random.default_rng([self.seed, info.id + 1])  # [s, 0] would seed as s alone
 
-    def _augmented(self, name: str, modality: Modality, ids: list[int], items: list[Any]) -> dict[int, Any] | list:
+    def _augmented(self, name: str, modality: Modality, ids: list[int], items: list[Any],
+                   rng: np.random.Generator) -> dict[int, Any] | list:
         kinds = [fn for n, fn in modality.corruptions.items() if self.augment_with is None or n in self.augment_with]
         if not kinds:
             return items
         out = _Overlay(items)
-        for i in {i for i in ids if i >= 0}:
-            if self.rng.random() < self.augment:
-                fn = kinds[int(self.rng.integers(len(kinds)))]
-                out[i] = modality.features(fn(self.data.raw[name][i], float(self.rng.uniform(0.1, 1.0)), self.rng))
+        for i in sorted({i for i in ids if i >= 0}):
+            if rng.random() < self.augment:
+                fn = kinds[int(rng.integers(len(kinds)))]
+                out[i] = modality.features(fn(self.data.raw[name][i], float(rng.uniform(0.1, 1.0)), rng))
         return out
 
 
@@ -150,7 +168,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
         for row, key in enumerate(keys):
             groups.setdefault(key if key >= 0 else ("row", row), []).append(row)
         self.groups = list(groups.values())
-        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+        self.batch_size, self.shuffle, self.seed, self.epoch, self.skip = batch_size, shuffle, seed, 0, 0
         self._batches = self._make()
 
     def _make(self) -> list[list[int]]:
@@ -173,13 +191,15 @@ class GroupedBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches
+        batches, epoch, skip = self._batches, self.epoch, self.skip
+        self.skip = 0
         self.set_epoch(self.epoch + 1)
-        return iter(batches)
+        return (Rows(b, (epoch, i)) for i, b in enumerate(batches) if i >= skip)
 
-    def set_epoch(self, epoch: int) -> None:
-        """The next iteration gives epoch `epoch`'s order (a resumed run continues the uninterrupted one's)."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """The next iteration gives epoch `epoch`'s order from its batch `skip` on (a run resumed at the end of an
+        epoch or in the middle of one continues the uninterrupted run's)."""
+        self.epoch, self.skip = epoch, skip
         self._batches = self._make()
 
     def __len__(self) -> int:

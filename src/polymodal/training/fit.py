@@ -44,8 +44,11 @@ def loader(data: ReadTable, parts: Parts, batch_size: int, shuffle: bool, group:
                        augment_with=augment_with)
     if steps_per_call is not None:
         sampler, collate = ChunkedBatchSampler(sampler, steps_per_call), ChunkCollator(collate)
+    # a generator of its own: making an iterator (each epoch, each validation) draws a seed from it, not from torch's
+    # global stream, so a run resumed in the middle of an epoch continues that stream where it was
     return PrefetchLoader(_Keys(len(data)), batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                          persistent_workers=workers > 0, prefetch=prefetch)
+                          persistent_workers=workers > 0, prefetch=prefetch,
+                          generator=torch.Generator().manual_seed(seed))
 
 
 class RandomStreams(L.Callback):
@@ -57,12 +60,16 @@ class RandomStreams(L.Callback):
         sampler, collate = loader.batch_sampler, loader.collate_fn
         self.sampler = getattr(sampler, "batches", sampler)  # a ChunkedBatchSampler wraps the grouped one
         self.collator = getattr(collate, "collate", collate)  # a ChunkCollator wraps the Collator
+        self.batches_done: int | None = None  # set while a checkpoint is written in the middle of an epoch
 
     def state_dict(self) -> dict:
         numpy_state = np.random.get_state()
+        epoch = getattr(self.sampler, "epoch", None)
+        if epoch is not None and self.batches_done is not None:  # the sampler already holds the next epoch's order
+            epoch -= 1
         return {"torch": torch.get_rng_state(), "python": random.getstate(),
                 "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-                "sampler_epoch": getattr(self.sampler, "epoch", None),
+                "sampler_epoch": epoch, "batches_done": self.batches_done or 0,
                 "collator": self.collator.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
@@ -71,7 +78,8 @@ class RandomStreams(L.Callback):
         kind, keys, *rest = state["numpy"]
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
         if state.get("sampler_epoch") is not None and hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(state["sampler_epoch"])  # the order the next epoch would have had
+            # the order the next epoch would have had, or the interrupted epoch's from its next batch on
+            self.sampler.set_epoch(state["sampler_epoch"], state.get("batches_done", 0))
         self.collator.rng.bit_generator.state = state["collator"]
 
 
@@ -88,6 +96,28 @@ class LastCheckpoint(L.Callback):
             trainer.save_checkpoint(str(self.path))
 
 
+class StepCheckpoint(L.Callback):
+    """`last.ckpt` every `every` optimizer steps within an epoch too (`training.checkpoint_every`), for epochs
+    long enough that losing one hurts (a table of millions of rows). `--resume` then continues in the middle of the
+    epoch: the sampler skips the batches done and each batch's random draws are keyed by its place in the epoch, so
+    the run ends as the uninterrupted one would."""
+
+    def __init__(self, path: Path, every: int, streams: RandomStreams, steps_per_call: int) -> None:
+        self.path, self.streams = path, streams
+        self.every, self.steps_per_call = every, max(1, steps_per_call)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        done = (batch_idx + 1) * self.steps_per_call  # batches (optimizer steps) of this epoch done
+        if done >= trainer.num_training_batches * self.steps_per_call:
+            return  # the epoch's end: LastCheckpoint writes it after validation
+        if trainer.global_step // self.every > (trainer.global_step - self.steps_per_call) // self.every:
+            self.streams.batches_done = done
+            try:
+                trainer.save_checkpoint(str(self.path))
+            finally:
+                self.streams.batches_done = None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written whole or not at all: into a file beside, flushed to disk, then renamed over the old one,
     so a kill mid-write leaves the previous checkpoint for `--resume`."""
@@ -102,6 +132,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 MAY_CHANGE_ON_RESUME = ("progress", "num_workers", "prefetch", "threads", "keep_memory", "time_limit", "epochs",
+                        "checkpoint_every",
                         "patience")
 
 
@@ -159,6 +190,9 @@ class _Keys:
     def __getitem__(self, key):
         return key
 
+    def __getitems__(self, keys):
+        return keys  # a batch as the sampler made it (a Rows keeps the key its random draws are seeded by)
+
     def __len__(self) -> int:
         return self.n
 
@@ -185,8 +219,11 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     mode = parts.task.monitor_mode if val_dl is not None else "min"
     best = BestWeights(monitor, mode)
     ckpt_dir = out / "checkpoints"
-    callbacks = [best, RandomStreams(train_dl), LastCheckpoint(ckpt_dir / "last.ckpt"),
-                 EpochLog(out / "train.log", cfg.time_limit)]
+    streams = RandomStreams(train_dl)
+    callbacks = [best, streams, LastCheckpoint(ckpt_dir / "last.ckpt"), EpochLog(out / "train.log", cfg.time_limit)]
+    if cfg.checkpoint_every:
+        callbacks.append(StepCheckpoint(ckpt_dir / "last.ckpt", cfg.checkpoint_every, streams,
+                                        plan.steps_per_call or 1))
     ema = EMAWeights(plan.ema_decay) if plan.ema_decay > 0 else None
     if ema is not None:
         callbacks.append(ema)
@@ -208,6 +245,7 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
             warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
             if cfg.epochs > 0:
                 trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
