@@ -91,6 +91,8 @@ def main() -> None:
                     "adding then compares every vector with each centroid, about 3x the time on 2 cores)")
     ap.add_argument("--pq-m", type=int, default=None)
     ap.add_argument("--nprobe", type=int, nargs="*", default=[8, 16, 32, 64])
+    ap.add_argument("--rerank", type=int, default=10, help="keep the vectors and also measure re-ranking k * this "
+                    "many candidates (0: off)")
     ap.add_argument("--clusters", type=int, default=10_000)
     ap.add_argument("--spread", type=float, default=1.0)
     ap.add_argument("--queries", type=int, default=1000)
@@ -107,7 +109,7 @@ def main() -> None:
         directory = Path(args.out) / f"index-{n}"
         started = time.perf_counter()
         meta = write_index(directory, data, ({"row": i} for i in range(n)), {"model": "synthetic"},
-                           kind=args.kind, nlist=args.nlist, pq_m=args.pq_m, progress=False)
+                           kind=args.kind, nlist=args.nlist, pq_m=args.pq_m, progress=False, rerank=args.rerank)
         build_s = time.perf_counter() - started
         size_mb = sum(p.stat().st_size for p in directory.iterdir()) / 2**20
         print(f"{n:,} vectors: {meta['kind']} nlist={meta.get('nlist')} built in {build_s:.0f} s, "
@@ -118,18 +120,19 @@ def main() -> None:
         index = VectorIndex.open(directory)
         rows = []
         for nprobe in args.nprobe:
-            times, found = [], []
-            for i in range(len(queries)):  # one query at a time: the latency a user sees
-                t = time.perf_counter()
-                _, pos = index.search(queries[i:i + 1], 10, nprobe)
-                times.append((time.perf_counter() - t) * 1000)
-                found.append(pos[0])
-            recall = float(np.mean([len(set(f.tolist()) & set(tr.tolist())) / 10
-                                    for f, tr in zip(found, truth)]))
-            row = {"nprobe": nprobe, "p50_ms": round(float(np.percentile(times, 50)), 3),
-                   "p95_ms": round(float(np.percentile(times, 95)), 3), "recall@10": round(recall, 4)}
-            rows.append(row)
-            print(row, flush=True)
+            for rerank in sorted({0, args.rerank}):
+                times, found = [], []
+                for i in range(len(queries)):  # one query at a time: the latency a user sees
+                    t = time.perf_counter()
+                    _, pos = index.search(queries[i:i + 1], 10, nprobe, rerank)
+                    times.append((time.perf_counter() - t) * 1000)
+                    found.append(pos[0])
+                recall = float(np.mean([len(set(f.tolist()) & set(tr.tolist())) / 10
+                                        for f, tr in zip(found, truth)]))
+                row = {"nprobe": nprobe, "rerank": rerank, "p50_ms": round(float(np.percentile(times, 50)), 3),
+                       "p95_ms": round(float(np.percentile(times, 95)), 3), "recall@10": round(recall, 4)}
+                rows.append(row)
+                print(row, flush=True)
         item = index.items[n - 1]
         assert item == {"row": n - 1}, item
         results.append({"n": n, "dim": args.dim, "kind": meta["kind"], "nlist": meta.get("nlist"),
@@ -137,12 +140,12 @@ def main() -> None:
                         "peak_rss_mib_so_far": round(rss_mb()), "exact_scan_seconds": round(truth_s, 1),
                         "settings": rows})
         del index
-    print("\n| vectors | nprobe | p50 ms | p95 ms | recall@10 | build s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| vectors | nprobe | re-rank | p50 ms | p95 ms | recall@10 | build s | disk MiB | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         for s in r["settings"]:
-            print(f"| {r['n']:,} | {s['nprobe']} | {s['p50_ms']} | {s['p95_ms']} | {s['recall@10']} | "
-                  f"{r['build_seconds']} | {r['peak_rss_mib_so_far']} |")
+            print(f"| {r['n']:,} | {s['nprobe']} | {s['rerank'] or 'off'} | {s['p50_ms']} | {s['p95_ms']} | "
+                  f"{s['recall@10']} | {r['build_seconds']} | {r['disk_mib']} | {r['peak_rss_mib_so_far']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -40,7 +40,7 @@ MAX_TRAIN = 500_000  # vectors an IVF index trains on at most (k-means on 2 core
 
 
 def build(vectors: Any, kind: Kind = "auto", nlist: int | None = None, pq_m: int | None = None, seed: int = 0,
-          progress: bool = False):
+          progress: bool = False, store: np.ndarray | None = None):
     """A faiss index over unit vectors (inner product = cosine), trained when it is IVF or IVF-PQ. `vectors` is an
     array [n, d] or anything sliced like one (an np.memmap): it is read one chunk at a time, and for training a
     seeded sample of at most 256 vectors per list (and MAX_TRAIN). (An HNSW graph over the centroids as the coarse
@@ -73,17 +73,26 @@ def build(vectors: Any, kind: Kind = "auto", nlist: int | None = None, pq_m: int
         index.cp.seed = seed
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         del sample
-    add_chunks(index, vectors, progress)
+    add_chunks(index, vectors, progress, store)
     return index, kind
 
 
-def add_chunks(index, vectors: Any, progress: bool = False) -> None:
-    """Add vectors to a faiss index a chunk at a time (with a progress bar when asked)."""
+def add_chunks(index, vectors: Any, progress: bool = False, store: np.ndarray | None = None, at: int = 0) -> None:
+    """Add vectors to a faiss index a chunk at a time (with a progress bar when asked); with `store` (an array on
+    disk), also copy them into it from row `at` on."""
     from ..data.dataset import progress as bar
 
     n = vectors.shape[0]
     for s in bar(range(0, n, CHUNK), -(-n // CHUNK), "adding vectors", progress, minimum=2):
-        index.add(np.ascontiguousarray(vectors[s:s + CHUNK], dtype=np.float32))
+        chunk = np.ascontiguousarray(vectors[s:s + CHUNK], dtype=np.float32)
+        index.add(chunk)
+        if store is not None:
+            store[at + s:at + s + len(chunk)] = chunk
+
+
+def _stored_vectors(path: Path, rows: int, dim: int) -> np.ndarray:
+    """The file re-ranking reads: every vector in float16 (half the bytes; scores change by about 1e-3)."""
+    return np.lib.format.open_memmap(path, "w+", np.float16, (rows, dim))
 
 
 class Items(Sequence):
@@ -180,9 +189,11 @@ def write_items(items: Iterable[dict], directory: Path) -> int:
 
 def write_index(directory: str | Path, vectors: Any, items: Iterable[dict], meta: dict, kind: Kind = "auto",
                 nlist: int | None = None, nprobe: int | None = None, pq_m: int | None = None,
-                progress: bool = False) -> dict:
+                progress: bool = False, rerank: int = 0) -> dict:
     """Build an index from vectors read a chunk at a time and items streamed to disk; written atomically. Returns
-    its meta."""
+    its meta. With `rerank` N > 1, the vectors are kept too (vectors.npy, float16, on disk) and a search scores the
+    k * N nearest by the index's codes exactly and keeps the best k: the recall of an IVF-PQ index at the cost of
+    2 bytes per dimension of disk and a read of N * k vectors per query."""
     from ..storage import staging_dir, swap_in
 
     faiss = _faiss()
@@ -192,8 +203,13 @@ def write_index(directory: str | Path, vectors: Any, items: Iterable[dict], meta
         count = write_items(items, tmp)
         if count != vectors.shape[0]:
             raise ValueError(f"{count} items for {vectors.shape[0]} vectors")
-        index, kind = build(vectors, kind, nlist, pq_m, progress=progress)
+        store = _stored_vectors(tmp / "vectors.npy", *vectors.shape) if rerank > 1 else None
+        index, kind = build(vectors, kind, nlist, pq_m, progress=progress, store=store)
         meta = _described(meta, index, kind, int(vectors.shape[1]), nprobe)
+        if store is not None:
+            store.flush()
+            meta["rerank"] = int(rerank)
+            del store
         faiss.write_index(index, str(tmp / "index.faiss"))
         (tmp / "meta.json").write_text(json.dumps({**meta, "count": int(index.ntotal)}, indent=2))
     except BaseException:
@@ -213,9 +229,10 @@ def _described(meta: dict, index, kind: str, dim: int, nprobe: int | None) -> di
 class VectorIndex:
     """An index and what each vector stands for."""
 
-    def __init__(self, index, items: Sequence[dict], meta: dict) -> None:
-        self.index, self.meta = index, meta
+    def __init__(self, index, items: Sequence[dict], meta: dict, vectors: np.ndarray | None = None) -> None:
+        self.index, self.meta, self.vectors = index, meta, vectors  # vectors: kept for re-ranking (on disk)
         self.items = items if isinstance(items, ItemList) else ItemList(added=list(items))
+        self._added: list[np.ndarray] = []
 
     @classmethod
     def create(cls, vectors: np.ndarray, items: list[dict], meta: dict, kind: Kind = "auto", nlist: int | None = None,
@@ -233,13 +250,29 @@ class VectorIndex:
             raise PolymodalError(f"vectors of width {vectors.shape[1]} do not fit an index of width {self.meta['dim']}")
         add_chunks(self.index, vectors)
         self.items.extend(items)
+        if self.vectors is not None:
+            self._added.append(np.asarray(vectors, dtype=np.float16))
 
-    def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores [Q, k], positions [Q, k]); position -1 where fewer than k vectors exist."""
+    def search(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None,
+               rerank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [Q, k], positions [Q, k]); position -1 where fewer than k vectors exist. An index that keeps its
+        vectors re-ranks k * `rerank` candidates (default: the index's setting; 0 or 1: off) by exact scores."""
         if "nprobe" in self.meta:
             self.index.nprobe = int(nprobe or self.meta["nprobe"])
         k = max(1, min(k, len(self)))
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        factor = int(self.meta.get("rerank", 0) if rerank is None else rerank)
+        if self.vectors is None or factor <= 1 or self._added:
+            return self.index.search(queries, k)
+        _, candidates = self.index.search(queries, min(len(self), k * factor))
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        positions = np.full((len(queries), k), -1, np.int64)
+        for q, found in enumerate(candidates):
+            found = np.unique(found[found >= 0])  # in file order: reads that go forward
+            exact = self.vectors[found].astype(np.float32) @ queries[q]
+            best = np.argsort(-exact, kind="stable")[:k]
+            scores[q, :len(best)], positions[q, :len(best)] = exact[best], found[best]
+        return scores, positions
 
     def save(self, directory: str | Path) -> Path:
         """Write atomically: a crash mid-write leaves the previous index intact."""
@@ -250,6 +283,16 @@ class VectorIndex:
         tmp = staging_dir(directory)
         faiss.write_index(self.index, str(tmp / "index.faiss"))
         write_items(iter(self.items), tmp)
+        if self.vectors is not None:  # the kept vectors, and those added since
+            store = _stored_vectors(tmp / "vectors.npy", len(self), self.meta["dim"])
+            at = len(self.vectors)
+            for s in range(0, at, CHUNK):
+                store[s:s + CHUNK] = self.vectors[s:s + CHUNK]
+            for added in self._added:
+                store[at:at + len(added)] = added
+                at += len(added)
+            store.flush()
+            del store
         (tmp / "meta.json").write_text(json.dumps({**self.meta, "count": len(self)}, indent=2))
         swap_in(tmp, directory)
         return directory
@@ -268,4 +311,10 @@ class VectorIndex:
         items = ItemList(Items(directory))
         if len(items) != index.ntotal:
             raise PolymodalError(f"{directory}: items.jsonl has {len(items)} rows for {index.ntotal} vectors")
-        return cls(index, items, meta)
+        vectors = None
+        if (directory / "vectors.npy").is_file():
+            vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
+            if vectors.shape != (index.ntotal, meta["dim"]):
+                raise PolymodalError(f"{directory}/vectors.npy holds {vectors.shape}, not {index.ntotal} vectors of "
+                                     f"width {meta['dim']}")
+        return cls(index, items, meta, vectors)
