@@ -93,6 +93,9 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, nargs="*", default=[8, 16, 32, 64])
     ap.add_argument("--rerank", type=int, default=10, help="keep the vectors and also measure re-ranking k * this "
                     "many candidates (0: off)")
+    ap.add_argument("--rerank-also", type=int, nargs="*", default=[], help="more re-ranking factors to search with")
+    ap.add_argument("--reuse", action="store_true", help="search an index already built at --out (build time and "
+                    "memory are then not measured)")
     ap.add_argument("--clusters", type=int, default=10_000)
     ap.add_argument("--spread", type=float, default=1.0)
     ap.add_argument("--queries", type=int, default=1000)
@@ -108,8 +111,12 @@ def main() -> None:
         queries = Synthetic(args.queries, args.dim, args.clusters, args.spread, seed=1)[0:args.queries]
         directory = Path(args.out) / f"index-{n}"
         started = time.perf_counter()
-        meta = write_index(directory, data, ({"row": i} for i in range(n)), {"model": "synthetic"},
-                           kind=args.kind, nlist=args.nlist, pq_m=args.pq_m, progress=False, rerank=args.rerank)
+        if args.reuse and (directory / "meta.json").is_file():  # searches again over an index built before
+            meta = json.loads((directory / "meta.json").read_text())
+        else:
+            meta = write_index(directory, data, ({"row": i} for i in range(n)), {"model": "synthetic"},
+                               kind=args.kind, nlist=args.nlist, pq_m=args.pq_m, progress=False,
+                               rerank=args.rerank)
         build_s = time.perf_counter() - started
         size_mb = sum(p.stat().st_size for p in directory.iterdir()) / 2**20
         print(f"{n:,} vectors: {meta['kind']} nlist={meta.get('nlist')} built in {build_s:.0f} s, "
@@ -120,7 +127,7 @@ def main() -> None:
         index = VectorIndex.open(directory)
         rows = []
         for nprobe in args.nprobe:
-            for rerank in sorted({0, args.rerank}):
+            for rerank in sorted({0, args.rerank, *args.rerank_also}):
                 times, found = [], []
                 for i in range(len(queries)):  # one query at a time: the latency a user sees
                     t = time.perf_counter()

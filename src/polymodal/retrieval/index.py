@@ -40,7 +40,7 @@ MAX_TRAIN = 500_000  # vectors an IVF index trains on at most (k-means on 2 core
 
 
 def build(vectors: Any, kind: Kind = "auto", nlist: int | None = None, pq_m: int | None = None, seed: int = 0,
-          progress: bool = False, store: np.ndarray | None = None):
+          progress: bool = False, store: "VectorFile | None" = None):
     """A faiss index over unit vectors (inner product = cosine), trained when it is IVF or IVF-PQ. `vectors` is an
     array [n, d] or anything sliced like one (an np.memmap): it is read one chunk at a time, and for training a
     seeded sample of at most 256 vectors per list (and MAX_TRAIN). (An HNSW graph over the centroids as the coarse
@@ -77,9 +77,9 @@ def build(vectors: Any, kind: Kind = "auto", nlist: int | None = None, pq_m: int
     return index, kind
 
 
-def add_chunks(index, vectors: Any, progress: bool = False, store: np.ndarray | None = None, at: int = 0) -> None:
-    """Add vectors to a faiss index a chunk at a time (with a progress bar when asked); with `store` (an array on
-    disk), also copy them into it from row `at` on."""
+def add_chunks(index, vectors: Any, progress: bool = False, store: "VectorFile | None" = None) -> None:
+    """Add vectors to a faiss index a chunk at a time (with a progress bar when asked); with `store`, also append
+    them to that file."""
     from ..data.dataset import progress as bar
 
     n = vectors.shape[0]
@@ -87,12 +87,60 @@ def add_chunks(index, vectors: Any, progress: bool = False, store: np.ndarray | 
         chunk = np.ascontiguousarray(vectors[s:s + CHUNK], dtype=np.float32)
         index.add(chunk)
         if store is not None:
-            store[at + s:at + s + len(chunk)] = chunk
+            store.append(chunk)
 
 
-def _stored_vectors(path: Path, rows: int, dim: int) -> np.ndarray:
-    """The file re-ranking reads: every vector in float16 (half the bytes; scores change by about 1e-3)."""
-    return np.lib.format.open_memmap(path, "w+", np.float16, (rows, dim))
+class VectorFile:
+    """The vectors re-ranking reads: an .npy file of float16 rows (half the bytes; scores change by about 1e-3),
+    written by appending chunks and read by row with `pread` (a memory map would count every page it touched in the
+    process's resident memory: gigabytes for 10M vectors)."""
+
+    def __init__(self, path: Path, rows: int | None = None, dim: int | None = None) -> None:
+        self.path = path
+        if rows is not None:  # a new file: the header now, the rows as they come
+            self._out = path.open("wb")
+            np.lib.format.write_array_header_1_0(self._out, {"descr": np.lib.format.dtype_to_descr(
+                np.dtype(np.float16)), "fortran_order": False, "shape": (rows, dim)})
+            self.shape, self.offset, self.written = (rows, dim), self._out.tell(), 0
+            return
+        with path.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            self.offset = f.tell()
+        if dtype != np.float16 or fortran or len(shape) != 2:
+            raise PolymodalError(f"{path}: expected a 2-d float16 array, got {dtype} {shape}")
+        self.shape, self._out, self._fd, self._pid = shape, None, None, 0
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def append(self, chunk: np.ndarray) -> None:
+        self._out.write(np.ascontiguousarray(chunk, dtype=np.float16).tobytes())
+        self.written += len(chunk)
+
+    def close(self) -> None:
+        if self.written != self.shape[0]:
+            raise ValueError(f"{self.path}: {self.written} vectors written of {self.shape[0]}")
+        self._out.close()
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """The vectors at these positions (float32), a read each (runs of neighbours in one read)."""
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        width = self.shape[1] * 2
+        out = np.empty((len(positions), self.shape[1]), np.float16)
+        for k, p in enumerate(positions):
+            out[k] = np.frombuffer(os.pread(self._fd, width, self.offset + int(p) * width), np.float16)
+        return out.astype(np.float32)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """All rows in order, CHUNK at a time."""
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            for start in range(0, self.shape[0], CHUNK):
+                n = min(CHUNK, self.shape[0] - start)
+                yield np.frombuffer(f.read(n * self.shape[1] * 2), np.float16).reshape(n, self.shape[1])
 
 
 class Items(Sequence):
@@ -203,13 +251,12 @@ def write_index(directory: str | Path, vectors: Any, items: Iterable[dict], meta
         count = write_items(items, tmp)
         if count != vectors.shape[0]:
             raise ValueError(f"{count} items for {vectors.shape[0]} vectors")
-        store = _stored_vectors(tmp / "vectors.npy", *vectors.shape) if rerank > 1 else None
+        store = VectorFile(tmp / "vectors.npy", *vectors.shape) if rerank > 1 else None
         index, kind = build(vectors, kind, nlist, pq_m, progress=progress, store=store)
         meta = _described(meta, index, kind, int(vectors.shape[1]), nprobe)
         if store is not None:
-            store.flush()
+            store.close()
             meta["rerank"] = int(rerank)
-            del store
         faiss.write_index(index, str(tmp / "index.faiss"))
         (tmp / "meta.json").write_text(json.dumps({**meta, "count": int(index.ntotal)}, indent=2))
     except BaseException:
@@ -229,7 +276,7 @@ def _described(meta: dict, index, kind: str, dim: int, nprobe: int | None) -> di
 class VectorIndex:
     """An index and what each vector stands for."""
 
-    def __init__(self, index, items: Sequence[dict], meta: dict, vectors: np.ndarray | None = None) -> None:
+    def __init__(self, index, items: Sequence[dict], meta: dict, vectors: VectorFile | None = None) -> None:
         self.index, self.meta, self.vectors = index, meta, vectors  # vectors: kept for re-ranking (on disk)
         self.items = items if isinstance(items, ItemList) else ItemList(added=list(items))
         self._added: list[np.ndarray] = []
@@ -269,7 +316,7 @@ class VectorIndex:
         positions = np.full((len(queries), k), -1, np.int64)
         for q, found in enumerate(candidates):
             found = np.unique(found[found >= 0])  # in file order: reads that go forward
-            exact = self.vectors[found].astype(np.float32) @ queries[q]
+            exact = self.vectors.rows(found) @ queries[q]
             best = np.argsort(-exact, kind="stable")[:k]
             scores[q, :len(best)], positions[q, :len(best)] = exact[best], found[best]
         return scores, positions
@@ -284,15 +331,10 @@ class VectorIndex:
         faiss.write_index(self.index, str(tmp / "index.faiss"))
         write_items(iter(self.items), tmp)
         if self.vectors is not None:  # the kept vectors, and those added since
-            store = _stored_vectors(tmp / "vectors.npy", len(self), self.meta["dim"])
-            at = len(self.vectors)
-            for s in range(0, at, CHUNK):
-                store[s:s + CHUNK] = self.vectors[s:s + CHUNK]
-            for added in self._added:
-                store[at:at + len(added)] = added
-                at += len(added)
-            store.flush()
-            del store
+            store = VectorFile(tmp / "vectors.npy", len(self), self.meta["dim"])
+            for chunk in [*self.vectors.chunks(), *self._added]:
+                store.append(chunk)
+            store.close()
         (tmp / "meta.json").write_text(json.dumps({**self.meta, "count": len(self)}, indent=2))
         swap_in(tmp, directory)
         return directory
@@ -313,7 +355,7 @@ class VectorIndex:
             raise PolymodalError(f"{directory}: items.jsonl has {len(items)} rows for {index.ntotal} vectors")
         vectors = None
         if (directory / "vectors.npy").is_file():
-            vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
+            vectors = VectorFile(directory / "vectors.npy")
             if vectors.shape != (index.ntotal, meta["dim"]):
                 raise PolymodalError(f"{directory}/vectors.npy holds {vectors.shape}, not {index.ntotal} vectors of "
                                      f"width {meta['dim']}")
