@@ -56,8 +56,8 @@ def fit(table: Path, out: str, *extra: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.slow)])  # with a worker: make test-slow
 def test_two_ddp_processes_train_the_model_one_process_trains(table, workers):
-    """With loader worker processes too (they have no process group: the rank is handed to them; a worker draws
-    modality dropout from its own stream, so the single process it is compared with has a worker too)."""
+    """With loader worker processes too (they have no process group: the rank is handed to them; modality dropout
+    is drawn per batch from (seed, epoch, batch), whichever process or worker makes it)."""
     one = fit(table, f"one-w{workers}", "--set", f"training.num_workers={workers}")
     assert one.returncode == 0, one.stderr[-3000:]
     one_process = table / f"one-w{workers}"
@@ -76,3 +76,31 @@ def test_two_ddp_processes_train_the_model_one_process_trains(table, workers):
     log = (table / out / "train.log").read_text()
     assert log.count("epoch 6/6") == 1  # one process writes the log
     assert two.stderr.count("trained 6 epochs") == 1  # and prints the summary
+
+
+CONTRASTIVE = """inputs:
+  - {name: x, column: x, modality: number}
+  - {name: word, column: word, modality: text, encoder: {type: text_bow}}
+target: {task: contrastive}
+model: {dim: 16}
+training: {epochs: 3, batch_size: 32, lr: 0.01, progress: false, seed: 0, threads: 1}
+"""
+
+
+def test_a_contrastive_loss_under_ddp_sees_every_process_rows_as_negatives(table):
+    """The embeddings of both processes are gathered (with their gradients), so two processes train the model one
+    process trains on the same global batches. Every value is distinct (a value two processes both hold would
+    count as two)."""
+    rows = [json.loads(line) for line in (table / "train.jsonl").read_text().splitlines()]
+    (table / "pairs.jsonl").write_text("".join(json.dumps({"x": r["x"], "word": f"{r['word']} number {i}"}) + "\n"
+                                              for i, r in enumerate(rows[:200])))
+    (table / "contrastive.yaml").write_text(CONTRASTIVE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for name, extra in (("c1", []), ("c2", ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"])):
+        r = subprocess.run([*polymodal_cli(), "fit", "contrastive.yaml", "--train", "pairs.jsonl", "--out", name, "-q",
+                            *extra], cwd=table, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[name] = load_file(str(table / name / "model.safetensors"))
+    a, b = runs["c1"], runs["c2"]
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-4

@@ -78,6 +78,44 @@ def matches(index_a: Tensor, index_b: Tensor, labels: Tensor | None) -> Tensor:
     return pos
 
 
+Gathered = tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor], "Tensor | None"]
+
+
+def global_batch(embedded: dict[str, Tensor], present: dict[str, Tensor], index: dict[str, Tensor],
+                 labels: Tensor | None) -> Gathered:
+    """Under DDP, every process's rows of the global batch (one process: its own), so each row's negatives are
+    those one process would see. The embeddings keep their gradient through the gather (every process computes
+    the same global loss; the gather's backward sums its gradients back to the rows' process, and DDP's average
+    over processes leaves the gradient of that loss). Value ids are made distinct per process (a value two
+    processes both hold counts as two)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return embedded, present, index, labels
+    from torch.distributed.nn.functional import all_gather
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    first = next(iter(embedded.values()))
+    rows = torch.tensor([first.shape[0]], device=first.device)
+    sizes = [torch.zeros_like(rows) for _ in range(world)]
+    dist.all_gather(sizes, rows)
+    most = int(max(sizes))
+    valid = torch.cat([torch.arange(most, device=first.device) < s for s in sizes])
+
+    def padded(t: Tensor) -> Tensor:
+        return F.pad(t, [0, 0] * (t.dim() - 1) + [0, most - t.shape[0]])
+
+    def gathered(t: Tensor) -> Tensor:  # without a gradient
+        parts = [torch.empty_like(padded(t)) for _ in range(world)]
+        dist.all_gather(parts, padded(t).contiguous())
+        return torch.cat(parts)[valid]
+
+    out = {n: torch.cat(all_gather(padded(z).contiguous()))[valid] for n, z in embedded.items()}
+    present = {n: gathered(p.long()).bool() for n, p in present.items()}
+    index = {n: gathered(i.long() + rank * most) for n, i in index.items()}  # ids < rows <= most on each process
+    return out, present, index, (None if labels is None else gathered(labels))
+
+
 def pair_loss(za: Tensor, zb: Tensor, pos: Tensor, scale: Tensor, bias: Tensor, kind: str) -> Tensor:
     logits = scale * za @ zb.T
     if kind == "siglip":
@@ -158,6 +196,7 @@ class Contrastive(Task):
     Config = ContrastiveConfig
     config: ContrastiveConfig
     monitor, monitor_mode = "recall_at_1", "max"
+    gathers_batch = True  # under DDP the loss is the global batch's (global_batch): no per-process row share
 
     @classmethod
     def check_target(cls, column: str | None) -> None:
@@ -209,11 +248,15 @@ class Contrastive(Task):
         """The loss over every pair of a batch (rows where both inputs are present)."""
         losses = []
         labels = target if self.config.label_positives else None
+        present = {n: inputs[n].present for n in embedded}
+        index = {n: inputs[n].index for n in embedded}
+        if head.training:
+            embedded, present, index, labels = global_batch(embedded, present, index, labels)
         for a, b in pair_list(list(embedded), self.config):
-            both = inputs[a].present & inputs[b].present
+            both = present[a] & present[b]
             if int(both.sum()) < 2:
                 continue
-            pos = matches(inputs[a].index[both], inputs[b].index[both], None if labels is None else labels[both])
+            pos = matches(index[a][both], index[b][both], None if labels is None else labels[both])
             losses.append(pair_loss(embedded[a][both], embedded[b][both], pos, head.scale(), head.logit_bias,
                                     self.config.loss))
         if not losses:

@@ -55,7 +55,7 @@ class LitMultimodal(L.LightningModule):
         processes' gradients with equal weights, so a batch that does not split evenly (29 rows on 2 processes)
         still gets the gradient of its mean loss over all rows."""
         _, world = process_rank()
-        if world == 1:
+        if world == 1 or getattr(self.task, "gathers_batch", False):  # a task whose loss is the global batch's
             return 1.0
         rows = torch.tensor([float(_rows(inputs))], device=self.device)  # nccl reduces tensors on the GPU only
         total = rows.clone()
