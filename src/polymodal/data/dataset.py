@@ -100,13 +100,7 @@ def read_inputs(table: Table, inputs: list[InputSpec], task: TargetCodec | None,
                                               None if raws is None else raws[s.name], roots)
             target = None
             if targets is not None:
-                value = row.get(target_column)
-                if is_missing(value):
-                    raise DataError(f"{where(table.source, r + 1, target_column)}: the target is empty")
-                try:
-                    target = task.encode(value) if encode_targets else task.check(value)
-                except (ValueError, TypeError) as e:
-                    raise DataError(f"{where(table.source, r + 1, target_column)}: {e}") from None
+                target = _target(task, row.get(target_column), table.source, r, target_column, encode_targets)
         except DataError as e:
             if on_bad_input == "error":
                 raise
@@ -125,6 +119,16 @@ def read_inputs(table: Table, inputs: list[InputSpec], task: TargetCodec | None,
     return ReadTable(table, ids, items, targets, kept, skipped, raws)
 
 
+def _target(task: TargetCodec, value: Any, source: str, r: int, column: str, encode: bool) -> Any:
+    """A row's target, encoded (or only checked); a DataError names the row and column."""
+    if is_missing(value):
+        raise DataError(f"{where(source, r + 1, column)}: the target is empty")
+    try:
+        return task.encode(value) if encode else task.check(value)
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{where(source, r + 1, column)}: {e}") from None
+
+
 def _read_on_demand(table, inputs: list[InputSpec], task: TargetCodec | None, target_column: str | None,
                     on_bad_input: str, require_target: bool, encode_targets: bool, keep_raw: bool,
                     roots: list[Path]) -> ReadTable:
@@ -140,12 +144,7 @@ def _read_on_demand(table, inputs: list[InputSpec], task: TargetCodec | None, ta
         targets, kept = [], []
         for r, value in enumerate(table.column(target_column)):
             try:
-                if is_missing(value):
-                    raise DataError(f"{where(table.source, r + 1, target_column)}: the target is empty")
-                try:
-                    targets.append(task.encode(value) if encode_targets else task.check(value))
-                except (ValueError, TypeError) as e:
-                    raise DataError(f"{where(table.source, r + 1, target_column)}: {e}") from None
+                targets.append(_target(task, value, table.source, r, target_column, encode_targets))
             except DataError as e:
                 if on_bad_input == "error":
                     raise
