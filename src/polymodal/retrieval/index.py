@@ -179,7 +179,7 @@ class Items(Sequence):
                     yield json.loads(line)
 
     def __del__(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
             os.close(self._fd)
 
 
