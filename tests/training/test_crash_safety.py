@@ -137,7 +137,7 @@ def test_a_resumed_run_ends_with_the_same_weights(recipe, tmp_path, monkeypatch,
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
 
 
-@pytest.mark.parametrize("steps_per_call", [1, 2])
+@pytest.mark.parametrize("steps_per_call", [pytest.param(1, marks=pytest.mark.slow), 2])  # 1: make test-slow
 def test_a_run_resumed_in_the_middle_of_an_epoch_ends_with_the_same_weights(recipe, tmp_path, monkeypatch,
                                                                             steps_per_call):
     """`checkpoint_every` writes last.ckpt within epochs; killed after one written in the middle of epoch 2 and

@@ -87,6 +87,7 @@ training: {epochs: 3, batch_size: 32, lr: 0.01, progress: false, seed: 0, thread
 """
 
 
+@pytest.mark.slow  # 20 s: make test-slow (the classification DDP test stays in make test)
 def test_a_contrastive_loss_under_ddp_sees_every_process_rows_as_negatives(table):
     """The embeddings of both processes are gathered (with their gradients), so two processes train the model one
     process trains on the same global batches. Every value is distinct (a value two processes both hold would
