@@ -202,3 +202,24 @@ def test_a_picture_shared_by_rows_keeps_grouped_batches(tmp_path):
         data = read_inputs(table, specs, None, None, show_progress=False)
         assert choose_group_input(data, "auto", {s.name: s.modality for s in specs}, 32) == "image"
         assert len(set(data.ids["image"])) == 40
+
+
+def test_image_size_shards_hold_decoded_pixels_that_read_as_the_pictures_do(shapes):
+    """`--image-size`: pictures stored as RGB pixels (shorter side resized at shard time); at the stored size the
+    image modality reads them to the very tensor it makes from the original file; at another size they are resized
+    again (twice resized: close, not equal)."""
+    from polymodal.modalities.image import NPY_MAGIC
+
+    d, rows = shapes
+    write_jsonl(d / "t.jsonl", rows)
+    meta = write_shards(d / "t.jsonl", d / "px", image_size=16, show_progress=False)
+    assert meta["image_size"] == 16
+    table = read_table(d / "px")
+    image = MODALITIES.get("image")
+    same, smaller = image(image.Config(size=16)), image(image.Config(size=8))
+    for i in (0, 3):
+        stored = table.value(i, "image")
+        assert stored[:6] == NPY_MAGIC
+        assert torch.equal(same.decode(stored, d), same.decode(rows[i]["image"], d))
+        a, b = smaller.decode(stored, d), smaller.decode(rows[i]["image"], d)
+        assert a.shape == b.shape == (3, 8, 8) and float((a.float() - b.float()).abs().mean()) < 8

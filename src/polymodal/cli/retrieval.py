@@ -130,8 +130,7 @@ def index(
         del emb
     finally:
         vectors.unlink(missing_ok=True)
-    idx = VectorIndex.open(out)
-    typer.echo(f"indexed {len(idx)} rows of {table.source} ({idx.meta['kind']}, width {idx.meta['dim']}) into {out}",
+    typer.echo(f"indexed {len(rows)} rows of {table.source} ({meta['kind']}, width {meta['dim']}) into {out}",
                err=True)
 
 

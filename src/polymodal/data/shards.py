@@ -207,7 +207,7 @@ def write_shards(table: str | Path, out: str | Path, rows_per_shard: int = DEFAU
             end.append(writer.tarstream.offset)
             present_rows.append(have)
             for c, digest in digests.items():
-                same_as.setdefault(c, [-1] * n)  # a column first seen with a file at row n
+                same_as.setdefault(c, [-1] * n)  # a column first seen with a file or a text at row n
                 column_rows = same_as[c]
                 column_rows.extend([-1] * (n - len(column_rows)))
                 column_rows.append(seen.setdefault((c, digest), n))

@@ -50,9 +50,9 @@ class Embedder:
     def embed_table(self, table: Table, name: str, column: str | None = None, on_bad_input: str = "error",
                     into: str | Path | None = None) -> tuple[np.ndarray, list[int]]:
         """Vectors [N, E] (float32, unit length) for the rows that have a value in the input's column, and those
-        rows' positions in the table. With `into` (an .npy path), the vectors are written there a chunk of rows at a
-        time and returned memory-mapped: a table read on demand (a shard directory) is then embedded in bounded
-        memory, with a progress bar."""
+        rows' positions in the table. With `into` (an .npy path), the vectors are also written there; for a table read
+        on demand (a shard directory) they are written a chunk of rows at a time and returned memory-mapped, so it
+        is embedded in bounded memory, with a progress bar."""
         spec = self.specs[name]
         spec = InputSpec(spec.name, column or spec.column, spec.modality)
         check_columns(table, [spec], None)
@@ -63,8 +63,11 @@ class Embedder:
             raise PolymodalError(f"{table.source}: column '{spec.column}' has no values")
         rows = [r for r, k in zip(read.rows, keep) if k]
         items, wanted = read.items[name], ids[keep]
-        if into is None and isinstance(items, list):  # all values in memory: each distinct one embedded once
-            return self._embed_items(name, items)[wanted], rows
+        if isinstance(items, list):  # all values in memory: each distinct one embedded once
+            vectors = self._embed_items(name, items)[wanted]
+            if into is not None:
+                np.save(into, vectors)
+            return vectors, rows
         out: np.ndarray | None = None
         chunks = range(0, len(wanted), EMBED_CHUNK)
         for start in progress(chunks, len(chunks), f"embedding {table.source}", minimum=2):
