@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 import polymodal as pm
 from polymodal.cli import app
-from polymodal.tasks.text import Vocabulary, pool_to
-from polymodal.tasks.text_decoding import beam_search, ctc_decode, ctc_greedy, ctc_prefix_beam
+from polymodal.errors import RecipeError
+from polymodal.tasks.text import TextTask, Vocabulary, pool_to
+from polymodal.tasks.text_decoding import WordModel, beam_search, ctc_decode, ctc_greedy, ctc_prefix_beam
 from polymodal.tasks.text_metrics import bleu, cider_d, error_rate, exact_match, rouge_l, text_scores
 
 from ..conftest import caption_rows, write_jsonl
@@ -44,6 +45,67 @@ def test_ctc_prefix_beam_equals_brute_force():
             labels = tuple(k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k))
             totals[labels] = totals.get(labels, 0.0) + math.exp(sum(lp[t, k] for t, k in enumerate(path)))
         assert tuple(ctc_prefix_beam(lp, beam=50)) == max(totals, key=totals.get)
+
+
+def _sentence_totals(lp: np.ndarray) -> dict[tuple, float]:
+    totals: dict[tuple, float] = {}
+    for path in itertools.product(range(lp.shape[1]), repeat=lp.shape[0]):
+        labels = tuple(k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k))
+        totals[labels] = totals.get(labels, 0.0) + math.exp(sum(lp[t, k] for t, k in enumerate(path)))
+    return totals
+
+
+def test_ctc_search_with_a_lexicon_and_word_bigrams_equals_brute_force():
+    """Tokens blank, 'a', 'b', ' ' over 5 steps. Held to the lexicon of the texts "ab b" and "ba" (words ab, b, ba),
+    a wide search answers the label sequence whose alignments sum highest among those that spell lexicon words
+    with single spaces; with a bigram weight, the one maximising log p + weight x log P(words) (add-one bigrams,
+    worked out here from the counts). Without the lexicon, that score over every sequence."""
+    chars = [None, "a", "b", " "]
+    texts = ["ab b", "ba"]
+    counts = {("<s>", "ab"): 1, ("ab", "b"): 1, ("b", "</s>"): 1, ("<s>", "ba"): 1, ("ba", "</s>"): 1}
+    outgoing = {"<s>": 2, "ab": 1, "b": 1, "ba": 1}
+
+    def log_bigrams(words: list[str]) -> float:
+        pairs = zip(["<s>", *words], [*words, "</s>"])
+        return sum(math.log((counts.get(p, 0) + 1) / (outgoing.get(p[0], 0) + 4)) for p in pairs)
+
+    def spelling(labels: tuple) -> str:
+        return "".join(chars[k] for k in labels)
+
+    rng = np.random.default_rng(1)
+    differs = 0
+    for _ in range(6):
+        logits = rng.normal(0, 1.5, (5, 4))
+        lp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        totals = _sentence_totals(lp)
+        ok = {s: v for s, v in totals.items() if not s or all(w in {"ab", "b", "ba"}
+                                                                   for w in spelling(s).split(" "))}
+        lexicon = WordModel.learn(texts, lexicon=True, weight=0.0)
+        assert tuple(ctc_prefix_beam(lp, beam=200, words=lexicon, chars=chars)) == max(ok, key=ok.get)
+        weighted = WordModel.learn(texts, lexicon=True, weight=2.0)
+        best = max(ok, key=lambda s: math.log(ok[s]) + 2.0 * log_bigrams(spelling(s).split(" ") if s else []))
+        assert tuple(ctc_prefix_beam(lp, beam=200, words=weighted, chars=chars)) == best
+        differs += best != max(ok, key=ok.get)
+        free = WordModel.learn(texts, lexicon=False, weight=1.0)
+        spelt = {s: v for s, v in totals.items() if "  " not in spelling(s) and not spelling(s).startswith(" ")
+                 and not spelling(s).endswith(" ")}
+        best_free = max(spelt, key=lambda s: math.log(spelt[s]) + log_bigrams(spelling(s).split(" ")
+                                                                               if spelling(s) else []))
+        assert tuple(ctc_prefix_beam(lp, beam=500, words=free, chars=chars)) == best_free
+    assert differs  # the bigram weight changed at least one answer
+
+
+def test_word_model_is_saved_with_the_task_and_needs_ctc_over_characters():
+    task = TextTask(TextTask.Config(lexicon=True, lm_weight=0.5))
+    task.fit(["bin blue at f two now", "set red by g nine soon"])
+    state = json.loads(json.dumps(task.state()))
+    again = TextTask(TextTask.Config())
+    again.load_state(state)
+    assert again.words.words == {"bin", "blue", "at", "f", "two", "now", "set", "red", "by", "g", "nine", "soon"}
+    assert again.words.score("bin", "blue") == task.words.score("bin", "blue") == pytest.approx(0.5 * math.log(2 / 14))
+    assert again.words.lexicon and again.words.weight == 0.5
+    with pytest.raises(RecipeError, match="unit: char, decoder: ctc"):
+        TextTask(TextTask.Config(unit="word", lexicon=True)).fit(["bin blue"])
 
 
 def test_ctc_greedy_merges_repeats_and_drops_blanks():

@@ -10,15 +10,19 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from .base import ENCODERS, Encoder, EncoderConfig, masked_mean
+from .base import ENCODERS, Encoder, masked_mean
 from .image import conv_blocks
+from .masking import TimeMaskConfig, mask_time
 
 
-class LipConfig(EncoderConfig):
+class LipConfig(TimeMaskConfig):
     front_channels: int = Field(32, ge=1, description="Channels of the 3-D convolution front-end.")
     front_frames: int = Field(5, ge=1, description="Frames the front-end's kernel spans (odd: centred).")
     channels: list[int] = Field([64, 96], min_length=1, description="The per-frame 2-D conv blocks after it.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the GRU.")
+    subtract_mean: bool = Field(True, description="Remove each pixel's mean over the clip's frames and scale by the "
+                                "clip's deviation: what moves is left, the static face, its lighting and position "
+                                "go (without it lip_cnn learnt nothing on grid-s1's real lips).")
 
 
 @ENCODERS.register("lip_cnn")
@@ -44,7 +48,9 @@ class LipCNN(Encoder):
         u, n = data.shape[:2]
         if mask is None:
             mask = torch.ones(u, n, dtype=torch.bool, device=data.device)
-        x = (data - 0.5) / 0.25 * mask[:, :, None, None, None]  # padded frames stay zero
+        x = self.normalise(data, mask)
+        if self.training:
+            x = mask_time(x, mask, self.config.time_masks, self.config.time_mask_width)
         x = self.front(x.transpose(1, 2))  # [U, C', T, H', W']
         x = x.transpose(1, 2).flatten(0, 1)  # every frame on its own
         per_frame = self.frame(x).mean((2, 3)).view(u, n, -1)
@@ -55,3 +61,13 @@ class LipCNN(Encoder):
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=n)
         tokens = self.proj(out)
         return tokens, mask, masked_mean(tokens, mask)
+
+    def normalise(self, data: Tensor, mask: Tensor) -> Tensor:
+        """[U, N, C, H, W] in [0, 1] -> the network's input; padded frames stay zero."""
+        m = mask[:, :, None, None, None].to(data.dtype)
+        if not self.config.subtract_mean:
+            return (data - 0.5) / 0.25 * m
+        frames = m.sum(1, keepdim=True).clamp_min(1)
+        residual = (data - (data * m).sum(1, keepdim=True) / frames) * m
+        scale = (residual.pow(2).sum((1, 2, 3, 4), keepdim=True) / (frames * data[0, 0].numel())).sqrt()
+        return residual / scale.clamp_min(1e-3)

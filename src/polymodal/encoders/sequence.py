@@ -6,14 +6,18 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from .base import ENCODERS, Encoder, EncoderConfig, masked_mean
+from .base import ENCODERS, Encoder, masked_mean
+from .masking import TimeMaskConfig, mask_features, mask_time
 
 
-class Conv1dConfig(EncoderConfig):
+class Conv1dConfig(TimeMaskConfig):
     channels: list[int] = Field([64, 128, 128], min_length=1, description="Channels of each block; each block halves "
                                 "the time resolution.")
     kernel: int = Field(5, ge=1, description="Kernel size over time.")
     dropout: float = Field(0.1, ge=0, lt=1)
+    feature_masks: int = Field(0, ge=0, description="Training only: this many bands of features (log-mel bins, signal "
+                               "channels) per clip are set to the mean (SpecAugment's frequency masking). 0: off.")
+    feature_mask_width: int = Field(8, ge=1, description="The widest band, in features.")
 
 
 @ENCODERS.register("conv1d")
@@ -41,6 +45,9 @@ class Conv1dEncoder(Encoder):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        if self.training:
+            data = mask_features(mask_time(data, mask, self.config.time_masks, self.config.time_mask_width),
+                                 self.config.feature_masks, self.config.feature_mask_width)
         x = data.transpose(1, 2)  # [U, F, T]
         if mask is None:
             mask = torch.ones(data.shape[:2], dtype=torch.bool, device=data.device)

@@ -26,7 +26,7 @@ from ..fusion import FUSIONS
 from ..registry import validate_config
 from ..types import Batch, Encoded
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan
-from .text_decoding import beam_search, ctc_decode
+from .text_decoding import WordModel, beam_search, ctc_decode
 from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, text_scores
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # PAD is also the CTC blank
@@ -54,6 +54,10 @@ class TextConfig(TaskConfig):
     dropout: float = Field(0.1, ge=0, lt=1)
     beam: int = Field(1, ge=1, description="Beam width for predict and evaluate (1: greedy). Validation during "
                       "training decodes greedily.")
+    lexicon: bool = Field(False, description="ctc over characters, beam > 1: the search spells only words seen in "
+                          "the training texts (a closed vocabulary: commands, fixed grammars).")
+    lm_weight: float = Field(0.0, ge=0, description="ctc over characters, beam > 1: weight of a word bigram model of "
+                             "the training texts (add-one smoothing) in the search's score; 0: off.")
     max_length: int | None = Field(None, ge=1, description="Most tokens a prediction has (default: 1.5 x the longest "
                                    "training text, plus 4).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="attention: cross-entropy label smoothing.")
@@ -211,6 +215,8 @@ class TextNet(nn.Module):
         self.head = head
         self.max_length = max_length
         self.beam = 1
+        self.words: WordModel | None = None  # the CTC search's lexicon and word model
+        self.chars: list[str | None] | None = None  # each token id's character
 
     def encode(self, batch: Batch) -> dict[str, Encoded]:
         return {name: enc(batch[name]) for name, enc in self.encoders.items()}
@@ -242,7 +248,7 @@ class TextNet(nn.Module):
         encoded = self.encode(batch)
         if isinstance(self.head, CTCHead):
             log_probs, steps = self.head(encoded)
-            return [seq[:self.max_length] for seq in ctc_decode(log_probs, steps, beam)]
+            return [seq[:self.max_length] for seq in ctc_decode(log_probs, steps, beam, self.words, self.chars)]
         memory, padding = self.head.memory(encoded)
         rows = memory.shape[0]
 
@@ -270,6 +276,7 @@ class TextTask(Task):
         self.vocab: Any = Vocabulary(config.unit, config.lowercase)
         self.max_length = config.max_length or 0
         self.generator_files: Path | None = None  # a loaded model's copy of the generator's files
+        self.words: WordModel | None = None
 
     @property
     def pretrained(self) -> bool:
@@ -329,6 +336,12 @@ class TextTask(Task):
             raise ValueError("the training texts are all empty")
         if not self.config.max_length:
             self.max_length = int(1.5 * max(len(self.vocab.units(t)) for t in targets)) + 4
+        if self.config.lexicon or self.config.lm_weight:
+            if self.vocab.unit != "char" or self.config.decoder not in ("auto", "ctc"):
+                raise RecipeError("fields `target.options.lexicon` and `lm_weight` steer the CTC search over "
+                                  "characters (unit: char, decoder: ctc)")
+            self.words = WordModel.learn([self.vocab.clean(t) for t in targets], self.config.lexicon,
+                                         self.config.lm_weight)
 
     def encode(self, value: Any) -> list[int]:
         return self.vocab.encode(value)
@@ -340,8 +353,11 @@ class TextTask(Task):
         return out
 
     def state(self) -> dict:
-        return {"unit": self.vocab.unit, "lowercase": self.vocab.lowercase, "tokens": self.vocab.tokens,
-                "max_length": self.max_length}
+        state = {"unit": self.vocab.unit, "lowercase": self.vocab.lowercase, "tokens": self.vocab.tokens,
+                 "max_length": self.max_length}
+        if self.words is not None:
+            state["words"] = self.words.state()
+        return state
 
     def load_state(self, state: dict) -> None:
         if state["unit"] == "tokenizer":
@@ -351,6 +367,7 @@ class TextTask(Task):
         else:
             self.vocab = Vocabulary(state["unit"], state["lowercase"], state["tokens"])
         self.max_length = state["max_length"]
+        self.words = WordModel.from_state(state["words"]) if "words" in state else None
 
     def save_files(self, net: nn.Module, directory: Path) -> None:
         if hasattr(net, "save_files"):
@@ -403,13 +420,17 @@ class TextTask(Task):
                                     fusion)
         net = TextNet(encoders, head, self.max_length)
         net.beam = c.beam
+        if isinstance(head, CTCHead) and self.words is not None:
+            net.words = self.words
+            net.chars = [None] * len(SPECIALS) + list(self.vocab.tokens)
         return net
 
     @classmethod
     def architecture(cls, recipe: dict) -> dict:
         opts = recipe["target"]["options"]
         keys = ("decoder", "model", "unit", "layers", "beam")
-        return {"decoder": {k: opts[k] for k in keys if opts.get(k) is not None},
+        search = {k: opts[k] for k in ("lexicon", "lm_weight") if opts.get(k)}
+        return {"decoder": {**{k: opts[k] for k in keys if opts.get(k) is not None}, **search},
                 "fusion (attention decoder)": recipe["model"]["fusion"]}
 
     # -- training ----------------------------------------------------------------------------------------------------

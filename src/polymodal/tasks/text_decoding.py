@@ -1,5 +1,6 @@
 """Search for the output text: CTC greedy and prefix beam search (Hannun et al. 2014) over per-step
-log-probabilities, and batched beam search for an autoregressive decoder (beam 1 is greedy decoding)."""
+log-probabilities (optionally held to a lexicon and scored with a word bigram model of the training texts), and
+batched beam search for an autoregressive decoder (beam 1 is greedy decoding)."""
 from __future__ import annotations
 
 import math
@@ -35,10 +36,94 @@ def _logadd(a: float, b: float) -> float:
     return hi + math.log1p(math.exp(lo - hi))
 
 
-def ctc_prefix_beam(log_probs: np.ndarray, beam: int, prune: float = 10.0) -> list[int]:
+class WordModel:
+    """What the training texts say about words, for a CTC search over characters: the words seen (a lexicon: the
+    search spells only these) and a word bigram model with add-one smoothing (its log-probabilities, times
+    `weight`, join the search's score at each word's end, as shallow fusion of an n-gram LM)."""
+
+    START, END = "<s>", "</s>"
+
+    def __init__(self, counts: dict[str, int], bigrams: dict[tuple[str, str], int], lexicon: bool,
+                 weight: float) -> None:
+        self.counts, self.bigrams, self.lexicon, self.weight = counts, bigrams, lexicon, weight
+        self.words = set(counts)
+        self.prefixes = {w[:i] for w in self.words for i in range(len(w) + 1)}
+        self.outgoing: dict[str, int] = {}
+        for (a, _), c in bigrams.items():
+            self.outgoing[a] = self.outgoing.get(a, 0) + c
+        self.size = len(self.words) + 1  # the words and the end
+
+    @classmethod
+    def learn(cls, texts: list[str], lexicon: bool, weight: float) -> "WordModel":
+        counts: dict[str, int] = {}
+        bigrams: dict[tuple[str, str], int] = {}
+        for text in texts:
+            words = text.split()
+            for w in words:
+                counts[w] = counts.get(w, 0) + 1
+            for pair in zip([cls.START, *words], [*words, cls.END]):
+                bigrams[pair] = bigrams.get(pair, 0) + 1
+        return cls(counts, bigrams, lexicon, weight)
+
+    def state(self) -> dict:
+        return {"counts": self.counts, "bigrams": [[a, b, c] for (a, b), c in self.bigrams.items()],
+                "lexicon": self.lexicon, "weight": self.weight}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "WordModel":
+        return cls(dict(state["counts"]), {(a, b): int(c) for a, b, c in state["bigrams"]}, bool(state["lexicon"]),
+                   float(state["weight"]))
+
+    def score(self, previous: str, word: str) -> float:
+        """weight x log P(word | previous)."""
+        if self.weight == 0:
+            return 0.0
+        p = (self.bigrams.get((previous, word), 0) + 1) / (self.outgoing.get(previous, 0) + self.size)
+        return self.weight * math.log(p)
+
+    def allows(self, partial: str) -> bool:
+        return not self.lexicon or partial in self.prefixes
+
+    def complete(self, partial: str) -> bool:
+        return not self.lexicon or partial in self.words
+
+
+Spelling = tuple[str, str, float]  # (the word being spelt, the word before it, the words' score so far)
+
+
+def ctc_prefix_beam(log_probs: np.ndarray, beam: int, prune: float = 10.0, words: WordModel | None = None,
+                    chars: list[str | None] | None = None) -> list[int]:
     """The most probable label sequence (summed over its alignments) kept among `beam` prefixes at each step; tokens
-    more than `prune` nats below the step's best are not tried."""
+    more than `prune` nats below the step's best are not tried. With `words` (and `chars`, each token id's
+    character, None for special tokens), prefixes spell only words of the lexicon, and the word model's score of
+    each finished word is added to the prefix's."""
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p blank-ended, other)
+    spelt: dict[tuple[int, ...], Spelling] = {(): ("", WordModel.START, 0.0)}
+
+    def extend(prefix: tuple[int, ...], k: int) -> bool:
+        """Record what prefix + k spells; False where the lexicon has no such word."""
+        if words is None or chars is None:
+            return True
+        partial, before, score = spelt[prefix]
+        c = chars[k]
+        if c is None:  # <unk> and the like: no letter of any word
+            if words.lexicon:
+                return False
+            spelt[prefix + (k,)] = spelt[prefix]
+            return True
+        if c == " ":
+            if not partial or not words.complete(partial):
+                return False
+            spelt[prefix + (k,)] = ("", partial, score + words.score(before, partial))
+        elif words.allows(partial + c):
+            spelt[prefix + (k,)] = (partial + c, before, score)
+        else:
+            return False
+        return True
+
+    def rank(prefix: tuple[int, ...], p: tuple[float, float] | list[float]) -> float:
+        return _logadd(p[0], p[1]) + (spelt[prefix][2] if words is not None else 0.0)
+
     for step in log_probs:
         candidates = np.nonzero(step >= step.max() - prune)[0]
         nxt: dict[tuple[int, ...], list[float]] = {}
@@ -52,6 +137,11 @@ def ctc_prefix_beam(log_probs: np.ndarray, beam: int, prune: float = 10.0) -> li
                     entry[0] = _logadd(entry[0], total + p)
                     continue
                 extended = prefix + (int(k),)
+                if extended not in spelt and not extend(prefix, int(k)):
+                    if k == last:  # the repeat still merges into the prefix
+                        same = nxt.setdefault(prefix, [-math.inf, -math.inf])
+                        same[1] = _logadd(same[1], pnb + p)
+                    continue
                 entry = nxt.setdefault(extended, [-math.inf, -math.inf])
                 if k == last:  # a repeat extends only after a blank; without one it merges into the prefix
                     entry[1] = _logadd(entry[1], pb + p)
@@ -59,16 +149,29 @@ def ctc_prefix_beam(log_probs: np.ndarray, beam: int, prune: float = 10.0) -> li
                     same[1] = _logadd(same[1], pnb + p)
                 else:
                     entry[1] = _logadd(entry[1], total + p)
-        ranked = sorted(nxt.items(), key=lambda kv: _logadd(*kv[1]), reverse=True)[:beam]
+        ranked = sorted(nxt.items(), key=lambda kv: rank(kv[0], kv[1]), reverse=True)[:beam]
         beams = {k: (v[0], v[1]) for k, v in ranked}
-    return list(max(beams.items(), key=lambda kv: _logadd(*kv[1]))[0])
+    if words is None:
+        return list(max(beams.items(), key=lambda kv: _logadd(*kv[1]))[0])
+    finished = {}
+    for prefix, p in beams.items():
+        partial, before, score = spelt[prefix]
+        if (partial and not words.complete(partial)) or (prefix and not partial):  # half a word; a trailing space
+            continue
+        if partial:
+            score, before = score + words.score(before, partial), partial
+        finished[prefix] = _logadd(*p) + score + words.score(before, WordModel.END)
+    if not finished:  # no prefix ends on a whole word: the best one as it stands
+        return list(max(beams.items(), key=lambda kv: rank(*kv))[0])
+    return list(max(finished.items(), key=lambda kv: kv[1])[0])
 
 
-def ctc_decode(log_probs: Tensor, lengths: Tensor, beam: int = 1) -> list[list[int]]:
+def ctc_decode(log_probs: Tensor, lengths: Tensor, beam: int = 1, words: WordModel | None = None,
+               chars: list[str | None] | None = None) -> list[list[int]]:
     if beam <= 1:
         return ctc_greedy(log_probs, lengths)
     lp = log_probs.float().cpu().numpy()
-    return [ctc_prefix_beam(row[:n], beam) for row, n in zip(lp, lengths.tolist())]
+    return [ctc_prefix_beam(row[:n], beam, words=words, chars=chars) for row, n in zip(lp, lengths.tolist())]
 
 
 def beam_search(step: Callable[[Tensor, Tensor], Tensor], rows: int, bos: int, eos: int, max_length: int,

@@ -1,0 +1,57 @@
+"""SpecAugment-style masking: spans lie inside each clip's valid steps and are no wider than asked, bands cover
+whole clips, and an encoder masks only while it trains."""
+from __future__ import annotations
+
+import torch
+
+from polymodal.encoders.masking import mask_features, mask_time, span_mask
+from polymodal.encoders.sequence import Conv1dConfig, Conv1dEncoder
+
+
+class Facts:
+    def describe(self) -> dict:
+        return {"features": 8, "waveform": False, "sample_rate": 16000}
+
+
+def test_time_spans_stay_inside_each_clip_and_within_width():
+    torch.manual_seed(0)
+    lengths = torch.tensor([100, 50, 20, 1])
+    mask = torch.arange(100)[None] < lengths[:, None]
+    masked_any = torch.zeros(4, dtype=torch.bool)
+    for _ in range(50):
+        x = mask_time(torch.ones(4, 100, 3), mask, count=2, width=0.2)
+        hidden = x[..., 0] == 0
+        assert not (hidden & ~mask).any()  # padding is never "masked": it is not part of the clip
+        assert (hidden.sum(1) <= 2 * (lengths * 0.2).floor()).all()
+        assert (x[..., 1:] == x[..., :1]).all()  # a masked step loses every feature
+        masked_any |= hidden.any(1)
+    assert masked_any[:3].all() and not masked_any[3]  # a 1-step clip has no room for a 20% span
+
+
+def test_feature_bands_are_whole_columns():
+    torch.manual_seed(1)
+    x = mask_features(torch.ones(6, 30, 64), count=2, width=8)
+    hidden = x == 0
+    assert (hidden == hidden[:, :1]).all()  # the same band at every step of a clip
+    assert (hidden[:, 0].sum(1) <= 16).all() and hidden.any()
+
+
+def test_span_mask_known_draw():
+    """torch.rand with seed 0 gives draws (w, s) = (0.4963, 0.7682), (0.0885, 0.1320) for one row of length 10 and
+    width 4: widths floor(0.4963 * 5) = 2 and floor(0.0885 * 5) = 0, the first starting at floor(0.7682 * 9) = 6."""
+    torch.manual_seed(0)
+    hidden = span_mask(torch.tensor([10]), 10, 2, torch.tensor([4]))
+    assert hidden[0].nonzero().flatten().tolist() == [6, 7]
+
+
+def test_encoder_masks_only_in_training():
+    torch.manual_seed(0)
+    enc = Conv1dEncoder(Conv1dConfig(time_masks=2, time_mask_width=0.3, feature_masks=2), Facts(), 16)
+    plain = Conv1dEncoder(Conv1dConfig(), Facts(), 16)
+    plain.load_state_dict(enc.state_dict())
+    x = torch.randn(2, 40, 8)
+    enc.eval(), plain.eval()
+    torch.testing.assert_close(enc(x, None)[0], plain(x, None)[0])
+    enc.train(), plain.train()
+    plain.drop.p = enc.drop.p = 0.0
+    assert not torch.allclose(enc(x, None)[0], plain(x, None)[0])
