@@ -31,6 +31,11 @@ def signal(name: str) -> dict:
 CENTERED = {**signal("skeleton"), "options": {"relative_to": [9, 10, 11]}}
 
 
+def masked(inp: dict, spans: int = 2, width: float = 0.1) -> dict:
+    """The input with SpecAugment-style time masking while it trains (temporal augmentation)."""
+    return {**inp, "encoder": {**inp["encoder"], "time_masks": spans, "time_mask_width": width}}
+
+
 def text(encoder: dict | None = None, column: str = "text") -> dict:
     return {"name": "text", "column": column, "modality": "text", "encoder": encoder or {"type": "text_bow"}}
 
@@ -56,6 +61,10 @@ DATASETS = {
             "inertial_skeleton": [signal("inertial"), signal("skeleton")],
             "skeleton_centered": [CENTERED],
             "inertial_skeleton_centered": [signal("inertial"), CENTERED],
+            "inertial_masked": [masked(signal("inertial"))],
+            "inertial_masked_noise": {"inputs": [masked(signal("inertial"))],
+                                      "training": {"augment": 0.5, "augment_with": ["white_noise"]}},
+            "inertial_skeleton_centered_masked": [masked(signal("inertial")), masked(CENTERED)],
         },
     },
     "grid-s1": {
@@ -93,7 +102,11 @@ def recipe(dataset: str, config: str, seed: int, epochs: int, target: str | None
     training = {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "patience": 5, **spec.get("training", {}),
                 "seed": seed, "progress": False}
     column = target or spec.get("target", "label")
-    return {"data": data, "inputs": spec["configs"][config], "target": {"column": column},
+    chosen = spec["configs"][config]  # a list of inputs, or {inputs, training: fields over the set's}
+    if isinstance(chosen, dict):
+        training.update(chosen.get("training", {}))
+        chosen = chosen["inputs"]
+    return {"data": data, "inputs": chosen, "target": {"column": column},
             "model": {"dim": 128, "fusion": {"method": "concat", "hidden": 256, "dropout": 0.2}},
             "training": training}
 

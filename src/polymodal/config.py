@@ -160,6 +160,13 @@ class TrainingConfig(_Strict):
                                          "epoch's end only.")
     time_limit: float | None = Field(None, gt=0, description="Stop training after this many seconds (the epoch in "
                                      "progress ends early); the best weights so far are kept. None: no limit.")
+    feature_cache: str | None = Field(None, description="A directory where frozen pretrained encoders (efficientnet, "
+                                      "whisper, pretrained with freeze) keep each distinct value's features across "
+                                      "runs, one safetensors file per value under a folder per network (named by a "
+                                      "fingerprint of its weights): a second run, or another recipe over the same "
+                                      "inputs, reads them instead of computing them. Default: the environment "
+                                      "variable POLYMODAL_FEATURE_CACHE, else none (features are cached in memory "
+                                      "for the run only).")
 
 
 class Recipe(_Strict):

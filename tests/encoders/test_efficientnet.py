@@ -3,6 +3,8 @@ ImageNet weights; a frozen backbone stays fixed, caches each image's features (s
 cache) and the model directory reloads without the weights package."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 import polymodal as pm
@@ -83,3 +85,32 @@ def test_partial_fine_tuning_trains_only_the_last_blocks(tmp_path):
     last = len(backbone._blocks) - 1
     assert torch.equal(state["_blocks.0._depthwise_conv.weight"], ref["_blocks.0._depthwise_conv.weight"])
     assert not torch.equal(state[f"_blocks.{last}._project_conv.weight"], ref[f"_blocks.{last}._project_conv.weight"])
+
+
+def test_feature_cache_directory_serves_a_second_run(tmp_path):
+    """With training.feature_cache, the first run computes each distinct image's features and writes one
+    safetensors file each; a second run (another model directory) reads every one and computes none, and trains to
+    the same weights. A damaged file is computed again; another network gets another folder."""
+    from safetensors.torch import load_file
+
+    rows = shape_rows(tmp_path, 36, 0)
+    rec = recipe()
+    rec["training"].update(epochs=2, feature_cache=str(tmp_path / "cache"))
+    first = pm.fit(rec, train=rows[:24], test=rows[24:], out=tmp_path / "a")
+    counts = first.metrics["training"]["frozen_features"]["image"]
+    assert counts["computed"] == 36 and counts["read"] == 0
+    folder = Path(counts["folder"])
+    files = sorted(folder.glob("*.safetensors"))
+    assert folder.parent == tmp_path / "cache" and folder.name.startswith("efficientnet-lite0-") and len(files) == 36
+    assert load_file(str(files[0]))["0"].dtype == torch.float16
+    files[0].write_bytes(b"not a safetensors file")
+    second = pm.fit(rec, train=rows[:24], test=rows[24:], out=tmp_path / "b")
+    assert second.metrics["training"]["frozen_features"]["image"] | {"folder": None} == {
+        "computed": 1, "read": 35, "folder": None}
+    assert "1 computed, 35 read from" in (tmp_path / "b" / "train.log").read_text()
+    a, b = first.parts.net.state_dict(), second.parts.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rec["inputs"][0]["encoder"]["weights"] = "none"  # other (random) weights: another network
+    third = pm.fit(rec, train=rows[:6], out=tmp_path / "c")
+    other = Path(third.metrics["training"]["frozen_features"]["image"]["folder"])
+    assert other.parent == folder.parent and other != folder and len(list(other.glob("*.safetensors"))) == 6

@@ -3,8 +3,11 @@ and stands in a learnt "missing" embedding for rows without the input."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -14,6 +17,8 @@ from torch import Tensor, nn
 from ..modalities.base import Modality
 from ..registry import Registry
 from ..types import Encoded, ModalityBatch
+
+logger = logging.getLogger("polymodal")
 
 
 class EncoderConfig(BaseModel):
@@ -85,10 +90,20 @@ class InputEncoder(nn.Module):
 
 class FeatureCache:
     """What a frozen network gives each distinct value, kept for the process: every value (keyed by a hash of its
-    content) is computed once, then served from here every epoch and in evaluation."""
+    content) is computed once, then served from here every epoch and in evaluation.
 
-    def __init__(self) -> None:
+    With a cache directory set (`feature_cache_dir`, from `training.feature_cache`), values are also written there,
+    one safetensors file each under a folder named by the network (its name and a fingerprint of its weights and
+    settings, from `identity`), and a later run with the same network reads them instead of computing them. Reading
+    a file runs no code; a file that fails to read is computed again and rewritten."""
+
+    directory: ClassVar[Path | None] = None
+
+    def __init__(self, name: str = "", identity: Callable[[], bytes] | None = None) -> None:
         self.store: dict[bytes, Any] = {}
+        self.name, self.identity = name, identity
+        self._folders: dict[Path, Path] = {}
+        self.computed = self.read = 0
 
     def __len__(self) -> int:
         return len(self.store)
@@ -101,13 +116,99 @@ class FeatureCache:
         array = value.detach().cpu().numpy() if isinstance(value, Tensor) else value
         return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
 
+    def folder(self) -> Path | None:
+        """This network's folder in the cache directory (None without a directory or an identity)."""
+        root = FeatureCache.directory
+        if root is None or self.identity is None:
+            return None
+        if root not in self._folders:
+            digest = hashlib.blake2b(self.identity(), digest_size=8).hexdigest()
+            self._folders[root] = root / f"{self.name or 'features'}-{digest}"
+        return self._folders[root]
+
     def get(self, keys: list[bytes], compute: Callable[[list[int]], Iterable[Any]]) -> list[Any]:
         """The stored value of each key; `compute(positions)` gives the values of the keys not stored yet."""
         todo = [i for i, k in enumerate(keys) if k not in self.store]
+        folder = self.folder() if todo else None
+        if folder is not None:
+            for i in todo:
+                if keys[i] not in self.store:
+                    value = _read_features(folder / f"{keys[i].hex()}.safetensors")
+                    if value is not None:
+                        self.store[keys[i]] = value
+                        self.read += 1
+            todo = [i for i in todo if keys[i] not in self.store]
         if todo:
             for i, value in zip(todo, compute(todo)):
+                if keys[i] in self.store:  # the same value twice in one batch
+                    continue
                 self.store[keys[i]] = value
+                self.computed += 1
+                if folder is not None:
+                    _write_features(folder / f"{keys[i].hex()}.safetensors", value)
         return [self.store[k] for k in keys]
+
+
+@contextmanager
+def feature_cache_dir(directory: str | Path | None) -> Iterator[None]:
+    """Frozen encoders keep their features in `directory` (created if need be) while the block runs."""
+    before = FeatureCache.directory
+    FeatureCache.directory = None if directory is None else Path(directory).expanduser()
+    try:
+        yield
+    finally:
+        FeatureCache.directory = before
+
+
+def fingerprint(*parts: Any) -> bytes:
+    """Bytes that change when a network's weights or settings do: each module's state (names and values), each
+    file's bytes (Path), anything else by its repr."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        if isinstance(part, nn.Module):
+            for name, tensor in part.state_dict().items():
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(part, Path):
+            with part.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+        else:
+            h.update(repr(part).encode())
+    return h.digest()
+
+
+def _write_features(path: Path, value: Any) -> None:
+    """One value (a tensor, or a tuple of tensors and Nones) as a safetensors file, written whole or not at all."""
+    from safetensors.torch import save_file
+
+    parts = value if isinstance(value, tuple) else (value,)
+    tensors = {str(i): t.contiguous() for i, t in enumerate(parts) if t is not None}
+    meta = {"kind": "tuple" if isinstance(value, tuple) else "tensor", "parts": str(len(parts))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except OSError as e:  # a full or read-only disk: the run goes on with the features in memory
+        tmp.unlink(missing_ok=True)
+        logger.warning("feature cache: could not write %s (%s)", path, e)
+
+
+def _read_features(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        parts = tuple(tensors.get(str(i)) for i in range(int(meta["parts"])))
+    except Exception as e:  # noqa: BLE001 - a damaged file is computed again
+        logger.warning("feature cache: %s unreadable (%s); computing it again", path, e)
+        return None
+    return parts if meta.get("kind") == "tuple" else parts[0]
 
 
 def build_encoder(name: str, config: dict[str, Any], modality: Modality, dim: int) -> Encoder:

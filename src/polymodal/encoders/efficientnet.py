@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import RecipeError
-from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache
+from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, fingerprint
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # (repeats, kernel, stride, expansion, in, out) of EfficientNet-Lite's seven stages, before depth scaling
@@ -179,7 +179,7 @@ class EfficientNetEncoder(Encoder):
                                                                                       self.backbone._bn1]
             for m in self.trainable:
                 m.requires_grad_(True)
-        self._cache = FeatureCache()
+        self._cache = FeatureCache(f"efficientnet-{config.variant}", self.feature_identity)
 
     @classmethod
     def modality_options(cls, kind: str, options: dict, encoder: dict) -> dict:
@@ -188,6 +188,10 @@ class EfficientNetEncoder(Encoder):
             raise RecipeError(f"the efficientnet encoder takes images, not {kind}")
         variant = encoder.get("variant", "lite0")
         return {"size": VARIANTS.get(variant, VARIANTS["lite0"])[2], **options}
+
+    def feature_identity(self) -> bytes:
+        """What the cached features depend on: the backbone's weights and statistics, and the settings."""
+        return fingerprint(self.backbone, self.config.model_dump(exclude={"weights"}))
 
     @classmethod
     def for_loading(cls, config: dict, directory: Path, prefix: str) -> dict:

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import RecipeError
-from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, masked_mean
+from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, fingerprint, masked_mean
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -76,7 +76,8 @@ class PretrainedEncoder(Encoder):
 
             self.extractor = AutoFeatureExtractor.from_pretrained(source)
             self.sample_rate = modality.config.sample_rate
-        self._cache = FeatureCache()  # frozen text/image: each distinct value's states, computed once
+        # frozen text/image: each distinct value's states, computed once
+        self._cache = FeatureCache(f"pretrained-{self.kind}", self.feature_identity)
         if config.freeze:
             for p in self.model.parameters():
                 p.requires_grad_(False)
@@ -84,6 +85,10 @@ class PretrainedEncoder(Encoder):
     @classmethod
     def modality_options(cls, kind: str, options: dict, encoder: dict) -> dict:
         return adjust_modality(kind, options, encoder)
+
+    def feature_identity(self) -> bytes:
+        """What the cached states depend on: the weights, the input kind and the image normalisation."""
+        return fingerprint(self.model, self.kind, getattr(self, "img_mean", None), getattr(self, "img_std", None))
 
     def _submodel(self, model: nn.Module) -> nn.Module:
         """The part of a multi-part model that encodes this modality (CLIP's towers, an encoder-decoder's encoder)."""

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import RecipeError
 from ..modalities.audio import pad_sequences
-from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, masked_mean
+from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, fingerprint, masked_mean
 
 SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.02  # one encoder frame per 20 ms (two 10 ms mel hops)
@@ -65,7 +65,8 @@ class WhisperEncoder(Encoder):
         self.features = WhisperFeatureExtractor(feature_size=n_mels)
         width = self._encode([np.zeros(SAMPLE_RATE // 10, np.float32)]).shape[-1]
         self.proj = nn.Linear(width, dim)
-        self._cache = FeatureCache()
+        self.n_mels = n_mels
+        self._cache = FeatureCache("whisper", self.feature_identity)
 
     @classmethod
     def modality_options(cls, kind: str, options: dict, encoder: dict) -> dict:
@@ -73,6 +74,9 @@ class WhisperEncoder(Encoder):
             raise RecipeError(f"the whisper encoder takes audio, not {kind}")
         return {**options, "features": "waveform", "sample_rate": SAMPLE_RATE,
                 "max_seconds": min(float(options.get("max_seconds", 30.0)), 30.0)}
+
+    def feature_identity(self) -> bytes:
+        return fingerprint(self.path / "model.bin", self.n_mels)
 
     def _encode(self, waves: list[np.ndarray]) -> np.ndarray:
         import ctranslate2

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Recipe
 from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
+from ..encoders.base import FeatureCache, feature_cache_dir
 from ..evaluation.evaluate import evaluate_parts
 from ..model import Parts
 from ..storage import save_parts
@@ -132,8 +133,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 MAY_CHANGE_ON_RESUME = ("progress", "num_workers", "prefetch", "threads", "keep_memory", "time_limit", "epochs",
-                        "checkpoint_every",
-                        "patience")
+                        "checkpoint_every", "feature_cache", "patience")
 
 
 def claim_checkpoints(ckpt_dir: Path, recipe: Recipe, resume: bool, log_path: Path) -> str | None:
@@ -197,6 +197,18 @@ class _Keys:
         return self.n
 
 
+def feature_cache_counts(net: torch.nn.Module) -> dict[str, dict]:
+    """Per frozen encoder with a feature cache: values computed, values read from the cache directory, its folder."""
+    counts = {}
+    for name, module in net.named_modules():
+        cache = getattr(module, "_cache", None)
+        if isinstance(cache, FeatureCache) and (cache.computed or cache.read):
+            folder = cache.folder()
+            counts[name.removeprefix("encoders.").removesuffix(".encoder")] = {
+                "computed": cache.computed, "read": cache.read, "folder": str(folder) if folder else None}
+    return counts
+
+
 def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False) -> tuple[
         Parts, dict]:
     cfg = recipe.training
@@ -242,8 +254,9 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     gc.collect()
     gc.freeze()  # what setup made (data, model) stays out of the collector's scans while training allocates per batch
     started = time.perf_counter()
+    cache_dir = cfg.feature_cache or os.environ.get("POLYMODAL_FEATURE_CACHE") or None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), feature_cache_dir(cache_dir):
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
             warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
@@ -267,9 +280,16 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
                                   "best_epoch": best.best_epoch, "monitor": monitor,
                                   "train_rows": len(prep.train), "validation_rows": len(prep.validation),
                                   "skipped_rows": len(prep.train.skipped)}}
-    if len(prep.validation):
-        metrics["validation"] = evaluate_parts(parts, prep.validation, cfg.batch_size)
-    if prep.test is not None:
-        metrics["test"] = evaluate_parts(parts, prep.test, cfg.batch_size)
+    with feature_cache_dir(cache_dir):
+        if len(prep.validation):
+            metrics["validation"] = evaluate_parts(parts, prep.validation, cfg.batch_size)
+        if prep.test is not None:
+            metrics["test"] = evaluate_parts(parts, prep.test, cfg.batch_size)
+        caches = feature_cache_counts(parts.net)
+    if caches:
+        metrics["training"]["frozen_features"] = caches
+        append_line(out / "train.log", "frozen features: " + "; ".join(
+            f"{name}: {c['computed']} computed, {c['read']} read from {c['folder'] or 'nowhere (no feature_cache)'}"
+            for name, c in caches.items()))
     save_parts(parts, out, metrics)
     return parts, metrics
