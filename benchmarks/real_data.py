@@ -31,6 +31,10 @@ def signal(name: str) -> dict:
 CENTERED = {**signal("skeleton"), "options": {"relative_to": [9, 10, 11]}}
 
 
+LIPS = {"name": "lips", "modality": "video", "options": {"size": 48, "channels": 1, "frames": "all", "max_frames": 75},
+        "encoder": {"type": "lip_cnn"}}
+
+
 def masked(inp: dict, spans: int = 2, width: float = 0.1) -> dict:
     """The input with SpecAugment-style time masking while it trains (temporal augmentation)."""
     return {**inp, "encoder": {**inp["encoder"], "time_masks": spans, "time_mask_width": width}}
@@ -79,9 +83,9 @@ DATASETS = {
             "audio_conv1d": [{"name": "audio", "modality": "audio"}],
             "lips_uniform8": [{"name": "lips", "modality": "video",
                                "options": {"size": 48, "channels": 1, "frames": "uniform", "n_frames": 8}}],
-            "lips_all_lipcnn": [{"name": "lips", "modality": "video",
-                                 "options": {"size": 48, "channels": 1, "frames": "all", "max_frames": 75},
-                                 "encoder": {"type": "lip_cnn"}}],
+            "lips_all_lipcnn": [LIPS],
+            "lips_all_lipcnn_masked": [masked(LIPS, 2, 0.1)],
+            "lips_all_lipcnn_masked_flip": [masked({**LIPS, "encoder": {**LIPS["encoder"], "flip": True}}, 2, 0.1)],
         },
     },
     "multioff": {

@@ -55,3 +55,28 @@ def test_encoder_masks_only_in_training():
     enc.train(), plain.train()
     plain.drop.p = enc.drop.p = 0.0
     assert not torch.allclose(enc(x, None)[0], plain(x, None)[0])
+
+
+def test_lip_cnn_flip_mirrors_clips_only_in_training():
+    """A clip that is its own mirror image gives the same output flipped or not; an asymmetric one does not; in
+    evaluation nothing is flipped."""
+    from polymodal.encoders.lips import LipCNN, LipConfig
+
+    class Video:
+        def describe(self) -> dict:
+            return {"channels": 1}
+
+    torch.manual_seed(0)
+    flips = LipCNN(LipConfig(flip=True, front_channels=4, channels=[8], dropout=0.0), Video(), 16)
+    plain = LipCNN(LipConfig(front_channels=4, channels=[8], dropout=0.0), Video(), 16)
+    plain.load_state_dict(flips.state_dict())
+    half = torch.rand(4, 6, 1, 12, 6, generator=torch.Generator().manual_seed(1))
+    symmetric = torch.cat([half, half.flip(-1)], -1)
+    asymmetric = torch.cat([half, torch.zeros_like(half)], -1)
+    flips.eval(), plain.eval()
+    torch.testing.assert_close(flips(asymmetric, None)[0], plain(asymmetric, None)[0])
+    flips.train(), plain.train()
+    torch.manual_seed(2)
+    torch.testing.assert_close(flips(symmetric, None)[0], plain(symmetric, None)[0])
+    torch.manual_seed(2)
+    assert not torch.allclose(flips(asymmetric, None)[0], plain(asymmetric, None)[0])

@@ -20,6 +20,8 @@ class LipConfig(TimeMaskConfig):
     front_frames: int = Field(5, ge=1, description="Frames the front-end's kernel spans (odd: centred).")
     channels: list[int] = Field([64, 96], min_length=1, description="The per-frame 2-D conv blocks after it.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the GRU.")
+    flip: bool = Field(False, description="Training only: each clip mirrored left to right with probability 0.5 "
+                       "(a mouth is near symmetric; lip-reading recipes flip).")
     subtract_mean: bool = Field(True, description="Remove each pixel's mean over the clip's frames and scale by the "
                                 "clip's deviation: what moves is left, the static face, its lighting and position "
                                 "go (without it lip_cnn learnt nothing on grid-s1's real lips).")
@@ -51,6 +53,9 @@ class LipCNN(Encoder):
         x = self.normalise(data, mask)
         if self.training:
             x = mask_time(x, mask, self.config.time_masks, self.config.time_mask_width)
+            if self.config.flip:
+                mirrored = torch.rand(u, device=x.device) < 0.5
+                x = torch.where(mirrored[:, None, None, None, None], x.flip(-1), x)
         x = self.front(x.transpose(1, 2))  # [U, C', T, H', W']
         x = x.transpose(1, 2).flatten(0, 1)  # every frame on its own
         per_frame = self.frame(x).mean((2, 3)).view(u, n, -1)
