@@ -90,17 +90,19 @@ class ModelConfig(_Strict):
     dim: int = Field(128, ge=4, description="Width of every encoder's tokens and pooled vector.")
     fusion: dict[str, Any] = Field(default_factory=lambda: {"method": "concat"},
                                    description="Fusion: {method: NAME, ...its fields}.")
-    unimodal_heads: float = Field(0.0, ge=0, description="Weight of auxiliary per-input heads' losses (each input "
-                                  "alone predicts the target), a remedy for a model that learns to ignore its weaker "
-                                  "input; 0: none.")
+    unimodal_heads: float | None = Field(None, ge=0, description="Weight of auxiliary per-input heads' losses "
+                                         "(each input alone predicts the target), a remedy for a model that learns to "
+                                         "ignore its weaker input; 0: none. Default: 1.0 for a model of two or more "
+                                         "inputs (with `alone: auto`, a row that has one input left is predicted by "
+                                         "that input's head), 0 for one input.")
     unimodal_head: Literal["linear", "mlp"] = Field(
         "linear", description="Each auxiliary head: a linear layer on the input's pooled vector, or the fusion's "
         "post-layer (Linear-GELU of width fusion.hidden) and then the task head, the same stack a model trained on "
         "that input alone has.")
-    alone: Literal["fused", "head"] = Field(
-        "fused", description="How a row with a single input present is predicted: through the fusion (with the "
+    alone: Literal["auto", "fused", "head"] = Field(
+        "auto", description="How a row with a single input present is predicted: through the fusion (with the "
         "missing inputs' learnt embeddings), or by that input's auxiliary head (needs unimodal_heads > 0), which is "
-        "trained on that input alone.")
+        "trained on that input alone. auto: head when the model has auxiliary heads, else fused.")
 
 
 class TrainingConfig(_Strict):
@@ -183,6 +185,17 @@ class Recipe(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"input names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+    @model_validator(mode="after")
+    def _robust_defaults(self) -> "Recipe":
+        """Robust to a missing input by default (measured on avdigits: no clean cost; README, Missing and noisy
+        inputs): auxiliary heads for two or more inputs, and a row left with one input predicted by its head. The
+        resolved values are what the model directory's recipe records."""
+        if self.model.unimodal_heads is None:
+            self.model.unimodal_heads = 1.0 if len(self.inputs) > 1 else 0.0
+        if self.model.alone == "auto":
+            self.model.alone = "head" if self.model.unimodal_heads > 0 else "fused"
         return self
 
 

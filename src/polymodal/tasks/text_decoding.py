@@ -97,6 +97,8 @@ def ctc_prefix_beam(log_probs: np.ndarray, beam: int, prune: float = 10.0, words
     more than `prune` nats below the step's best are not tried. With `words` (and `chars`, each token id's
     character, None for special tokens), prefixes spell only words of the lexicon, and the word model's score of
     each finished word is added to the prefix's."""
+    if chars is None:
+        words = None  # without each token's character there is nothing to spell
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p blank-ended, other)
     spelt: dict[tuple[int, ...], Spelling] = {(): ("", WordModel.START, 0.0)}
 
