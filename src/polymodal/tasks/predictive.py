@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..data.batching import process_rank
 from ..fusion import FUSIONS
 from ..fusion.base import FusionConfig, mlp
 from ..registry import validate_config
@@ -40,11 +41,23 @@ class MultimodalNet(nn.Module):
         if self.alone_by_head and len(encoded) > 1:  # rows with one input present: that input's own head
             present = torch.stack([e.present for e in encoded.values()], 1)
             alone = present.sum(1) == 1
-            for i, (name, enc) in enumerate(encoded.items()):
+            for i, (name, enc) in enumerate(encoded.items()):  # no data-dependent branch: exportable
                 rows = alone & present[:, i]
-                if bool(rows.any()):
-                    out = torch.where(rows[:, None], self.unimodal_heads[name](enc.pooled).to(out.dtype), out)
+                out = torch.where(rows[:, None], self.unimodal_heads[name](enc.pooled).to(out.dtype), out)
         return out
+
+
+def present_weights(present: list[Tensor], rows: int) -> list[float]:
+    """Per input: what turns the summed loss of its present rows into this process's part of the mean over the
+    present rows of the whole batch. One process: 1 / its present rows. Under DDP, where the training loop weights
+    each process's loss by its share of the batch's rows: global rows / (local rows x global present rows), so the
+    averaged gradients are those of one process on the whole batch. 0 where no process has the input."""
+    counts = torch.tensor([float(rows)] + [float(p.sum()) for p in present], device=present[0].device)
+    total = counts
+    if process_rank()[1] > 1:
+        total = counts.clone()
+        torch.distributed.all_reduce(total)
+    return [float(total[0] / (counts[0] * total[i + 1])) if total[i + 1] > 0 else 0.0 for i in range(len(present))]
 
 
 def unimodal_head(task: "PredictiveTask", dim: int, fusion: FusionConfig, kind: str) -> nn.Module:
@@ -99,8 +112,15 @@ class PredictiveTask(Task):
         loss = self.loss(net.head(net.fuse(encoded).pooled), target)
         logged = {"train_loss": (loss, len(target))}
         if unimodal_weight > 0:
-            aux = [self.loss(head(encoded[n].pooled[encoded[n].present]), target[encoded[n].present])
-                   for n, head in net.unimodal_heads.items() if bool(encoded[n].present.any())]
+            heads = list(net.unimodal_heads.items())
+            weights = present_weights([encoded[n].present for n, _ in heads], len(target))
+            aux = []
+            for (n, head), w in zip(heads, weights):
+                p = encoded[n].present
+                if w == 0:  # no process has this input in the batch
+                    continue
+                aux.append(self.loss(head(encoded[n].pooled[p]), target[p]) * (p.sum() * w) if bool(p.any())
+                           else encoded[n].pooled.sum() * 0.0)  # this process has none: it adds nothing
             if aux:
                 aux_loss = torch.stack(aux).mean()
                 logged["train_unimodal_loss"] = (aux_loss, len(target))
