@@ -85,6 +85,7 @@ DATASETS = {
                                "options": {"size": 48, "channels": 1, "frames": "uniform", "n_frames": 8}}],
             "lips_all_lipcnn": [LIPS],
             "lips_all_lipcnn_masked": [masked(LIPS, 2, 0.1)],
+            "lips_all_lipcnn_flatten": [{**LIPS, "encoder": {"type": "lip_cnn", "pool": "flatten"}}],
             "lips_all_lipcnn_masked_flip": [masked({**LIPS, "encoder": {**LIPS["encoder"], "flip": True}}, 2, 0.1)],
         },
     },

@@ -80,3 +80,19 @@ def test_lip_cnn_flip_mirrors_clips_only_in_training():
     torch.testing.assert_close(flips(symmetric, None)[0], plain(symmetric, None)[0])
     torch.manual_seed(2)
     assert not torch.allclose(flips(asymmetric, None)[0], plain(asymmetric, None)[0])
+
+
+def test_lip_cnn_flatten_keeps_the_grid():
+    """pool: flatten feeds the GRU every cell of each frame's final grid (48 px: 12 after the front-end, 3 after two
+    blocks: 9 cells x 96 channels), and it runs on frames of that size."""
+    from polymodal.encoders.lips import LipCNN, LipConfig, grid_cells
+
+    class Video:
+        def describe(self) -> dict:
+            return {"channels": 1, "size": (48, 48)}
+
+    assert grid_cells(48, 2) == 9 and grid_cells((60, 100), 2) == 4 * 7
+    enc = LipCNN(LipConfig(pool="flatten"), Video(), 16)
+    assert enc.gru.input_size == 9 * 96
+    tokens, mask, pooled = enc(torch.rand(2, 5, 1, 48, 48), None)
+    assert tokens.shape == (2, 5, 16) and pooled.shape == (2, 16)

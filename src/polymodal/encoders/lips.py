@@ -4,7 +4,7 @@ GRU over the frame sequence; every frame is a token. Takes clips of every frame 
 padded and masked."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -20,11 +20,25 @@ class LipConfig(TimeMaskConfig):
     front_frames: int = Field(5, ge=1, description="Frames the front-end's kernel spans (odd: centred).")
     channels: list[int] = Field([64, 96], min_length=1, description="The per-frame 2-D conv blocks after it.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the GRU.")
+    pool: Literal["mean", "flatten"] = Field("mean", description="Each frame's vector: the mean of its final grid, "
+                                             "or the whole grid flattened (keeps where the lips are).")
     flip: bool = Field(False, description="Training only: each clip mirrored left to right with probability 0.5 "
                        "(a mouth is near symmetric; lip-reading recipes flip).")
     subtract_mean: bool = Field(True, description="Remove each pixel's mean over the clip's frames and scale by the "
                                 "clip's deviation: what moves is left, the static face, its lighting and position "
                                 "go (without it lip_cnn learnt nothing on grid-s1's real lips).")
+
+
+def grid_cells(size: Any, blocks: int) -> int:
+    """Cells of the final grid for frames of `size` (one side or [h, w]): the front-end's stride-2 convolution and
+    pooling, then `blocks` blocks that each halve (rounding up)."""
+    cells = 1
+    for side in (size if isinstance(size, (list, tuple)) else (size, size)):
+        side = ((int(side) - 1) // 2 + 1) // 2
+        for _ in range(blocks):
+            side = (side + 1) // 2
+        cells *= max(side, 1)
+    return cells
 
 
 @ENCODERS.register("lip_cnn")
@@ -42,8 +56,11 @@ class LipCNN(Encoder):
             nn.BatchNorm3d(config.front_channels), nn.ReLU(inplace=True),
             nn.MaxPool3d((1, 2, 2), (1, 2, 2)))
         self.frame = conv_blocks(config.front_channels, config.channels)
+        width = config.channels[-1]
+        if config.pool == "flatten":
+            width *= grid_cells(modality.describe()["size"], len(config.channels))
         self.drop = nn.Dropout(config.dropout)
-        self.gru = nn.GRU(config.channels[-1], dim // 2, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(width, dim // 2, batch_first=True, bidirectional=True)
         self.proj = nn.Linear(2 * (dim // 2), dim)
 
     def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -58,7 +75,8 @@ class LipCNN(Encoder):
                 x = torch.where(mirrored[:, None, None, None, None], x.flip(-1), x)
         x = self.front(x.transpose(1, 2))  # [U, C', T, H', W']
         x = x.transpose(1, 2).flatten(0, 1)  # every frame on its own
-        per_frame = self.frame(x).mean((2, 3)).view(u, n, -1)
+        grid = self.frame(x)
+        per_frame = (grid.flatten(1) if self.config.pool == "flatten" else grid.mean((2, 3))).view(u, n, -1)
         lengths = mask.sum(1).clamp_min(1).cpu()
         packed = nn.utils.rnn.pack_padded_sequence(self.drop(per_frame), lengths, batch_first=True,
                                                    enforce_sorted=False)
