@@ -190,7 +190,7 @@ def _write_features(path: Path, value: Any) -> None:
     try:
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
-    except OSError as e:  # a full or read-only disk: the run goes on with the features in memory
+    except Exception as e:  # noqa: BLE001 - a full or read-only disk: the run goes on with the features in memory
         tmp.unlink(missing_ok=True)
         logger.warning("feature cache: could not write %s (%s)", path, e)
 
