@@ -18,6 +18,14 @@ class ImageCNNConfig(EncoderConfig):
                                              "from the whole grid flattened (keeps where things are).")
 
 
+def grid_size(size: tuple[int, int], blocks: int) -> tuple[int, int]:
+    """(h, w) after `blocks` conv blocks: each one's ceil-mode pooling halves each side, rounding up."""
+    h, w = size
+    for _ in range(blocks):
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return h, w
+
+
 def conv_blocks(in_ch: int, channels: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for out in channels:
@@ -37,9 +45,7 @@ class ImageCNN(Encoder):
         info = modality.describe()
         self.body = conv_blocks(info["channels"], config.channels).to(memory_format=torch.channels_last)
         self.proj = nn.Linear(config.channels[-1], dim)
-        h, w = info["size"]
-        for _ in config.channels:  # ceil-mode pooling halves each side, rounding up
-            h, w = (h + 1) // 2, (w + 1) // 2
+        h, w = grid_size(info["size"], len(config.channels))
         width = config.channels[-1] * (h * w if config.pool == "flatten" else 1)
         self.pool = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, dim))
 

@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from .base import ENCODERS, Encoder, masked_mean
-from .image import conv_blocks
+from .image import conv_blocks, grid_size
 from .masking import TimeMaskConfig, mask_time
 
 
@@ -31,14 +31,10 @@ class LipConfig(TimeMaskConfig):
 
 def grid_cells(size: Any, blocks: int) -> int:
     """Cells of the final grid for frames of `size` (one side or [h, w]): the front-end's stride-2 convolution and
-    pooling, then `blocks` blocks that each halve (rounding up)."""
-    cells = 1
-    for side in (size if isinstance(size, (list, tuple)) else (size, size)):
-        side = ((int(side) - 1) // 2 + 1) // 2
-        for _ in range(blocks):
-            side = (side + 1) // 2
-        cells *= max(side, 1)
-    return cells
+    pooling, then `blocks` conv blocks."""
+    h, w = size if isinstance(size, (list, tuple)) else (size, size)
+    h, w = grid_size((((int(h) - 1) // 2 + 1) // 2, ((int(w) - 1) // 2 + 1) // 2), blocks)
+    return max(h, 1) * max(w, 1)
 
 
 @ENCODERS.register("lip_cnn")
