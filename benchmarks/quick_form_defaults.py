@@ -27,6 +27,11 @@ CONFIGS: dict[str, dict] = {
     # auxiliary per-input heads, and rows with one input present predicted by that input's head
     "heads_alone": {"inputs": ["audio", "image"], "set": ["model.unimodal_heads=1.0", "model.alone=head"]},
     "heads_only": {"inputs": ["audio", "image"], "set": ["model.unimodal_heads=1.0"]},
+    # candidates for the image encoder's default: its final grid flattened (keeps where the strokes are), and longer
+    "flatten": {"inputs": ["audio", "image"], "set": ["inputs.image.encoder.pool=flatten"]},
+    "epochs20": {"inputs": ["audio", "image"], "set": ["training.epochs=20"]},
+    "flatten_epochs20": {"inputs": ["audio", "image"], "set": ["inputs.image.encoder.pool=flatten",
+                                                               "training.epochs=20"]},
 }
 
 

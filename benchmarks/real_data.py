@@ -40,6 +40,15 @@ def masked(inp: dict, spans: int = 2, width: float = 0.1) -> dict:
     return {**inp, "encoder": {**inp["encoder"], "time_masks": spans, "time_mask_width": width}}
 
 
+def xyz(inp: dict) -> dict:
+    """The input's features marked as (x, y, z) triples: it gets the `rotation` corruption."""
+    return {**inp, "options": {**inp.get("options", {}), "xyz": True}}
+
+
+# every training value turned by a random rotation (up to 45 degrees about each axis, severity drawn per value)
+ROTATED = {"augment": 1.0, "augment_with": ["rotation"]}
+
+
 def text(encoder: dict | None = None, column: str = "text") -> dict:
     return {"name": "text", "column": column, "modality": "text", "encoder": encoder or {"type": "text_bow"}}
 
@@ -69,6 +78,9 @@ DATASETS = {
             "inertial_masked_noise": {"inputs": [masked(signal("inertial"))],
                                       "training": {"augment": 0.5, "augment_with": ["white_noise"]}},
             "inertial_skeleton_centered_masked": [masked(signal("inertial")), masked(CENTERED)],
+            "inertial_rotated": {"inputs": [masked(xyz(signal("inertial")))], "training": ROTATED},
+            "inertial_skeleton_centered_rotated": {"inputs": [masked(xyz(signal("inertial"))), xyz(CENTERED)],
+                                                   "training": ROTATED},
         },
     },
     "grid-s1": {
@@ -86,6 +98,7 @@ DATASETS = {
             "lips_all_lipcnn": [LIPS],
             "lips_all_lipcnn_masked": [masked(LIPS, 2, 0.1)],
             "lips_all_lipcnn_flatten": [{**LIPS, "encoder": {"type": "lip_cnn", "pool": "flatten"}}],
+            "lips_all_lipcnn_attention": [{**LIPS, "encoder": {"type": "lip_cnn", "summary": "attention"}}],
             "lips_all_lipcnn_masked_flip": [masked({**LIPS, "encoder": {**LIPS["encoder"], "flip": True}}, 2, 0.1)],
         },
     },

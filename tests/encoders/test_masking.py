@@ -96,3 +96,22 @@ def test_lip_cnn_flatten_keeps_the_grid():
     assert enc.gru.input_size == 9 * 96
     tokens, mask, pooled = enc(torch.rand(2, 5, 1, 48, 48), None)
     assert tokens.shape == (2, 5, 16) and pooled.shape == (2, 16)
+
+
+def test_attention_pool_ignores_padding_and_starts_as_the_mean():
+    from polymodal.encoders.base import AttentionPool, masked_mean
+
+    tokens = torch.tensor([[[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]], [[5.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    pool = AttentionPool(2)
+    with torch.no_grad():
+        pool.score.weight.zero_()  # equal scores: the mean of the valid tokens
+        pool.score.bias.fill_(0.3)
+    assert torch.equal(pool(tokens, mask), masked_mean(tokens, mask))
+    with torch.no_grad():
+        pool.score.weight.copy_(torch.tensor([[1.0, 0.0]]))  # scores 1 and 3: weights e^1 / (e^1 + e^3), ...
+    w = torch.softmax(torch.tensor([1.0, 3.0]), 0)
+    assert torch.allclose(pool(tokens, mask)[0], w[0] * tokens[0, 0] + w[1] * tokens[0, 1])
+    assert torch.equal(pool(tokens, mask)[1], tokens[1, 0])  # one valid token: itself; the padding never counts
+    empty = pool(tokens, torch.zeros(2, 3, dtype=torch.bool))
+    assert torch.equal(empty, torch.zeros(2, 2))  # no valid token: zeros, not NaN

@@ -70,3 +70,26 @@ def test_severity_out_of_range_and_unknown_names_are_refused():
         corrupt("image", "smudge", sample("image"), 0.5)
     with pytest.raises(PolymodalError, match="unknown modality|no modality|modality"):
         corrupt("smell", "typo", "abc", 0.5)
+
+
+def test_signal_rotation_turns_every_triple_by_one_rotation():
+    from polymodal.errors import BadInput, PolymodalError
+    from polymodal.modalities.signal import SignalConfig, SignalModality, rotation_matrix
+
+    r = rotation_matrix(np.deg2rad([0.0, 0.0, 90.0]))  # a quarter turn about z: x -> y
+    assert np.allclose(r @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    x = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 9.81], [0.0, 2.0, 0.0, 3.0, 4.0, 0.0]])  # accelerometer, gyroscope
+    y = corrupt("signal", "rotation", x, 1.0, seed=0)
+    turn = torch.linalg.lstsq(x.reshape(-1, 3), y.reshape(-1, 3)).solution  # the one matrix behind every triple
+    assert torch.allclose(x.reshape(-1, 3) @ turn, y.reshape(-1, 3), atol=1e-5)
+    assert torch.allclose(turn @ turn.T, torch.eye(3), atol=1e-5) and torch.det(turn) > 0  # a rotation
+    angles = np.deg2rad(45.0) * np.random.default_rng(0).uniform(-1, 1, 3)  # the draw seed 0 makes
+    assert torch.allclose(turn.T, torch.from_numpy(rotation_matrix(angles)).float(), atol=1e-5)
+    with pytest.raises(PolymodalError, match="triples"):
+        corrupt("signal", "rotation", torch.zeros(4, 5), 1.0)
+    # only signals marked as (x, y, z) triples have it (others' features may be anything)
+    assert "rotation" not in SignalModality(SignalConfig()).corruptions
+    marked = SignalModality(SignalConfig(xyz=True))
+    assert "rotation" in marked.corruptions
+    with pytest.raises(BadInput, match="5 features, not a whole number"):
+        marked.fit([torch.zeros(4, 5)])

@@ -61,6 +61,20 @@ def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
     return (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+class AttentionPool(nn.Module):
+    """One learnt query attends over the valid tokens: a summary that can pick out the few tokens that matter (the
+    one word of a sentence, the stroke of a gesture) where a mean dilutes them."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        logits = self.score(tokens).squeeze(-1).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # a row with no valid token: zeros
+        return (weights.unsqueeze(-1) * tokens).sum(1)
+
+
 class InputEncoder(nn.Module):
     """Runs an encoder on an input's distinct values, expands to rows, and fills absent rows with a learnt
     missing embedding (one token, unmasked), so every fusion sees valid vectors and the `present` flags."""

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from .base import ENCODERS, Encoder, masked_mean
+from .base import ENCODERS, AttentionPool, Encoder, masked_mean
 from .image import conv_blocks, grid_size
 from .masking import TimeMaskConfig, mask_time
 
@@ -24,6 +24,9 @@ class LipConfig(TimeMaskConfig):
                                              "or the whole grid flattened (keeps where the lips are).")
     flip: bool = Field(False, description="Training only: each clip mirrored left to right with probability 0.5 "
                        "(a mouth is near symmetric; lip-reading recipes flip).")
+    summary: Literal["mean", "attention"] = Field("mean", description="The clip's vector (what classification "
+                                                  "uses): the mean of its frames' tokens, or a learnt attention over "
+                                                  "them (picks out the frames of one word).")
     subtract_mean: bool = Field(True, description="Remove each pixel's mean over the clip's frames and scale by the "
                                 "clip's deviation: what moves is left, the static face, its lighting and position "
                                 "go (without it lip_cnn learnt nothing on grid-s1's real lips).")
@@ -58,6 +61,7 @@ class LipCNN(Encoder):
         self.drop = nn.Dropout(config.dropout)
         self.gru = nn.GRU(width, dim // 2, batch_first=True, bidirectional=True)
         self.proj = nn.Linear(2 * (dim // 2), dim)
+        self.summary = AttentionPool(dim) if config.summary == "attention" else None
 
     def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         u, n = data.shape[:2]
@@ -79,7 +83,7 @@ class LipCNN(Encoder):
         out, _ = self.gru(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=n)
         tokens = self.proj(out)
-        return tokens, mask, masked_mean(tokens, mask)
+        return tokens, mask, masked_mean(tokens, mask) if self.summary is None else self.summary(tokens, mask)
 
     def normalise(self, data: Tensor, mask: Tensor) -> Tensor:
         """[U, N, C, H, W] in [0, 1] -> the network's input; padded frames stay zero."""

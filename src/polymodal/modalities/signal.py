@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor
 
 from .. import render
-from ..errors import BadInput
+from ..errors import BadInput, PolymodalError
 from .audio import pad_sequences
 from .base import MODALITIES, Drawn, Modality, ModalityConfig, resolve
 from .corruptions import corruption, drop_span, zero_steps
@@ -26,6 +26,10 @@ class SignalConfig(ModalityConfig):
                                           "(the x, y, z of a skeleton's hip joint) subtracted, at every step, from "
                                           "each block of that many features: positions relative to the body, not "
                                           "to where the person stood.")
+    xyz: bool = Field(False, description="The features are consecutive (x, y, z) triples (an accelerometer's and a "
+                      "gyroscope's axes, a skeleton's joints). Gives the signal the `rotation` corruption "
+                      "(augmentation with `training.augment_with: [rotation]`): every triple of a value turned by one "
+                      "random rotation, as if the sensor were worn, or the camera placed, at another angle.")
 
 
 def load_array(value: Any, base_dir: Path) -> np.ndarray:
@@ -78,6 +82,8 @@ class SignalModality(Modality):
         self.n_features: int | None = None
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
+        if not config.xyz:  # rotation means something only where the features are (x, y, z) triples
+            self.corruptions = {k: v for k, v in type(self).corruptions.items() if k != "rotation"}
 
     def decode(self, value: Any, base_dir: Path) -> Tensor:
         arr = load_array(value, base_dir)
@@ -106,6 +112,9 @@ class SignalModality(Modality):
         if len(widths) > 1:
             raise BadInput(f"signals have different feature counts in training: {sorted(widths)}")
         self.n_features = widths.pop() if widths else 1
+        if self.config.xyz and self.n_features % 3:
+            raise BadInput(f"option xyz: the signal has {self.n_features} features, not a whole number of "
+                           f"(x, y, z) triples")
         if self.config.normalize and items:
             allv = torch.cat(items)
             self.mean = allv.mean(0).tolist()
@@ -149,3 +158,27 @@ def signal_random_drop(x: Tensor, s: float, rng) -> Tensor:
 def signal_structured_drop(x: Tensor, s: float, rng) -> Tensor:
     """One contiguous stretch of a fraction `s` of the steps zeroed."""
     return drop_span(x, s, rng)
+
+
+# each axis turned by up to this many degrees at severity 1
+MAX_ROTATION_DEGREES = 45.0
+
+
+def rotation_matrix(angles: np.ndarray) -> np.ndarray:
+    """The 3 x 3 rotation about x, then y, then z by `angles` (radians)."""
+    (cx, cy, cz), (sx, sy, sz) = np.cos(angles), np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+@corruption(SignalModality, "rotation")
+def signal_rotation(x: Tensor, s: float, rng) -> Tensor:
+    """Every (x, y, z) triple turned by one random rotation: up to 45 degrees about each axis at severity 1 (signals
+    with the option `xyz`)."""
+    if x.shape[1] % 3:
+        raise PolymodalError(f"rotation needs (x, y, z) triples; the signal has {x.shape[1]} features")
+    angles = np.deg2rad(MAX_ROTATION_DEGREES * s) * rng.uniform(-1, 1, 3)
+    r = torch.from_numpy(rotation_matrix(angles)).to(x.dtype)
+    return (x.reshape(len(x), -1, 3) @ r.T).reshape(x.shape)

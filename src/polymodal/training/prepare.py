@@ -134,7 +134,9 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     unknown = sorted(set(recipe.training.augment_with or []) - known)
     if unknown:
         raise RecipeError(f"field `training.augment_with`: no input has the corruption {', '.join(unknown)} "
-                          f"(these inputs have: {', '.join(sorted(known)) or 'none'})")
+                          f"(these inputs have: {', '.join(sorted(known)) or 'none'}"
+                          + ("; `rotation` is a signal's with the option `xyz: true`" if "rotation" in unknown else "")
+                          + ")")
     col, bad, prog = recipe.target.column, recipe.data.on_bad_input, recipe.training.progress
     roots = recipe.data.allow_root
     raw = read_inputs(train_table, inputs, task, col, bad, show_progress=prog, encode_targets=False,
