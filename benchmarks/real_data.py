@@ -40,6 +40,11 @@ def masked(inp: dict, spans: int = 2, width: float = 0.1) -> dict:
     return {**inp, "encoder": {**inp["encoder"], "time_masks": spans, "time_mask_width": width}}
 
 
+def gru(inp: dict) -> dict:
+    """The input's conv1d with a bidirectional GRU over its steps."""
+    return {**inp, "encoder": {**inp["encoder"], "gru": True}}
+
+
 def xyz(inp: dict) -> dict:
     """The input's features marked as (x, y, z) triples: it gets the `rotation` corruption."""
     return {**inp, "options": {**inp.get("options", {}), "xyz": True}}
@@ -81,6 +86,9 @@ DATASETS = {
             "inertial_rotated": {"inputs": [masked(xyz(signal("inertial")))], "training": ROTATED},
             "inertial_skeleton_centered_rotated": {"inputs": [masked(xyz(signal("inertial"))), xyz(CENTERED)],
                                                    "training": ROTATED},
+            "inertial_rotated_gru": {"inputs": [gru(masked(xyz(signal("inertial"))))], "training": ROTATED},
+            "inertial_skeleton_centered_rotated_gru": {
+                "inputs": [gru(masked(xyz(signal("inertial")))), gru(xyz(CENTERED))], "training": ROTATED},
         },
     },
     "grid-s1": {

@@ -1,7 +1,9 @@
 """Presets: the encoders of inputs whose recipe names none. fast keeps the modalities' own defaults; balanced puts
-images through the frozen ImageNet efficientnet (at its resolution); an encoder the recipe names is kept."""
+images through the frozen ImageNet efficientnet (at its resolution); auto, the default, does so for a column of
+photos only; an encoder the recipe names is kept."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from polymodal.config import build_recipe
@@ -32,9 +34,37 @@ def encoders(preset: str | None, table, image_encoder: dict | None = None) -> di
     return {i.name: (i.encoder, i.options) for i in resolved.inputs}
 
 
-def test_fast_is_the_default_and_keeps_the_modality_defaults(table):
-    enc = encoders(None, table)
+def test_fast_keeps_the_modality_defaults(table):
+    enc = encoders("fast", table)
     assert enc["img"][0]["type"] == "image_cnn" and enc["txt"][0]["type"] == "text_transformer"
+
+
+def test_auto_is_the_default_and_gives_photos_alone_the_pretrained_backbone(table, tmp_path):
+    from PIL import Image
+
+    enc = encoders(None, table)  # 32-px rendered shapes: not photos
+    assert enc["img"][0]["type"] == "image_cnn" and enc["txt"][0]["type"] == "text_transformer"
+    rng = np.random.default_rng(0)
+
+    def column(mode: str, size: tuple[int, int], n: int = 5) -> list[str]:
+        paths = []
+        for i in range(n):
+            path = tmp_path / f"{mode}{size[0]}-{i}.jpg"
+            Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).convert(mode).save(path)
+            paths.append(str(path))
+        return paths
+
+    def chosen(paths: list) -> str:
+        rows = [{"img": p, "txt": "a b", "y": "ab"[i % 2]} for i, p in enumerate(paths)]
+        return encoders(None, as_table(rows))["img"][0]["type"]
+
+    assert chosen(column("RGB", (320, 240))) == "efficientnet"  # colour, shorter side 240 px: photos
+    assert chosen(column("L", (320, 240))) == "image_cnn"  # greyscale (scans, depth maps, digits)
+    assert chosen(column("RGB", (200, 100))) == "image_cnn"  # shorter side under 128 px
+    # the median decides: 3 photos and 2 thumbnails are photos; an unreadable file does not count
+    assert chosen(column("RGB", (300, 300), 3) + column("RGB", (64, 64), 2) + [str(tmp_path / "gone.jpg")]) \
+        == "efficientnet"
+    assert chosen([rng.integers(0, 255, (28, 28)).tolist()] * 4) == "image_cnn"  # arrays: their shape
 
 
 def test_balanced_puts_images_through_efficientnet_at_its_resolution(table):

@@ -36,8 +36,8 @@ def fit(
     task: Optional[str] = typer.Option(None, help="Task name (`polymodal components` lists them; default: "
                                        "inferred from the target's values)."),
     fusion: Optional[str] = typer.Option(None, help="Fusion method (`polymodal components` lists them)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="fast, balanced or best: the encoders of inputs "
-                                         "the recipe gives none (see the README's measurements)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="auto (the default), fast, balanced or best: the "
+                                         "encoders of inputs the recipe gives none (see the README's measurements)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per batch."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),

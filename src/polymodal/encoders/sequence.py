@@ -15,6 +15,8 @@ class Conv1dConfig(TimeMaskConfig):
                                 "the time resolution.")
     kernel: int = Field(5, ge=1, description="Kernel size over time.")
     dropout: float = Field(0.1, ge=0, lt=1)
+    gru: bool = Field(False, description="A bidirectional GRU over the conv blocks' steps: each token sees the whole "
+                      "clip (the order of a gesture's strokes), not only the blocks' receptive field.")
     feature_masks: int = Field(0, ge=0, description="Training only: this many bands of features (log-mel bins, signal "
                                "channels) per clip are set to the mean (SpecAugment's frequency masking). 0: off.")
     feature_mask_width: int = Field(8, ge=1, description="The widest band, in features.")
@@ -41,7 +43,8 @@ class Conv1dEncoder(Encoder):
                                         nn.BatchNorm1d(out), nn.ReLU(inplace=True)))
             in_ch = out
         self.blocks = nn.ModuleList(blocks)
-        self.proj = nn.Linear(in_ch, dim)
+        self.gru = nn.GRU(in_ch, in_ch // 2, batch_first=True, bidirectional=True) if config.gru else None
+        self.proj = nn.Linear(2 * (in_ch // 2) if config.gru else in_ch, dim)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -62,5 +65,10 @@ class Conv1dEncoder(Encoder):
             x = block(x) * mask[:, None]
             x = F.max_pool1d(x, 2, ceil_mode=True)
             mask = F.max_pool1d(mask[:, None].float(), 2, ceil_mode=True)[:, 0] > 0
-        tokens = self.proj(self.drop(x.transpose(1, 2)))
+        x = x.transpose(1, 2)  # [U, T', C]
+        if self.gru is not None:
+            lengths = mask.sum(1).clamp_min(1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            x = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])[0]
+        tokens = self.proj(self.drop(x))
         return tokens, mask, masked_mean(tokens, mask)

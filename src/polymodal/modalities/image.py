@@ -42,6 +42,40 @@ def read_pixels(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+PHOTO_SIDE = 128  # the median shorter side, in pixels, from which colour images are taken for photos
+
+
+def image_facts(value: Any, base_dir: Path) -> tuple[int, int, bool] | None:
+    """(height, width, in colour) of one image, from its file's header (no pixels decoded) or its array's shape;
+    None when it cannot be read (reading it for training will say why)."""
+    try:
+        if isinstance(value, (np.ndarray, list)):
+            arr = np.asarray(value)
+            if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
+                arr = arr.transpose(1, 2, 0)
+            return int(arr.shape[0]), int(arr.shape[1]), arr.ndim == 3 and arr.shape[-1] >= 3
+        if isinstance(value, (bytes, bytearray)) and value[:6] == NPY_MAGIC:
+            arr = read_pixels(value)
+            return int(arr.shape[0]), int(arr.shape[1]), arr.shape[-1] >= 3
+        if isinstance(value, (str, Path)):
+            value = resolve(value, base_dir)
+        with Image.open(io.BytesIO(value) if isinstance(value, (bytes, bytearray)) else value) as img:
+            return img.height, img.width, img.mode not in ("1", "L", "LA", "I", "I;16", "F")
+    except (OSError, ValueError, TypeError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+
+
+def looks_like_photos(values: list[Any], base_dir: Path, sample: int = 32) -> bool:
+    """Whether a column's images are photos (what ImageNet backbones were trained on): most of the first `sample`
+    readable ones in colour, and their median shorter side at least PHOTO_SIDE pixels. Small or greyscale images
+    (digits, rendered shapes, sensor plots) are not."""
+    facts = [f for f in (image_facts(v, base_dir) for v in values[:sample]) if f is not None]
+    if not facts:
+        return False
+    sides = sorted(min(h, w) for h, w, _ in facts)
+    return 2 * sum(colour for _, _, colour in facts) > len(facts) and sides[len(sides) // 2] >= PHOTO_SIDE
+
+
 def to_pil(value: Any, base_dir: Path) -> Image.Image:
     """Open an image from a path, bytes, PIL image or array; BadInput says why it cannot."""
     try:

@@ -14,6 +14,7 @@ from ..errors import DataError, RecipeError, where
 from ..fusion import FUSIONS
 from ..modalities import MODALITIES, infer_modality
 from ..modalities.base import Modality
+from ..modalities.image import looks_like_photos
 from ..model import Parts, build_net, make_modality, make_task, validate_components
 from ..tasks import TASKS, infer_task
 
@@ -52,7 +53,12 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
             TASKS.get(data["target"]["task"], "target.task").resolve_input(
                 cfg["modality"], cfg["options"], cfg["encoder"], data["target"]["options"])
         if not cfg["encoder"].get("type"):  # the preset's encoder for this modality, where it has one
-            cfg["encoder"] = {**PRESETS[data["model"]["preset"]].get(cfg["modality"], {}), **cfg["encoder"]}
+            preset = data["model"]["preset"]
+            if preset == "auto" and cfg["modality"] == "image":
+                rows = train.rows[:200]  # in table order: the same rows every time, a header read each
+                values = [r.get(column) for r in rows if not _missing(r.get(column))]
+                preset = "balanced" if looks_like_photos(values, train.base_dir) else "fast"
+            cfg["encoder"] = {**PRESETS[preset].get(cfg["modality"], {}), **cfg["encoder"]}
         ecls = ENCODERS.get(cfg["encoder"].get("type") or mcls.default_encoder, f"inputs.{cfg['name']}.encoder.type")
         try:  # what the encoder needs of its input (a pretrained model's tokenizer, image size, sample rate)
             cfg["options"] = ecls.modality_options(cfg["modality"], cfg["options"], cfg["encoder"])
