@@ -58,7 +58,12 @@ def text(encoder: dict | None = None, column: str = "text") -> dict:
     return {"name": "text", "column": column, "modality": "text", "encoder": encoder or {"type": "text_bow"}}
 
 
-TEXT_AND_PHOTO = {"image_effnet": [IMAGE], "text_bow": [text()], "text_minilm": [text(MINILM)],
+# what the quick form gives (`polymodal fit --input text --input image`): no encoder, schedule or fusion named, so
+# the default preset (auto) and the recipe's defaults decide; only the set's data fields (validation groups) kept
+DEFAULT = {"default": True}
+TEXT_AND_PHOTO = {"default": {**DEFAULT, "inputs": [{"name": "text", "modality": "text"},
+                                                    {"name": "image", "modality": "image"}]},
+                  "image_effnet": [IMAGE], "text_bow": [text()], "text_minilm": [text(MINILM)],
                   "bow_effnet": [text(), IMAGE], "minilm_effnet": [text(MINILM), IMAGE]}
 
 DATASETS = {
@@ -74,6 +79,8 @@ DATASETS = {
         "data": {"validation_group": "subject"},
         "training": {"epochs": 80, "patience": 15, "batch_size": 32, "lr": 2e-3},
         "configs": {
+            "default": {**DEFAULT, "inputs": [{"name": "inertial", "modality": "signal"},
+                                               {"name": "skeleton", "modality": "signal"}]},
             "inertial": [signal("inertial")],
             "skeleton": [signal("skeleton")],
             "inertial_skeleton": [signal("inertial"), signal("skeleton")],
@@ -106,6 +113,8 @@ DATASETS = {
             "lips_all_lipcnn": [LIPS],
             "lips_all_lipcnn_masked": [masked(LIPS, 2, 0.1)],
             "lips_all_lipcnn_flatten": [{**LIPS, "encoder": {"type": "lip_cnn", "pool": "flatten"}}],
+            # the crops' own shape (100 x 60 px: wider than high) at 48 px high rather than squeezed into a square
+            "lips_all_lipcnn_wide": [{**LIPS, "options": {**LIPS["options"], "size": [48, 80]}}],
             "lips_all_lipcnn_attention": [{**LIPS, "encoder": {"type": "lip_cnn", "summary": "attention"}}],
             "lips_all_lipcnn_masked_flip": [masked({**LIPS, "encoder": {**LIPS["encoder"], "flip": True}}, 2, 0.1)],
         },
@@ -129,6 +138,9 @@ def recipe(dataset: str, config: str, seed: int, epochs: int, target: str | None
                 "seed": seed, "progress": False}
     column = target or spec.get("target", "label")
     chosen = spec["configs"][config]  # a list of inputs, or {inputs, training: fields over the set's}
+    if isinstance(chosen, dict) and chosen.get("default"):
+        return {"data": data, "inputs": chosen["inputs"], "target": {"column": column},
+                "training": {"seed": seed, "progress": False}}
     if isinstance(chosen, dict):
         training.update(chosen.get("training", {}))
         chosen = chosen["inputs"]

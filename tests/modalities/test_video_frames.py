@@ -46,6 +46,23 @@ def test_every_frame_is_kept_greyscale_padded_and_masked(tmp_path):
     assert capped.shape[0] == 4  # thinned evenly over the clip
 
 
+def test_frames_keep_a_wide_size_through_lip_cnn(tmp_path):
+    import pytest
+    from pydantic import ValidationError
+
+    from polymodal.encoders.lips import LipCNN, LipConfig
+
+    m = VideoModality(VideoConfig(frames="all", size=(16, 24), channels=1))  # [height, width]
+    clip = m.decode(str(write_clip(tmp_path / "a.mp4", 6, False)), tmp_path)
+    assert clip.shape == (6, 1, 16, 24) and m.placeholder().shape == (1, 1, 16, 24)
+    enc = LipCNN(LipConfig(pool="flatten", channels=[8]), m, 8).eval()
+    data, mask = m.collate([clip])
+    tokens, _, pooled = enc(data, mask)
+    assert tokens.shape == (1, 6, 8) and pooled.shape == (1, 8)
+    with pytest.raises(ValidationError, match="at least 8 pixels"):
+        VideoConfig(size=(4, 24))
+
+
 def test_lip_cnn_learns_the_direction_of_motion(tmp_path):
     rows = []
     for i in range(80):

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor
 
 from .. import render
@@ -24,11 +24,23 @@ class VideoConfig(ModalityConfig):
         "max_frames (evenly thinned beyond), padded and masked per batch (motion: lips, gestures).")
     n_frames: int = Field(8, ge=1, description="With frames: uniform, the frames sampled over the clip.")
     max_frames: int = Field(75, ge=1, description="With frames: all, the most frames kept per clip.")
-    size: int = Field(64, ge=8, description="Each frame is resized to size x size.")
+    size: int | tuple[int, int] = Field(64, description="Each frame's size: one side for a square, or [height, "
+                                       "width] (a mouth crop is wider than it is high).")
     channels: Literal[1, 3] = Field(3, description="3 for RGB frames, 1 for greyscale.")
     resize: Literal["stretch", "pad", "crop"] = Field("stretch", description="As for images.")
     max_decode_frames: int = Field(10_000, ge=1, description="A clip with more frames than this is refused "
                                    "(a bad input) rather than decoded whole.")
+
+    @field_validator("size")
+    @classmethod
+    def _sides(cls, v: int | tuple[int, int]) -> int | tuple[int, int]:
+        if min((v, v) if isinstance(v, int) else v) < 8:
+            raise ValueError(f"each side must be at least 8 pixels, got {v}")
+        return v
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
 
 
 def uniform_indices(total: int, n: int) -> np.ndarray:
@@ -45,8 +57,7 @@ class VideoModality(Modality):
     config: VideoConfig
 
     def _frame(self, img: Image.Image) -> np.ndarray:
-        img = fit_size(img.convert("RGB" if self.config.channels == 3 else "L"), (self.config.size,) * 2,
-                       self.config.resize)
+        img = fit_size(img.convert("RGB" if self.config.channels == 3 else "L"), self.config.hw, self.config.resize)
         arr = np.asarray(img, dtype=np.uint8)
         return arr[:, :, None] if arr.ndim == 2 else arr
 
@@ -113,7 +124,7 @@ class VideoModality(Modality):
     def placeholder(self) -> Tensor:
         c = self.config
         n = 1 if c.frames == "all" else c.n_frames
-        return torch.zeros(n, c.channels, c.size, c.size, dtype=torch.uint8)
+        return torch.zeros(n, c.channels, *c.hw, dtype=torch.uint8)
 
     def collate(self, items: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """[U, T, C, H, W] in [0, 1]; with frames: all, padded to the batch's longest clip, and the frame mask."""
@@ -136,7 +147,7 @@ class VideoModality(Modality):
 
     def describe(self) -> dict:
         c = self.config
-        return {"channels": c.channels, "size": (c.size,) * 2,
+        return {"channels": c.channels, "size": c.hw,
                 "n_frames": c.max_frames if c.frames == "all" else c.n_frames}
 
 
