@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -14,8 +15,10 @@ class ImageCNNConfig(EncoderConfig):
     channels: list[int] = Field([32, 64, 128], min_length=1, description="Output channels of each conv block; each "
                                 "block halves the resolution.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the pooled vector.")
-    pool: Literal["mean", "flatten"] = Field("mean", description="Pooled vector from the mean of the final grid, or "
-                                             "from the whole grid flattened (keeps where things are).")
+    pool: Literal["grid", "mean", "flatten"] = Field(
+        "grid", description="The pooled vector from: the final grid averaged down to at most 8 x 8 cells and "
+        "flattened (grid: keeps where things are, at a width that stops growing with the image), the mean of the "
+        "final grid (where things are is lost), or the whole grid flattened.")
 
 
 def grid_size(size: tuple[int, int], blocks: int) -> tuple[int, int]:
@@ -24,6 +27,9 @@ def grid_size(size: tuple[int, int], blocks: int) -> tuple[int, int]:
     for _ in range(blocks):
         h, w = (h + 1) // 2, (w + 1) // 2
     return h, w
+
+
+GRID_SIDE = 8  # pool: grid keeps at most this many cells a side
 
 
 def conv_blocks(in_ch: int, channels: list[int]) -> nn.Sequential:
@@ -46,7 +52,8 @@ class ImageCNN(Encoder):
         self.body = conv_blocks(info["channels"], config.channels).to(memory_format=torch.channels_last)
         self.proj = nn.Linear(config.channels[-1], dim)
         h, w = grid_size(info["size"], len(config.channels))
-        width = config.channels[-1] * (h * w if config.pool == "flatten" else 1)
+        self.cells = (min(h, GRID_SIDE), min(w, GRID_SIDE)) if config.pool == "grid" else (h, w)
+        width = config.channels[-1] * (self.cells[0] * self.cells[1] if config.pool != "mean" else 1)
         self.pool = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, dim))
 
     def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -54,5 +61,10 @@ class ImageCNN(Encoder):
         feat = self.body(x.contiguous(memory_format=torch.channels_last))  # [U, C, h, w]
         grid = feat.flatten(2).transpose(1, 2)  # [U, h*w, C]
         tokens = self.proj(grid)
-        pooled = self.pool(grid.flatten(1) if self.config.pool == "flatten" else grid.mean(1))
+        if self.config.pool == "mean":
+            pooled = self.pool(grid.mean(1))
+        elif tuple(feat.shape[2:]) == self.cells:  # flatten, or a grid small enough already
+            pooled = self.pool(grid.flatten(1))
+        else:
+            pooled = self.pool(F.adaptive_avg_pool2d(feat, self.cells).flatten(2).transpose(1, 2).flatten(1))
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device), pooled
