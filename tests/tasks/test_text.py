@@ -273,6 +273,49 @@ def test_av_fusion_with_either_input_missing(av_model, tone_dir):
     assert set(both["reliance"]) == {"signal", "audio"}
 
 
+def test_av_model_has_a_ctc_head_per_input_that_reads_rows_left_with_its_input(av_model, tone_dir, tmp_path):
+    """Two inputs: auxiliary CTC heads by default (model.unimodal_heads 1.0), trained beside the fused head; a row
+    with one input left is read by that input's head (alone: head); saved, reloaded; model directories from
+    before the heads load without them."""
+    import shutil
+
+    from polymodal.tasks.text import SPECIALS
+
+    net = av_model.parts.net
+    assert set(net.aux) == {"signal", "audio"} and net.alone_by_head
+    assert "train_unimodal_loss=" in (av_model.directory / "train.log").read_text()
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:8]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    audio_rows = [{k: v for k, v in r.items() if k != "signal"} for r in rows]
+    predicted = [p["text"] for p in av_model.predict(audio_rows)]
+    both = [p["text"] for p in av_model.predict(rows)]
+    out = net.aux["audio"].out
+    kept = {k: v.clone() for k, v in out.state_dict().items()}
+    try:  # the audio head made to say "a" at every step: rows with the audio alone read "a", the others do not move
+        with torch.no_grad():
+            out.weight.zero_()
+            out.bias.fill_(-10.0)
+            out.bias[len(SPECIALS) + av_model.parts.task.vocab.tokens.index("a")] = 10.0
+        assert [p["text"] for p in av_model.predict(audio_rows)] == ["a"] * len(rows)
+        assert [p["text"] for p in av_model.predict(rows)] == both
+    finally:
+        out.load_state_dict(kept)
+    loaded = pm.load(av_model.directory)
+    assert set(loaded.parts.net.aux) == {"signal", "audio"}
+    assert [p["text"] for p in loaded.predict(audio_rows)] == predicted
+    old = tmp_path / "old"  # a directory as saved before: no "aux" in the task state, no aux.* weights
+    shutil.copytree(av_model.directory, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["task"]["state"]["aux"]
+    (old / "config.json").write_text(json.dumps(config))
+    from safetensors.torch import load_file, save_file
+
+    weights = {k: v for k, v in load_file(str(old / "model.safetensors")).items() if not k.startswith("aux.")}
+    save_file(weights, str(old / "model.safetensors"))
+    assert pm.load(old).parts.net.aux is None
+
+
 def test_wer_against_snr(av_model, tone_dir, tmp_path):
     rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:20]
     for r in rows:

@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from ..data.batching import process_rank
 from ..errors import PolymodalError
 from ..registry import Registry
 
@@ -169,3 +170,16 @@ class Task:
 
 
 TASKS: Registry[Task] = Registry("task")
+
+
+def present_weights(present: list[Tensor], rows: int) -> list[float]:
+    """Per input: what turns the summed loss of its present rows into this process's part of the mean over the
+    present rows of the whole batch. One process: 1 / its present rows. Under DDP, where the training loop weights
+    each process's loss by its share of the batch's rows: global rows / (local rows x global present rows), so the
+    averaged gradients are those of one process on the whole batch. 0 where no process has the input."""
+    counts = torch.tensor([float(rows)] + [float(p.sum()) for p in present], device=present[0].device)
+    total = counts
+    if process_rank()[1] > 1:
+        total = counts.clone()
+        torch.distributed.all_reduce(total)
+    return [float(total[0] / (counts[0] * total[i + 1])) if total[i + 1] > 0 else 0.0 for i in range(len(present))]

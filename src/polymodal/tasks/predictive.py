@@ -9,12 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data.batching import process_rank
 from ..fusion import FUSIONS
 from ..fusion.base import FusionConfig, mlp
 from ..registry import validate_config
 from ..types import Batch, Encoded, Fused
-from .base import StepRNG, Task, TrainingPlan
+from .base import StepRNG, Task, TrainingPlan, present_weights
 
 
 class MultimodalNet(nn.Module):
@@ -45,19 +44,6 @@ class MultimodalNet(nn.Module):
                 rows = alone & present[:, i]
                 out = torch.where(rows[:, None], self.unimodal_heads[name](enc.pooled).to(out.dtype), out)
         return out
-
-
-def present_weights(present: list[Tensor], rows: int) -> list[float]:
-    """Per input: what turns the summed loss of its present rows into this process's part of the mean over the
-    present rows of the whole batch. One process: 1 / its present rows. Under DDP, where the training loop weights
-    each process's loss by its share of the batch's rows: global rows / (local rows x global present rows), so the
-    averaged gradients are those of one process on the whole batch. 0 where no process has the input."""
-    counts = torch.tensor([float(rows)] + [float(p.sum()) for p in present], device=present[0].device)
-    total = counts
-    if process_rank()[1] > 1:
-        total = counts.clone()
-        torch.distributed.all_reduce(total)
-    return [float(total[0] / (counts[0] * total[i + 1])) if total[i + 1] > 0 else 0.0 for i in range(len(present))]
 
 
 def unimodal_head(task: "PredictiveTask", dim: int, fusion: FusionConfig, kind: str) -> nn.Module:

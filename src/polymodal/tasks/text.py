@@ -25,7 +25,7 @@ from ..errors import PolymodalError, RecipeError
 from ..fusion import FUSIONS
 from ..registry import validate_config
 from ..types import Batch, Encoded
-from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan
+from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan, present_weights
 from .text_decoding import WordModel, beam_search, ctc_decode
 from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, text_scores
 
@@ -217,12 +217,39 @@ class TextNet(nn.Module):
         self.beam = 1
         self.words: WordModel | None = None  # the CTC search's lexicon and word model
         self.chars: list[str | None] | None = None  # each token id's character
+        # with 2+ inputs and a CTC head: each input's own CTC head (training: auxiliary losses, so no input is left
+        # to lean on the other; with alone_by_head, a row with one input left is read by that input's head)
+        self.aux: nn.ModuleDict | None = None
+        self.alone_by_head = False
 
     def encode(self, batch: Batch) -> dict[str, Encoded]:
         return {name: enc(batch[name]) for name, enc in self.encoders.items()}
 
     def loss(self, batch: Batch, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        return self.losses(batch, target, label_smoothing)[0]
+
+    def losses(self, batch: Batch, target: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor | None]:
+        """The loss, and the mean over inputs of each auxiliary CTC head's loss on the rows that have its input
+        (None without auxiliary heads)."""
         encoded = self.encode(batch)
+        main = self._loss(encoded, target, label_smoothing)
+        if self.aux is None:
+            return main, None
+        lengths = (target != PAD).sum(1)
+        names = list(self.aux)
+        weights = present_weights([encoded[n].present for n in names], len(target))
+        parts = []
+        for n, w in zip(names, weights):
+            p = encoded[n].present
+            if w == 0:  # no process has this input in the batch
+                continue
+            log_probs, steps = self.aux[n](encoded)
+            per_row = F.ctc_loss(log_probs.transpose(0, 1), target, steps, lengths, blank=PAD, reduction="none",
+                                 zero_infinity=True) / lengths.clamp_min(1)
+            parts.append((per_row * p).sum() * w)  # the mean over present rows (0 where this process has none)
+        return main, (torch.stack(parts).mean() if parts else None)
+
+    def _loss(self, encoded: dict[str, Encoded], target: Tensor, label_smoothing: float) -> Tensor:
         lengths = (target != PAD).sum(1)
         if isinstance(self.head, CTCHead):
             log_probs, steps = self.head(encoded)
@@ -248,7 +275,16 @@ class TextNet(nn.Module):
         encoded = self.encode(batch)
         if isinstance(self.head, CTCHead):
             log_probs, steps = self.head(encoded)
-            return [seq[:self.max_length] for seq in ctc_decode(log_probs, steps, beam, self.words, self.chars)]
+            seqs = ctc_decode(log_probs, steps, beam, self.words, self.chars)
+            if self.aux is not None and self.alone_by_head:
+                present = torch.stack([encoded[n].present for n in self.aux], 1)  # [B, inputs]
+                for i, n in enumerate(self.aux):
+                    alone = (present[:, i] & (present.sum(1) == 1)).nonzero().flatten().tolist()
+                    if alone:  # rows with this input only: its own head reads them
+                        own = ctc_decode(*self.aux[n](encoded), beam, self.words, self.chars)
+                        for row in alone:
+                            seqs[row] = own[row]
+            return [seq[:self.max_length] for seq in seqs]
         memory, padding = self.head.memory(encoded)
         rows = memory.shape[0]
 
@@ -277,6 +313,7 @@ class TextTask(Task):
         self.max_length = config.max_length or 0
         self.generator_files: Path | None = None  # a loaded model's copy of the generator's files
         self.words: WordModel | None = None
+        self.aux: bool | None = None  # auxiliary CTC heads: decided when the net is first built, then kept
 
     @property
     def pretrained(self) -> bool:
@@ -357,6 +394,8 @@ class TextTask(Task):
                  "max_length": self.max_length}
         if self.words is not None:
             state["words"] = self.words.state()
+        if self.aux:
+            state["aux"] = True
         return state
 
     def load_state(self, state: dict) -> None:
@@ -368,6 +407,7 @@ class TextTask(Task):
             self.vocab = Vocabulary(state["unit"], state["lowercase"], state["tokens"])
         self.max_length = state["max_length"]
         self.words = WordModel.from_state(state["words"]) if "words" in state else None
+        self.aux = bool(state.get("aux"))  # model directories from before auxiliary CTC heads have none
 
     def save_files(self, net: nn.Module, directory: Path) -> None:
         if hasattr(net, "save_files"):
@@ -423,6 +463,11 @@ class TextTask(Task):
         if isinstance(head, CTCHead) and self.words is not None:
             net.words = self.words
             net.chars = [None] * len(SPECIALS) + list(self.vocab.tokens)
+        if self.aux is None:  # the recipe decides for a new model: model.unimodal_heads (default 1.0 for 2+ inputs)
+            self.aux = isinstance(head, CTCHead) and len(names) > 1 and (recipe.model.unimodal_heads or 0) > 0
+        if self.aux:
+            net.aux = nn.ModuleDict({n: CTCHead([n], n, dim, len(self.vocab), 1, c.dropout) for n in names})
+            net.alone_by_head = recipe.model.alone == "head"
         return net
 
     @classmethod
@@ -436,8 +481,15 @@ class TextTask(Task):
     # -- training ----------------------------------------------------------------------------------------------------
     def training_loss(self, net: TextNet, inputs: dict, target: Tensor | None, unimodal_weight: float,
                       rng: StepRNG) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
-        loss = net.loss(inputs, target, self.config.label_smoothing)
-        return loss, {"train_loss": (loss, len(target))}
+        if not isinstance(net, TextNet):
+            loss = net.loss(inputs, target, self.config.label_smoothing)
+            return loss, {"train_loss": (loss, len(target))}
+        loss, aux = net.losses(inputs, target, self.config.label_smoothing)
+        logged = {"train_loss": (loss, len(target))}
+        if aux is not None and unimodal_weight > 0:
+            logged["train_unimodal_loss"] = (aux, len(target))
+            loss = loss + unimodal_weight * aux
+        return loss, logged
 
     def validation_loss(self, net: nn.Module, inputs: dict, out: Tensor, target: Tensor | None) -> Tensor:
         return net.loss(inputs, target)

@@ -209,6 +209,23 @@ def feature_cache_counts(net: torch.nn.Module) -> dict[str, dict]:
     return counts
 
 
+GAP = 0.10  # validation and test scores further apart than this (on a 0-1 scale) are worth a warning
+
+
+def score_gap(metric: str, validation: dict | None, test: dict | None) -> str | None:
+    """A warning when the validation score and the test score part ways: the validation rows then say little of
+    new data (they share events, speakers or subjects with training that the test rows do not)."""
+    v, t = (validation or {}).get(metric), (test or {}).get(metric)
+    if not isinstance(v, (int, float)) or not isinstance(t, (int, float)) or not (0 <= v <= 1 and 0 <= t <= 1):
+        return None
+    if abs(v - t) <= GAP:
+        return None
+    return (f"validation {metric} {v:.3f} and test {metric} {t:.3f} part ways (by {abs(v - t):.3f}): the "
+            "validation rows may share groups (events, speakers, subjects, sources) with training that the test "
+            "rows do not, so they choose epochs and settings badly; hold out whole groups with "
+            "`data.validation_group` (quick form: --validation-group COLUMN)")
+
+
 def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False) -> tuple[
         Parts, dict]:
     cfg = recipe.training
@@ -286,6 +303,11 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         if prep.test is not None:
             metrics["test"] = evaluate_parts(parts, prep.test, cfg.batch_size)
         caches = feature_cache_counts(parts.net)
+    gap = score_gap(parts.task.monitor, metrics.get("validation"), metrics.get("test"))
+    if gap:
+        log.warning(gap)
+        append_line(out / "train.log", "warning: " + gap)
+        metrics["training"]["warnings"] = [gap]
     if caches:
         metrics["training"]["frozen_features"] = caches
         append_line(out / "train.log", "frozen features: " + "; ".join(
