@@ -61,8 +61,9 @@ def text(encoder: dict | None = None, column: str = "text") -> dict:
 # what the quick form gives (`polymodal fit --input text --input image`): no encoder, schedule or fusion named, so
 # the default preset (auto) and the recipe's defaults decide; only the set's data fields (validation groups) kept
 DEFAULT = {"default": True}
-TEXT_AND_PHOTO = {"default": {**DEFAULT, "inputs": [{"name": "text", "modality": "text"},
-                                                    {"name": "image", "modality": "image"}]},
+QUICK_TEXT_AND_PHOTO = [{"name": "text", "modality": "text"}, {"name": "image", "modality": "image"}]
+TEXT_AND_PHOTO = {"default": {**DEFAULT, "inputs": QUICK_TEXT_AND_PHOTO},
+                  **{f"preset_{p}": {**DEFAULT, "preset": p, "inputs": QUICK_TEXT_AND_PHOTO} for p in ("fast", "best")},
                   "image_effnet": [IMAGE], "text_bow": [text()], "text_minilm": [text(MINILM)],
                   "bow_effnet": [text(), IMAGE], "minilm_effnet": [text(MINILM), IMAGE]}
 
@@ -140,7 +141,7 @@ def recipe(dataset: str, config: str, seed: int, epochs: int, target: str | None
     chosen = spec["configs"][config]  # a list of inputs, or {inputs, training: fields over the set's}
     if isinstance(chosen, dict) and chosen.get("default"):
         return {"data": data, "inputs": chosen["inputs"], "target": {"column": column},
-                "training": {"seed": seed, "progress": False}}
+                "model": {"preset": chosen.get("preset", "auto")}, "training": {"seed": seed, "progress": False}}
     if isinstance(chosen, dict):
         training.update(chosen.get("training", {}))
         chosen = chosen["inputs"]

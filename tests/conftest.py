@@ -175,7 +175,10 @@ def caption_dir(tmp_path_factory) -> Path:
 
 CAPTION_RECIPE = {
     "inputs": [{"name": "caption", "modality": "text", "encoder": {"type": "text_bow"}},
-               {"name": "image", "modality": "image", "options": {"size": 32}}],
+               # mean-pooled: captions name shapes and colours, not places (with the default grid pooling a frozen
+               # transfer of this encoder to shape classification scored 0.72, against 0.85+ mean-pooled)
+               {"name": "image", "modality": "image", "options": {"size": 32},
+                "encoder": {"type": "image_cnn", "pool": "mean"}}],
     "target": {"column": "shape", "task": "contrastive"},
     "model": {"dim": 32},
     "training": {"epochs": 12, "batch_size": 32, "lr": 0.003, "progress": False, "seed": 0},
