@@ -65,6 +65,11 @@ def test_auto_is_the_default_and_gives_photos_alone_the_pretrained_backbone(tabl
     assert chosen(column("RGB", (300, 300), 3) + column("RGB", (64, 64), 2) + [str(tmp_path / "gone.jpg")]) \
         == "efficientnet"
     assert chosen([rng.integers(0, 255, (28, 28)).tolist()] * 4) == "image_cnn"  # arrays: their shape
+    from polymodal.modalities.image import image_facts
+
+    assert image_facts(Image.new("RGB", (300, 200)), tmp_path) == (200, 300, True)  # PIL images (the Python API)
+    assert image_facts(Image.new("L", (300, 200)), tmp_path) == (200, 300, False)
+    assert image_facts(3.5, tmp_path) is None  # not an image at all: reading it for training will say so
 
 
 def test_balanced_puts_images_through_efficientnet_at_its_resolution(table):

@@ -48,7 +48,10 @@ PHOTO_SIDE = 128  # the median shorter side, in pixels, from which colour images
 def image_facts(value: Any, base_dir: Path) -> tuple[int, int, bool] | None:
     """(height, width, in colour) of one image, from its file's header (no pixels decoded) or its array's shape;
     None when it cannot be read (reading it for training will say why)."""
+    grey = ("1", "L", "LA", "I", "I;16", "F")
     try:
+        if isinstance(value, Image.Image):
+            return value.height, value.width, value.mode not in grey
         if isinstance(value, (np.ndarray, list)):
             arr = np.asarray(value)
             if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
@@ -60,8 +63,8 @@ def image_facts(value: Any, base_dir: Path) -> tuple[int, int, bool] | None:
         if isinstance(value, (str, Path)):
             value = resolve(value, base_dir)
         with Image.open(io.BytesIO(value) if isinstance(value, (bytes, bytearray)) else value) as img:
-            return img.height, img.width, img.mode not in ("1", "L", "LA", "I", "I;16", "F")
-    except (OSError, ValueError, TypeError, UnidentifiedImageError, Image.DecompressionBombError):
+            return img.height, img.width, img.mode not in grey
+    except (OSError, ValueError, TypeError, AttributeError, UnidentifiedImageError, Image.DecompressionBombError):
         return None
 
 
