@@ -131,6 +131,13 @@ class TrainingConfig(_Strict):
     schedule: Literal["onecycle", "cosine", "constant"] = Field(
         "onecycle", description="Learning-rate schedule over the planned steps (onecycle: 15% warm-up from lr/25, then "
         "cosine decay; cosine: 5% warm-up from 0, then cosine decay; constant).")
+    layer_decay: float = Field(1.0, gt=0, le=1, description="Layer-wise learning-rate decay for a pretrained "
+                               "backbone that learns (pretrained with freeze: false, efficientnet with "
+                               "train_blocks): its last block learns at lr, each block below at layer_decay times the "
+                               "one above, the embeddings or stem lowest; the rest of the model at lr. 1: off.")
+    backbone_frozen_epochs: int = Field(0, ge=0, description="Freeze-then-unfreeze: for this many first epochs a "
+                                        "pretrained backbone that learns is held still (its learning rate 0) while "
+                                        "the new layers settle; then it learns.")
     seed: int = Field(0, description="Seeds data order, splits and weights.")
     patience: int = Field(5, ge=1, description="Stop after this many epochs without validation improvement.")
     group_by: str | None = Field("auto", description="Batch rows that share this input's value together so it is "

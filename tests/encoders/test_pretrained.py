@@ -152,3 +152,43 @@ def test_a_frozen_encoder_caches_each_value_and_predicts_the_same(tiny_bert, tmp
     for a, b in zip(cached, fresh):
         assert a["label"] == b["label"]
         assert all(abs(a["probabilities"][c] - b["probabilities"][c]) < 2e-3 for c in a["probabilities"])
+
+
+def test_layer_decay_and_a_frozen_start_for_a_backbone_that_learns(tmp_path):
+    """training.layer_decay: block i of L learns at lr x decay^(L + 1 - (i + 1)), the embeddings lowest, the pooler
+    and the new layers at lr; backbone_frozen_epochs: the backbone holds still that many epochs, then learns."""
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertModel
+
+    from polymodal.training.module import param_groups
+
+    src, d = minilm_dir(), tmp_path / "bert2"
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len((src / "vocab.txt").read_text().splitlines()), hidden_size=16,
+                         num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)).save_pretrained(d)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / name, d / name)
+    start = load_file(str(d / "model.safetensors"))
+    rows = [{"txt": f"{w} number {i}", "y": w} for i in range(12) for w in ("red", "blue")]
+
+    def fit(epochs: int, out: str):
+        recipe = {"inputs": [{"name": "txt", "modality": "text",
+                              "encoder": {"type": "pretrained", "path": str(d), "freeze": False}}],
+                  "target": {"column": "y"}, "model": {"dim": 8},
+                  "training": {"epochs": epochs, "batch_size": 8, "progress": False, "lr": 1e-2,
+                               "layer_decay": 0.5, "backbone_frozen_epochs": 1}}
+        return pm.fit(recipe, train=rows, out=tmp_path / out)
+
+    held = fit(1, "held")
+    enc = held.parts.net.encoders["txt"].encoder
+    lr_of = {id(p): lr for ps, lr, _ in param_groups(held.parts.net, 1.0, 0.5) for p in ps}
+    named = dict(enc.model.named_parameters())
+    assert lr_of[id(named["embeddings.word_embeddings.weight"])] == 0.125  # 0.5^3: below block 1 of 2
+    assert lr_of[id(named["encoder.layer.0.attention.self.query.weight"])] == 0.25
+    assert lr_of[id(named["encoder.layer.1.output.dense.weight"])] == 0.5
+    assert lr_of[id(named["pooler.dense.weight"])] == 1.0 and lr_of[id(enc.proj.weight)] == 1.0
+    after_one = {k: v for k, v in enc.model.state_dict().items() if k in start}
+    assert all(torch.equal(after_one[k], start[k]) for k in after_one)  # the first epoch: held still
+    learnt = fit(2, "learnt").parts.net.encoders["txt"].encoder.model.state_dict()
+    assert not torch.equal(learnt["encoder.layer.0.attention.self.query.weight"],
+                           start["encoder.layer.0.attention.self.query.weight"])  # then it learns

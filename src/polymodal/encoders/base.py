@@ -52,6 +52,41 @@ class Encoder(nn.Module):
         """Rewrite a saved encoder config so the encoder rebuilds from the model directory alone."""
         return config
 
+    def backbone_depths(self) -> tuple[dict[int, int], int] | None:
+        """A pretrained backbone's trainable parameters by depth (id(param) -> 0 for the embeddings or stem, i for
+        its i-th block, `top` after the last), and `top`: what layer-wise learning-rate decay and a frozen start
+        (`training.layer_decay`, `training.backbone_frozen_epochs`) act on. None: no pretrained backbone learns."""
+        return None
+
+
+def block_depths(model: nn.Module, blocks: nn.ModuleList) -> tuple[dict[int, int], int]:
+    """Each trainable parameter of `model` by depth: block i (0-based) at i + 1, parameters before the blocks (in
+    registration order: embeddings, stem) at 0, after them (final norm, head, pooler) at len(blocks) + 1."""
+    top = len(blocks) + 1
+    inside = {id(p): i + 1 for i, b in enumerate(blocks) for p in b.parameters()}
+    depths, seen_blocks = {}, False
+    for p in model.parameters():
+        if id(p) in inside:
+            seen_blocks = True
+            depth = inside[id(p)]
+        else:
+            depth = top if seen_blocks else 0
+        if p.requires_grad:
+            depths[id(p)] = depth
+    return depths, top
+
+
+def find_blocks(model: nn.Module) -> nn.ModuleList | None:
+    """The list of a transformer's blocks, where Hugging Face models keep it (BERT-like encoder.layer, Whisper and
+    wav2vec2 encoder.layers / layers, ViT encoder.layer, DistilBERT transformer.layer)."""
+    for path in ("encoder.layer", "encoder.layers", "layers", "layer", "transformer.layer", "blocks"):
+        obj: Any = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, nn.ModuleList) and len(obj):
+            return obj
+    return None
+
 
 ENCODERS: Registry[Encoder] = Registry("encoder")
 

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import RecipeError
-from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, fingerprint
+from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, block_depths, fingerprint
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # (repeats, kernel, stride, expansion, in, out) of EfficientNet-Lite's seven stages, before depth scaling
@@ -188,6 +188,10 @@ class EfficientNetEncoder(Encoder):
             raise RecipeError(f"the efficientnet encoder takes images, not {kind}")
         variant = encoder.get("variant", "lite0")
         return {"size": VARIANTS.get(variant, VARIANTS["lite0"])[2], **options}
+
+    def backbone_depths(self) -> tuple[dict[int, int], int] | None:
+        depths, top = block_depths(self.backbone, self.backbone._blocks)
+        return (depths, top) if depths else None
 
     def feature_identity(self) -> bytes:
         """What the cached features depend on: the backbone's weights and statistics, and the settings."""

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import RecipeError
-from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, fingerprint, masked_mean
+from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, block_depths, find_blocks, fingerprint, masked_mean
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -89,6 +89,10 @@ class PretrainedEncoder(Encoder):
     def feature_identity(self) -> bytes:
         """What the cached states depend on: the weights, the input kind and the image normalisation."""
         return fingerprint(self.model, self.kind, getattr(self, "img_mean", None), getattr(self, "img_std", None))
+
+    def backbone_depths(self) -> tuple[dict[int, int], int] | None:
+        blocks = None if self.config.freeze else find_blocks(self.model)
+        return None if blocks is None else block_depths(self.model, blocks)
 
     def _submodel(self, model: nn.Module) -> nn.Module:
         """The part of a multi-part model that encodes this modality (CLIP's towers, an encoder-decoder's encoder)."""

@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config import TrainingConfig
 from ..data.batching import process_rank
+from ..encoders.base import Encoder
 from ..tasks import Task, TrainingPlan
 from ..types import ModalityBatch
 
@@ -112,15 +113,41 @@ class LitMultimodal(L.LightningModule):
             self.log(f"val_robust_{self.task.monitor}", torch.stack(scores).mean(), prog_bar=True)
 
     def configure_optimizers(self):
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        if self.cfg.schedule == "constant":
+        groups = param_groups(self.net, self.cfg.lr, self.cfg.layer_decay)
+        opt = torch.optim.AdamW([{"params": ps, "lr": lr} for ps, lr, _ in groups], lr=self.cfg.lr,
+                                weight_decay=self.cfg.weight_decay)
+        held = round(self.cfg.backbone_frozen_epochs * self.total_steps / max(1, self.cfg.epochs))
+        if self.cfg.schedule == "constant" and not held:
             return opt
         # a function of the planned steps (not scheduler state), so a resumed run with more epochs follows its new plan
         warm_frac, floor = (0.15, 0.04) if self.cfg.schedule == "onecycle" else (0.05, 0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, self.total_steps, warm_frac,
-                                                                               floor))
+
+        def factor(step: int) -> float:
+            return 1.0 if self.cfg.schedule == "constant" else lr_factor(step, self.total_steps, warm_frac, floor)
+
+        def frozen_first(step: int) -> float:
+            return 0.0 if step < held else factor(step)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, [frozen_first if backbone else factor for _, _, backbone
+                                                        in groups])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def param_groups(net: nn.Module, lr: float, decay: float) -> list[tuple[list[nn.Parameter], float, bool]]:
+    """The trainable parameters as (params, learning rate, in a pretrained backbone) groups: a learning backbone's
+    block at depth d of `top` learns at lr x decay ** (top - d); everything else at lr."""
+    depth: dict[int, float] = {}
+    for module in net.modules():
+        found = module.backbone_depths() if isinstance(module, Encoder) else None
+        if found is not None:
+            depths, top = found
+            depth.update({k: decay ** (top - d) for k, d in depths.items()})
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for p in net.parameters():
+        if p.requires_grad:
+            key = (depth.get(id(p), 1.0), id(p) in depth)
+            groups.setdefault(key, []).append(p)
+    return [(ps, lr * scale, backbone) for (scale, backbone), ps in sorted(groups.items(), key=lambda kv: kv[0])]
 
 
 def _to_device(batch, device):
