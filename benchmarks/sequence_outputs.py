@@ -165,6 +165,43 @@ def run_one(args) -> dict:
     return result
 
 
+def search_after(directory: Path) -> dict:
+    """For a grid-s1 model trained without a validation file (the av config): rebuild the validation rows its fit
+    carved (the recipe's fraction and seed, whole rows), check them against the validation WER it recorded, learn
+    the lexicon and word bigram from the other training rows' texts, choose the CTC search on those validation rows,
+    then score the test split once (with the WER-vs-SNR curve)."""
+    import polymodal as pm
+    from polymodal.tasks.text import SPECIALS
+    from polymodal.tasks.text_decoding import WordModel
+    from polymodal.training.prepare import split_rows
+
+    model = pm.load(directory)
+    rec = model.parts.recipe
+    if rec.data.validation or rec.data.validation_group:
+        raise SystemExit(f"{directory}: trained with a validation file or groups; nothing to rebuild")
+    rows = [json.loads(x) for x in (GRID / "train.jsonl").read_text().splitlines()]
+    for r in rows:
+        for key in ("lips", "audio"):
+            r[key] = str(GRID / r[key])
+    assert len({r["lips"] for r in rows}) == len(rows)  # no value repeats: the fit had no batching group
+    train_pos, val_pos = split_rows(list(range(len(rows))), rec.data.validation_fraction, rec.training.seed)
+    validation = directory / "search" / "validation.jsonl"
+    validation.parent.mkdir(parents=True, exist_ok=True)
+    validation.write_text("".join(json.dumps(rows[i]) + "\n" for i in val_pos))
+    greedy = model.evaluate(str(validation), beam=1)["wer"]
+    recorded = model.metrics.get("validation", {}).get("wer")
+    if recorded is None or abs(greedy - recorded) > 1e-6:
+        raise SystemExit(f"rebuilt validation rows give WER {greedy}, the fit recorded {recorded}: not the same rows")
+    task, net = model.parts.task, model.parts.net
+    net.words = WordModel.learn([task.vocab.clean(rows[i]["text"]) for i in train_pos], True, 0.0)
+    net.chars = [None] * len(SPECIALS) + list(task.vocab.tokens)
+    chosen = choose_search(model, validation)
+    report = model.evaluate(str(GRID / "test.jsonl"), snr=SNRS, out=directory / "search" / "snr")
+    return {"model": str(directory), **chosen,
+            **{k: report[k] for k in ("wer", "cer", "exact_match", "bleu", "rouge_l", "cider")},
+            "wer_vs_snr": report["wer_vs_snr"], "examples": report.get("examples", [])[:5]}
+
+
 DIGITS = {str(i): w for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                                            "nine"])}
 
@@ -212,7 +249,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
     ap.add_argument("--out", default="runs/bench-text")
     ap.add_argument("--config", help=argparse.SUPPRESS)
+    ap.add_argument("--search-after", type=Path, default=None,
+                    help="a trained grid-s1 model directory (av): choose its CTC search on the validation rows its "
+                    "fit held out, then score the test split once")
     args = ap.parse_args()
+    if args.search_after:
+        print(json.dumps(search_after(args.search_after)), flush=True)
+        return
     if args.config:
         print(json.dumps(run_one(args)), flush=True)
         return
