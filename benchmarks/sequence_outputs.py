@@ -115,18 +115,22 @@ def carve_validation(out: Path, seed: int) -> tuple[Path, Path]:
     return paths
 
 
-def choose_search(model, validation: Path) -> dict:
-    """Greedy vs beam 8 held to the lexicon at each bigram weight, scored on validation: the best WER's setting."""
+def choose_search(model, validation: Path, grammar: bool = False) -> dict:
+    """Greedy vs beam 8 held to the lexicon at each bigram weight (and, with `grammar`, to the training texts' word
+    pairs), scored on validation: the best WER's setting."""
     net = model.parts.net
     tried = {"greedy": model.evaluate(str(validation), beam=1)["wer"]}
-    for weight in LM_WEIGHTS:
-        net.words.weight = weight
-        tried[f"lexicon_lm{weight}"] = model.evaluate(str(validation), beam=8)["wer"]
+    for strict in (False, True) if grammar else (False,):
+        net.words.grammar = strict
+        for weight in LM_WEIGHTS:
+            net.words.weight = weight
+            tried[f"{'grammar' if strict else 'lexicon'}_lm{weight}"] = model.evaluate(str(validation), beam=8)["wer"]
     best = min(tried, key=tried.get)
     if best == "greedy":
         net.beam = 1
     else:
-        net.beam, net.words.weight = 8, float(best.removeprefix("lexicon_lm"))
+        kind, weight = best.split("_lm")
+        net.beam, net.words.weight, net.words.grammar = 8, float(weight), kind == "grammar"
     return {"validation_wer": tried, "chosen": best}
 
 
@@ -195,7 +199,7 @@ def search_after(directory: Path) -> dict:
     task, net = model.parts.task, model.parts.net
     net.words = WordModel.learn([task.vocab.clean(rows[i]["text"]) for i in train_pos], True, 0.0)
     net.chars = [None] * len(SPECIALS) + list(task.vocab.tokens)
-    chosen = choose_search(model, validation)
+    chosen = choose_search(model, validation, grammar=True)
     report = model.evaluate(str(GRID / "test.jsonl"), snr=SNRS, out=directory / "search" / "snr")
     return {"model": str(directory), **chosen,
             **{k: report[k] for k in ("wer", "cer", "exact_match", "bleu", "rouge_l", "cider")},

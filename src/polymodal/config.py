@@ -75,7 +75,7 @@ class TargetConfig(_Strict):
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # modality -> the encoder an input of that modality gets when the recipe names none (measured in the README);
-    # auto (the default) decides from the data: balanced's for columns of photos, fast's otherwise
+    # auto (the default) decides from the data: balanced's for photos, best's for natural language, fast's otherwise
     "auto": {},
     "fast": {},  # every modality's own default: small encoders trained from scratch
     "balanced": {"image": {"type": "efficientnet"}},  # frozen ImageNet backbone for photos
@@ -89,7 +89,8 @@ class ModelConfig(_Strict):
         "auto", description="Encoders for the inputs whose recipe names none: fast (small encoders trained from "
         "scratch), balanced (images through the frozen ImageNet efficientnet), best (also text through the "
         "frozen MiniLM sentence encoder), auto (the frozen efficientnet for a column of photos: colour images of "
-        "a median shorter side of 128 px or more; fast's encoders for everything else).")
+        "a median shorter side of 128 px or more; the frozen MiniLM for natural language: 1,000 or more distinct "
+        "words in a column's first 2,000 values; fast's encoders for everything else).")
     dim: int = Field(128, ge=4, description="Width of every encoder's tokens and pooled vector.")
     fusion: dict[str, Any] = Field(default_factory=lambda: {"method": "concat"},
                                    description="Fusion: {method: NAME, ...its fields}.")

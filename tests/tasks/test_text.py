@@ -57,6 +57,7 @@ def _sentence_totals(lp: np.ndarray) -> dict[tuple, float]:
 
 def test_ctc_search_with_a_lexicon_and_word_bigrams_equals_brute_force():
     """Tokens blank, 'a', 'b', ' ' over 5 steps. Held to the lexicon of the texts "ab b" and "ba" (words ab, b, ba),
+    or to their grammar (only their word pairs: the two texts themselves),
     a wide search answers the label sequence whose alignments sum highest among those that spell lexicon words
     with single spaces; with a bigram weight, the one maximising log p + weight x log P(words) (add-one bigrams,
     worked out here from the counts). Without the lexicon, that score over every sequence."""
@@ -86,6 +87,12 @@ def test_ctc_search_with_a_lexicon_and_word_bigrams_equals_brute_force():
         best = max(ok, key=lambda s: math.log(ok[s]) + 2.0 * log_bigrams(spelling(s).split(" ") if s else []))
         assert tuple(ctc_prefix_beam(lp, beam=200, words=weighted, chars=chars)) == best
         differs += best != max(ok, key=ok.get)
+        # the grammar: only the word pairs of the texts, so only "ab b" and "ba" are whole sentences
+        grammar = WordModel.learn(texts, lexicon=True, weight=0.0, grammar=True)
+        allowed = {s: v for s, v in totals.items() if spelling(s) in ("ab b", "ba")}
+        assert tuple(ctc_prefix_beam(lp, beam=200, words=grammar, chars=chars)) == max(allowed, key=allowed.get)
+        assert WordModel.from_state(grammar.state()).grammar and not WordModel.from_state(
+            {k: v for k, v in lexicon.state().items() if k != "grammar"}).grammar  # older states: no grammar
         free = WordModel.learn(texts, lexicon=False, weight=1.0)
         spelt = {s: v for s, v in totals.items() if "  " not in spelling(s) and not spelling(s).startswith(" ")
                  and not spelling(s).endswith(" ")}

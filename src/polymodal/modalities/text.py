@@ -17,6 +17,24 @@ from .corruptions import corruption
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 
 
+LANGUAGE_WORDS = 1000  # distinct words in a column's first values from which its text is taken for natural language
+
+
+def looks_like_language(values: list[Any], sample: int = 2000) -> bool:
+    """Whether a column's text is natural language (posts, captions, tickets: what sentence encoders were trained
+    on) rather than a closed vocabulary (commands, generated questions, codes): LANGUAGE_WORDS or more distinct
+    lower-cased words in its first `sample` values."""
+    import re
+
+    words: set[str] = set()
+    for v in values[:sample]:
+        if isinstance(v, str):
+            words.update(re.findall(r"\w+", v.lower()))
+            if len(words) >= LANGUAGE_WORDS:
+                return True
+    return False
+
+
 class TextConfig(ModalityConfig):
     max_length: int = Field(64, ge=2, description="Tokens kept per text, [CLS] included (longer texts are "
                             "truncated).")

@@ -56,6 +56,9 @@ class TextConfig(TaskConfig):
                       "training decodes greedily.")
     lexicon: bool = Field(False, description="ctc over characters, beam > 1: the search spells only words seen in "
                           "the training texts (a closed vocabulary: commands, fixed grammars).")
+    grammar: bool = Field(False, description="ctc over characters, beam > 1, with lexicon: only word pairs seen in "
+                          "the training texts may follow each other, and a text ends only on a word some training "
+                          "text ends on (a fixed grammar such as GRID's: a letter always follows the preposition).")
     lm_weight: float = Field(0.0, ge=0, description="ctc over characters, beam > 1: weight of a word bigram model of "
                              "the training texts (add-one smoothing) in the search's score; 0: off.")
     max_length: int | None = Field(None, ge=1, description="Most tokens a prediction has (default: 1.5 x the longest "
@@ -373,12 +376,15 @@ class TextTask(Task):
             raise ValueError("the training texts are all empty")
         if not self.config.max_length:
             self.max_length = int(1.5 * max(len(self.vocab.units(t)) for t in targets)) + 4
+        if self.config.grammar and not self.config.lexicon:
+            raise RecipeError("field `target.options.grammar`: the grammar holds the search to the lexicon's words; "
+                              "set `lexicon: true` too")
         if self.config.lexicon or self.config.lm_weight:
             if self.vocab.unit != "char" or self.config.decoder not in ("auto", "ctc"):
                 raise RecipeError("fields `target.options.lexicon` and `lm_weight` steer the CTC search over "
                                   "characters (unit: char, decoder: ctc)")
             self.words = WordModel.learn([self.vocab.clean(t) for t in targets], self.config.lexicon,
-                                         self.config.lm_weight)
+                                         self.config.lm_weight, self.config.grammar)
 
     def encode(self, value: Any) -> list[int]:
         return self.vocab.encode(value)
@@ -474,7 +480,7 @@ class TextTask(Task):
     def architecture(cls, recipe: dict) -> dict:
         opts = recipe["target"]["options"]
         keys = ("decoder", "model", "unit", "layers", "beam")
-        search = {k: opts[k] for k in ("lexicon", "lm_weight") if opts.get(k)}
+        search = {k: opts[k] for k in ("lexicon", "grammar", "lm_weight") if opts.get(k)}
         return {"decoder": {**{k: opts[k] for k in keys if opts.get(k) is not None}, **search},
                 "fusion (attention decoder)": recipe["model"]["fusion"]}
 

@@ -44,17 +44,20 @@ class WordModel:
     START, END = "<s>", "</s>"
 
     def __init__(self, counts: dict[str, int], bigrams: dict[tuple[str, str], int], lexicon: bool,
-                 weight: float) -> None:
+                 weight: float, grammar: bool = False) -> None:
         self.counts, self.bigrams, self.lexicon, self.weight = counts, bigrams, lexicon, weight
+        self.grammar = grammar  # only word pairs seen in training may follow each other (needs the lexicon)
         self.words = set(counts)
         self.prefixes = {w[:i] for w in self.words for i in range(len(w) + 1)}
         self.outgoing: dict[str, int] = {}
-        for (a, _), c in bigrams.items():
+        self.after: dict[str, set[str]] = {}  # previous word -> the prefixes of the words seen after it
+        for (a, b), c in bigrams.items():
             self.outgoing[a] = self.outgoing.get(a, 0) + c
+            self.after.setdefault(a, set()).update(b[:i] for i in range(len(b) + 1))
         self.size = len(self.words) + 1  # the words and the end
 
     @classmethod
-    def learn(cls, texts: list[str], lexicon: bool, weight: float) -> "WordModel":
+    def learn(cls, texts: list[str], lexicon: bool, weight: float, grammar: bool = False) -> "WordModel":
         counts: dict[str, int] = {}
         bigrams: dict[tuple[str, str], int] = {}
         for text in texts:
@@ -63,16 +66,16 @@ class WordModel:
                 counts[w] = counts.get(w, 0) + 1
             for pair in zip([cls.START, *words], [*words, cls.END]):
                 bigrams[pair] = bigrams.get(pair, 0) + 1
-        return cls(counts, bigrams, lexicon, weight)
+        return cls(counts, bigrams, lexicon, weight, grammar)
 
     def state(self) -> dict:
         return {"counts": self.counts, "bigrams": [[a, b, c] for (a, b), c in self.bigrams.items()],
-                "lexicon": self.lexicon, "weight": self.weight}
+                "lexicon": self.lexicon, "weight": self.weight, "grammar": self.grammar}
 
     @classmethod
     def from_state(cls, state: dict) -> "WordModel":
         return cls(dict(state["counts"]), {(a, b): int(c) for a, b, c in state["bigrams"]}, bool(state["lexicon"]),
-                   float(state["weight"]))
+                   float(state["weight"]), bool(state.get("grammar", False)))
 
     def score(self, previous: str, word: str) -> float:
         """weight x log P(word | previous)."""
@@ -81,11 +84,24 @@ class WordModel:
         p = (self.bigrams.get((previous, word), 0) + 1) / (self.outgoing.get(previous, 0) + self.size)
         return self.weight * math.log(p)
 
-    def allows(self, partial: str) -> bool:
-        return not self.lexicon or partial in self.prefixes
+    def allows(self, partial: str, previous: str | None = None) -> bool:
+        """Whether `partial` can begin a word here (after `previous`, with the grammar)."""
+        if not self.lexicon:
+            return True
+        if self.grammar and previous is not None:
+            return partial in self.after.get(previous, ())
+        return partial in self.prefixes
 
-    def complete(self, partial: str) -> bool:
-        return not self.lexicon or partial in self.words
+    def complete(self, partial: str, previous: str | None = None) -> bool:
+        """Whether `partial` is a whole word here (after `previous`, with the grammar)."""
+        if not self.lexicon:
+            return True
+        if self.grammar and previous is not None:
+            return (previous, partial) in self.bigrams
+        return partial in self.words
+
+    def may_end(self, last: str) -> bool:
+        return not (self.lexicon and self.grammar) or (last, self.END) in self.bigrams
 
 
 Spelling = tuple[str, str, float]  # (the word being spelt, the word before it, the words' score so far)
@@ -114,10 +130,10 @@ def ctc_prefix_beam(log_probs: np.ndarray, beam: int, prune: float = 10.0, words
             spelt[prefix + (k,)] = spelt[prefix]
             return True
         if c == " ":
-            if not partial or not words.complete(partial):
+            if not partial or not words.complete(partial, before):
                 return False
             spelt[prefix + (k,)] = ("", partial, score + words.score(before, partial))
-        elif words.allows(partial + c):
+        elif words.allows(partial + c, before):
             spelt[prefix + (k,)] = (partial + c, before, score)
         else:
             return False
@@ -158,10 +174,12 @@ def ctc_prefix_beam(log_probs: np.ndarray, beam: int, prune: float = 10.0, words
     finished = {}
     for prefix, p in beams.items():
         partial, before, score = spelt[prefix]
-        if (partial and not words.complete(partial)) or (prefix and not partial):  # half a word; a trailing space
-            continue
+        if (partial and not words.complete(partial, before)) or (prefix and not partial):
+            continue  # half a word; a trailing space
         if partial:
             score, before = score + words.score(before, partial), partial
+        if not words.may_end(before):  # the grammar: no sentence seen in training ends on this word
+            continue
         finished[prefix] = _logadd(*p) + score + words.score(before, WordModel.END)
     if not finished:  # no prefix ends on a whole word: the best one as it stands
         return list(max(beams.items(), key=lambda kv: rank(*kv))[0])

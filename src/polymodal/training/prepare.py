@@ -15,6 +15,7 @@ from ..fusion import FUSIONS
 from ..modalities import MODALITIES, infer_modality
 from ..modalities.base import Modality
 from ..modalities.image import looks_like_photos
+from ..modalities.text import looks_like_language
 from ..model import Parts, build_net, make_modality, make_task, validate_components
 from ..tasks import TASKS, infer_task
 
@@ -54,11 +55,9 @@ def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
                 cfg["modality"], cfg["options"], cfg["encoder"], data["target"]["options"])
         if not cfg["encoder"].get("type"):  # the preset's encoder for this modality, where it has one
             preset = data["model"]["preset"]
-            if preset == "auto" and cfg["modality"] == "image":
-                rows = train.rows[:200]  # in table order: the same rows every time, a header read each
-                values = [r.get(column) for r in rows if not _missing(r.get(column))]
-                preset = "balanced" if looks_like_photos(values, train.base_dir) else "fast"
-            cfg["encoder"] = {**PRESETS[preset].get(cfg["modality"], {}), **cfg["encoder"]}
+            chosen = PRESETS[preset].get(cfg["modality"], {}) if preset != "auto" else \
+                auto_encoder(cfg["modality"], train, column)
+            cfg["encoder"] = {**chosen, **cfg["encoder"]}
         ecls = ENCODERS.get(cfg["encoder"].get("type") or mcls.default_encoder, f"inputs.{cfg['name']}.encoder.type")
         try:  # what the encoder needs of its input (a pretrained model's tokenizer, image size, sample rate)
             cfg["options"] = ecls.modality_options(cfg["modality"], cfg["options"], cfg["encoder"])
@@ -88,6 +87,22 @@ def fill_defaults(data: dict) -> None:
         mode="json")
     data["target"]["options"] = TASKS.get(data["target"]["task"]).Config.model_validate(
         data["target"]["options"]).model_dump(mode="json")
+
+
+def auto_encoder(modality: str, train: Table, column: str) -> dict[str, Any]:
+    """The auto preset's encoder for an input, from its first training values (in table order: the same every run):
+    balanced's frozen efficientnet for a column of photos, best's frozen MiniLM for natural language (when its
+    package is installed), else the modality's own default ({})."""
+    if modality not in ("image", "text"):
+        return {}
+    rows = train.rows[:2000] if modality == "text" else train.rows[:200]  # images: a header read each
+    values = [r.get(column) for r in rows if not _missing(r.get(column))]
+    if modality == "image":
+        return PRESETS["balanced"]["image"] if looks_like_photos(values, train.base_dir) else {}
+    from ..encoders.pretrained import shipped_models
+
+    minilm = PRESETS["best"]["text"]
+    return minilm if minilm["path"] in shipped_models() and looks_like_language(values) else {}
 
 
 def _missing(value: Any) -> bool:
