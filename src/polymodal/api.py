@@ -139,8 +139,10 @@ def fit(recipe: str | Path | dict | Recipe | Any | None = None, *, train: Any = 
 
     `recipe` is a YAML path, a dict or a Recipe; or a table (DataFrame / list of rows / path to a table) with
     `label=` and `inputs=` ({column: modality} or [column, ...] to infer modalities); `validation_group=` holds out
-    whole groups of that column when validation is carved from train. Keyword arguments that name
-    training fields (epochs, batch_size, lr, seed, ...) override the recipe.
+    whole groups of that column when validation is carved from train; `preset=` (auto, fast, balanced, best) picks
+    the encoders of inputs that name none (auto, the default: the frozen efficientnet for photos, the frozen MiniLM
+    for natural language, small encoders from scratch otherwise). Keyword arguments that name training fields
+    (epochs, batch_size, lr, seed, ...) override the recipe.
     """
     from .training import fit_model
 
