@@ -62,8 +62,13 @@ def text(encoder: dict | None = None, column: str = "text") -> dict:
 # the default preset (auto) and the recipe's defaults decide; only the set's data fields (validation groups) kept
 DEFAULT = {"default": True}
 QUICK_TEXT_AND_PHOTO = [{"name": "text", "modality": "text"}, {"name": "image", "modality": "image"}]
+# the quick form with `--threshold validation`: the positive class's decision threshold chosen on validation F1
+THRESHOLD = {"threshold": "validation"}
 TEXT_AND_PHOTO = {"default": {**DEFAULT, "inputs": QUICK_TEXT_AND_PHOTO},
                   **{f"preset_{p}": {**DEFAULT, "preset": p, "inputs": QUICK_TEXT_AND_PHOTO} for p in ("fast", "best")},
+                  "default_threshold": {**DEFAULT, "inputs": QUICK_TEXT_AND_PHOTO, "options": THRESHOLD},
+                  "preset_fast_threshold": {**DEFAULT, "preset": "fast", "inputs": QUICK_TEXT_AND_PHOTO,
+                                            "options": THRESHOLD},
                   "image_effnet": [IMAGE], "text_bow": [text()], "text_minilm": [text(MINILM)],
                   "bow_effnet": [text(), IMAGE], "minilm_effnet": [text(MINILM), IMAGE]}
 
@@ -71,6 +76,7 @@ DATASETS = {
     "mediaeval16": {
         "published": "test accuracy: FakeRevealer 80.0%, EANN 71.5%",
         "positive": "fake",
+        "threshold_metric": "accuracy",
         "data": {"validation_group": "event"},
         "configs": TEXT_AND_PHOTO,
     },
@@ -140,7 +146,11 @@ def recipe(dataset: str, config: str, seed: int, epochs: int, target: str | None
     column = target or spec.get("target", "label")
     chosen = spec["configs"][config]  # a list of inputs, or {inputs, training: fields over the set's}
     if isinstance(chosen, dict) and chosen.get("default"):
-        return {"data": data, "inputs": chosen["inputs"], "target": {"column": column},
+        options = {**chosen.get("options", {})}
+        if options.get("threshold") and spec["positive"]:  # what the set is judged on: F1 of the positive class,
+            options["positive_class"] = spec["positive"]  # or (mediaeval16) accuracy
+            options["threshold_metric"] = spec.get("threshold_metric", "f1")
+        return {"data": data, "inputs": chosen["inputs"], "target": {"column": column, "options": options},
                 "model": {"preset": chosen.get("preset", "auto")}, "training": {"seed": seed, "progress": False}}
     if isinstance(chosen, dict):
         training.update(chosen.get("training", {}))
@@ -164,6 +174,7 @@ def run_one(args) -> None:
         "test_accuracy": test["accuracy"], "test_f1_macro": test["f1_macro"],
         "test_positive_f1": test["per_class_f1"].get(positive) if positive else None,
         "validation_accuracy": val.get("accuracy"),
+        "threshold": model.metrics["training"].get("calibrated"),
         "epochs": model.metrics["training"]["epochs"], "train_seconds": model.metrics["training"]["seconds"],
         "wall_seconds": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }), flush=True)

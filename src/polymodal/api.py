@@ -134,14 +134,15 @@ def fit(recipe: str | Path | dict | Recipe | Any | None = None, *, train: Any = 
         test: Any = None, label: str | None = None, inputs: dict[str, str] | list[str] | None = None,
         fusion: str | None = None, out: str | Path | None = None, overrides: list[str] | None = None,
         resume: bool = False, validation_group: str | None = None, preset: str | None = None,
-        **training: Any) -> Model:
+        threshold: str | float | None = None, positive_class: str | None = None, **training: Any) -> Model:
     """Train a model.
 
     `recipe` is a YAML path, a dict or a Recipe; or a table (DataFrame / list of rows / path to a table) with
     `label=` and `inputs=` ({column: modality} or [column, ...] to infer modalities); `validation_group=` holds out
     whole groups of that column when validation is carved from train; `preset=` (auto, fast, balanced, best) picks
     the encoders of inputs that name none (auto, the default: the frozen efficientnet for photos, the frozen MiniLM
-    for natural language, small encoders from scratch otherwise). Keyword arguments that name training fields
+    for natural language, small encoders from scratch otherwise); `threshold=` ("validation", "argmax" or a
+    probability) and `positive_class=` set how a two-class model decides. Keyword arguments that name training fields
     (epochs, batch_size, lr, seed, ...) override the recipe.
     """
     from .training import fit_model
@@ -160,6 +161,10 @@ def fit(recipe: str | Path | dict | Recipe | Any | None = None, *, train: Any = 
         base["data.validation_group"] = validation_group
     if preset is not None:
         base["model.preset"] = preset
+    if threshold is not None:
+        base["target.options.threshold"] = threshold
+    if positive_class is not None:
+        base["target.options.positive_class"] = positive_class
     for key, value in training.items():
         base[f"training.{key}"] = value
     for key, value in (("train", train), ("validation", validation), ("test", test)):

@@ -154,6 +154,24 @@ def test_signal_relative_to_subtracts_the_reference_point_at_every_step(tmp_path
         SignalModality(SignalConfig(relative_to=[0, 1])).decode(joints.tolist(), tmp_path)
 
 
+def test_signal_deltas_append_each_features_change_and_are_checked_against_the_raw_width(tmp_path):
+    import numpy as np
+
+    from polymodal.errors import BadInput
+    from polymodal.modalities.signal import SignalConfig, SignalModality
+
+    steps = np.array([[0, 0, 0, 1, 2, 3], [0, 0, 0, 2, 4, 9], [0, 0, 0, 2, 5, 9]], dtype=np.float32)
+    m = SignalModality(SignalConfig(relative_to=[0, 1, 2], deltas=True, xyz=True))
+    out = m.decode(steps.tolist(), tmp_path)
+    assert out.tolist() == [[0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 0, 0], [0, 0, 0, 2, 4, 9, 0, 0, 0, 1, 2, 6],
+                            [0, 0, 0, 2, 5, 9, 0, 0, 0, 0, 1, 0]]
+    m.fit([out])
+    assert m.n_features == 12 and "rotation" in m.corruptions  # 4 triples: positions and their changes
+    assert m.decode(steps.tolist(), tmp_path).shape == (3, 12)  # a value has the raw 6 features
+    with pytest.raises(BadInput, match="signal has 12 features, the model expects 6"):
+        m.decode(out.tolist(), tmp_path)
+
+
 @pytest.mark.parametrize("rate,mels,n", [(8000, 40, 100), (8000, 40, 12345), (16000, 80, 5000)])
 def test_logmel_equals_transformers_spectrogram(rate, mels, n):
     """The batched-FFT log-mel gives transformers' per-frame `spectrogram` numbers (float32 rounding apart)."""

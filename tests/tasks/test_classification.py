@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,3 +35,76 @@ def test_balanced_class_weights_follow_the_training_counts():
     restored = Classification(ClassificationConfig(class_weight="balanced"))
     restored.load_state(task.state())
     assert restored.weights == task.weights
+
+
+def test_the_threshold_chosen_maximises_the_metric_and_ties_go_to_the_one_nearest_half():
+    from polymodal.tasks.classification import choose_threshold
+
+    prob = np.array([0.1, 0.3, 0.35, 0.6, 0.8])
+    positive = np.array([False, True, False, True, True])
+    # above 0.2: 3 true positives, 1 false positive -> F1 6/7; above 0.5: 2 tp, 1 fn -> 0.8; above 0.05: 0.75
+    assert choose_threshold(prob, positive, "f1") == (pytest.approx(0.2), pytest.approx(6 / 7))
+    # accuracy is 4/5 above 0.2 and above 0.475 or 0.5: the tie goes to 0.5
+    assert choose_threshold(prob, positive, "accuracy") == (0.5, pytest.approx(0.8))
+    # balanced accuracy above 0.2: (3/3 + 1/2) / 2 = 0.75; above 0.5: (2/3 + 1) / 2 = 5/6
+    assert choose_threshold(prob, positive, "balanced_accuracy") == (0.5, pytest.approx(5 / 6))
+
+
+def test_a_threshold_decides_the_positive_class_and_survives_the_state():
+    task = Classification(ClassificationConfig(threshold="validation"))
+    task.fit(["ok"] * 6 + ["offensive"] * 2)
+    assert task.positive == "offensive" and task.cutoff == 0.5  # the rarer class; 0.5 until validation chooses
+    # rows' probability of "offensive" (class 0): 0.2, 0.4, 0.7, 0.9
+    p = torch.tensor([0.2, 0.4, 0.7, 0.9])
+    out = torch.stack([p.log(), (1 - p).log()], 1)
+    target = torch.tensor([1, 0, 0, 0])
+    chosen = task.calibrate(out, target)
+    assert chosen["threshold"] == pytest.approx(0.3) and chosen["validation_score"] == 1.0
+    assert chosen["validation_score_at_0.5"] == pytest.approx(0.8)  # 2 of 3 found, no false alarm: F1 0.8
+    assert [d["label"] for d in task.decode(out)] == ["ok", "offensive", "offensive", "offensive"]
+    assert task.decode(out)[1]["probabilities"]["offensive"] == pytest.approx(0.4)  # probabilities stay as they are
+    report = task.report(out, target)
+    assert report["accuracy"] == 1.0 and report["per_class_f1"] == {"offensive": 1.0, "ok": 1.0}
+    assert report["threshold"] == {"positive_class": "offensive", "threshold": pytest.approx(0.3)}
+    restored = Classification(ClassificationConfig())
+    restored.load_state(task.state())
+    assert torch.equal(restored.decided(out).argmax(-1), task.decided(out).argmax(-1))
+    fixed = Classification(ClassificationConfig(threshold=0.7, positive_class="ok"))
+    fixed.fit(["ok"] * 6 + ["offensive"] * 2)  # "ok" only where its probability (0.8, 0.6, 0.3, 0.1) is above 0.7
+    assert [d["label"] for d in fixed.decode(out)] == ["ok", "offensive", "offensive", "offensive"]
+
+
+def test_threshold_errors_name_the_field():
+    with pytest.raises(ValueError, match="for two classes"):
+        Classification(ClassificationConfig(threshold="validation")).fit(["a", "b", "c"])
+    with pytest.raises(ValueError, match="positive_class 'c' is not a class"):
+        Classification(ClassificationConfig(threshold=0.3, positive_class="c")).fit(["a", "b"])
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        ClassificationConfig(threshold=1.5)
+
+
+def test_fit_chooses_the_threshold_on_validation_and_the_reloaded_model_keeps_it(tmp_path):
+    import polymodal as pm
+
+    rng = np.random.default_rng(0)
+    words = ["calm", "fine", "nice", "rude", "vile", "mean"]
+    rows = []
+    for i in range(240):  # a quarter offensive; one word in three of theirs is a rude one
+        bad = i % 4 == 0
+        pool = words[3:] if bad and rng.random() < 0.5 else words[:3]
+        rows.append({"txt": " ".join(rng.choice(pool, 3)) + f" n{i % 7}", "y": "offensive" if bad else "ok"})
+    recipe = {"inputs": [{"name": "txt", "modality": "text", "encoder": {"type": "text_bow"}}],
+              "target": {"column": "y", "options": {"threshold": "validation"}},
+              "data": {"validation_fraction": 0.25},
+              "training": {"epochs": 4, "batch_size": 16, "progress": False}}
+    model = pm.fit(recipe, train=rows[:200], test=rows[200:], out=tmp_path / "m")
+    chosen = model.metrics["training"]["calibrated"]
+    assert chosen["positive_class"] == "offensive" and 0 < chosen["threshold"] < 1
+    assert chosen["validation_score"] >= chosen["validation_score_at_0.5"]
+    assert model.metrics["test"]["threshold"]["threshold"] == chosen["threshold"]
+    assert "chosen on the validation rows: threshold" in (tmp_path / "m" / "train.log").read_text()
+    reloaded = pm.load(tmp_path / "m")
+    for row in rows[200:220]:
+        a, b = model.predict({"txt": row["txt"]}), reloaded.predict({"txt": row["txt"]})
+        assert a["label"] == b["label"]
+        assert (a["label"] == "offensive") == (a["probabilities"]["offensive"] > chosen["threshold"])

@@ -21,6 +21,17 @@ def parse_input(spec: str) -> dict:
     return {"name": name or column, "column": column, "modality": modality or None}
 
 
+def parse_threshold(value: str | None) -> str | float | None:
+    """--threshold: a word (validation, argmax) or a probability."""
+    if value is None or value in ("validation", "argmax"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise PolymodalError(f"--threshold '{value}': expected validation, argmax or a probability such as "
+                             "0.3") from None
+
+
 @app.command()
 def fit(
     recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (optional with the quick flags)."),
@@ -38,6 +49,11 @@ def fit(
     fusion: Optional[str] = typer.Option(None, help="Fusion method (`polymodal components` lists them)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="auto (the default), fast, balanced or best: the "
                                          "encoders of inputs the recipe gives none (see the README's measurements)."),
+    threshold: Optional[str] = typer.Option(None, "--threshold", help="Two classes: validation (the decision "
+                                            "threshold that scores best on the validation rows), argmax, or a "
+                                            "probability (positive above it)."),
+    positive_class: Optional[str] = typer.Option(None, "--positive-class", help="The class --threshold is about "
+                                                 "(default: the rarer one)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per batch."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
@@ -65,7 +81,9 @@ def fit(
                   "training.batch_size": batch_size, "training.lr": lr, "training.seed": seed,
                   "training.accelerator": accelerator, "training.strategy": strategy,
                   "training.num_nodes": num_nodes,
-                  "training.precision": precision, "training.time_limit": time_limit}
+                  "training.precision": precision, "training.time_limit": time_limit,
+                  "target.options.threshold": parse_threshold(threshold),
+                  "target.options.positive_class": positive_class}
     if devices is not None:
         base["training.devices"] = int(devices) if devices.isdigit() else devices
     if target:

@@ -30,6 +30,9 @@ class SignalConfig(ModalityConfig):
                       "gyroscope's axes, a skeleton's joints). Gives the signal the `rotation` corruption "
                       "(augmentation with `training.augment_with: [rotation]`): every triple of a value turned by one "
                       "random rotation, as if the sensor were worn, or the camera placed, at another angle.")
+    deltas: bool = Field(False, description="Append each feature's change from the step before (velocities of a "
+                         "skeleton's joints), after relative_to: twice the features, read by the encoder beside the "
+                         "positions. With xyz the differences are triples too, turned with their positions.")
 
 
 def load_array(value: Any, base_dir: Path) -> np.ndarray:
@@ -93,8 +96,9 @@ class SignalModality(Modality):
             raise BadInput(f"a signal must be a non-empty [T, F] array, got shape {tuple(arr.shape)}")
         if not np.isfinite(arr).all():
             raise BadInput("signal has NaN or infinite values")
-        if self.n_features is not None and arr.shape[1] != self.n_features:
-            raise BadInput(f"signal has {arr.shape[1]} features, the model expects {self.n_features}")
+        raw = None if self.n_features is None else self.n_features // (2 if self.config.deltas else 1)
+        if raw is not None and arr.shape[1] != raw:
+            raise BadInput(f"signal has {arr.shape[1]} features, the model expects {raw}")
         arr = arr[: self.config.max_length].astype(np.float32)
         ref = self.config.relative_to
         if ref is not None:
@@ -102,6 +106,8 @@ class SignalModality(Modality):
                 raise BadInput(f"relative_to {ref}: the signal's {arr.shape[1]} features are not blocks of "
                                f"{len(ref)} holding those columns")
             arr = (arr.reshape(len(arr), -1, len(ref)) - arr[:, ref][:, None, :]).reshape(len(arr), -1)
+        if self.config.deltas:
+            arr = np.concatenate([arr, np.diff(arr, axis=0, prepend=arr[:1])], axis=1)
         return torch.from_numpy(arr.copy())
 
     def placeholder(self) -> Tensor:

@@ -147,6 +147,15 @@ class Task:
         arguments a task's `evaluate` declares are the options `Model.evaluate` and `polymodal evaluate` take."""
         raise NotImplementedError
 
+    def calibrates(self) -> bool:
+        """Whether `calibrate` wants the validation rows' outputs after training."""
+        return False
+
+    def calibrate(self, out: Tensor, target: Tensor) -> dict:
+        """Choose what the task decides from the trained network's outputs on the validation rows (a decision
+        threshold); returns what it chose, for the metrics and the log."""
+        return {}
+
     def decode(self, out: Tensor) -> list[dict]:
         """The network's outputs -> one prediction dict per row."""
         raise PolymodalError(f"a {self.registry_name} model has no per-row predictions")

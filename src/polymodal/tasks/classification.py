@@ -1,11 +1,13 @@
 """Classification (binary and multiclass, softmax) and multilabel (independent sigmoids)."""
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -17,6 +19,7 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
+from ..errors import PolymodalError
 from .base import TASKS, TaskConfig
 from .predictive import PredictiveTask
 
@@ -55,6 +58,56 @@ class ClassificationConfig(TaskConfig):
     class_weight: Literal["none", "balanced"] = Field(
         "none", description="balanced: each class's loss weighted by rows / (classes x its training rows), so a rare "
         "class (offensive, fake) counts as much as a common one.")
+    threshold: float | Literal["argmax", "validation"] = Field(
+        "argmax", description="Two classes only: how a row's probability of the positive class becomes a decision. "
+        "argmax: the more probable class; a number in (0, 1): positive when its probability is above it; "
+        "validation: the threshold that scores best (`threshold_metric`) on the validation rows, chosen after "
+        "training and kept with the model (moderation, where the rare class's F1 is what counts).")
+    positive_class: str | None = Field(None, description="The class `threshold` is about (offensive, fake); "
+                                       "default: the rarer class in the training targets.")
+    threshold_metric: Literal["f1", "accuracy", "balanced_accuracy", "f1_macro"] = Field(
+        "f1", description="What `threshold: validation` maximises: f1 is the positive class's F1.")
+
+    @field_validator("threshold")
+    @classmethod
+    def _in_unit(cls, v):
+        if isinstance(v, float) and not 0 < v < 1:
+            raise ValueError(f"a threshold is a probability strictly between 0 and 1, got {v}")
+        return v
+
+
+def threshold_scores(prob: np.ndarray, positive: np.ndarray, thresholds: np.ndarray, metric: str) -> np.ndarray:
+    """`metric` of the decisions `prob > t` against `positive` (bools), for every threshold t at once."""
+    pred = prob[None, :] > thresholds[:, None]
+    tp = (pred & positive).sum(1)
+    fp = (pred & ~positive).sum(1)
+    fn = (~pred & positive).sum(1)
+    tn = (~pred & ~positive).sum(1)
+
+    def f1(tp_, fp_, fn_):
+        return np.where(2 * tp_ + fp_ + fn_ > 0, 2 * tp_ / np.maximum(2 * tp_ + fp_ + fn_, 1), 0.0)
+
+    if metric == "f1":
+        return f1(tp, fp, fn)
+    if metric == "accuracy":
+        return (tp + tn) / len(prob)
+    if metric == "f1_macro":
+        return (f1(tp, fp, fn) + f1(tn, fn, fp)) / 2
+    recall_pos = tp / max(int(positive.sum()), 1)
+    recall_neg = tn / max(int((~positive).sum()), 1)
+    return (recall_pos + recall_neg) / 2
+
+
+def choose_threshold(prob: np.ndarray, positive: np.ndarray, metric: str) -> tuple[float, float]:
+    """The threshold on the positive class's probability that maximises `metric`: midpoints between the distinct
+    probabilities seen (and 0.5); ties go to the one nearest 0.5. Returns (threshold, its score)."""
+    values = np.unique(np.clip(prob, 1e-6, 1 - 1e-6))
+    candidates = np.unique(np.concatenate([[0.5], (values[1:] + values[:-1]) / 2, [values[0] / 2],
+                                           [(values[-1] + 1) / 2]]))
+    scores = threshold_scores(prob, positive, candidates, metric)
+    best = np.flatnonzero(scores >= scores.max() - 1e-12)
+    pick = best[np.argmin(np.abs(candidates[best] - 0.5))]
+    return float(candidates[pick]), float(scores[pick])
 
 
 @TASKS.register("classification")
@@ -67,6 +120,8 @@ class Classification(PredictiveTask):
         super().__init__(config)
         self.classes: list[str] = []
         self.weights: list[float] | None = None
+        self.positive: str | None = None  # the class a threshold is about (two classes, threshold not argmax)
+        self.cutoff: float | None = None  # the decision threshold on its probability (None: argmax)
 
     def check(self, value: Any) -> Any:
         as_label(value)
@@ -82,14 +137,53 @@ class Classification(PredictiveTask):
         counts = [labels.count(c) for c in self.classes]
         self.weights = [len(labels) / (len(counts) * n) for n in counts] \
             if self.config.class_weight == "balanced" else None
+        self.positive, self.cutoff = None, None
+        cfg = self.config
+        if cfg.threshold == "argmax":
+            return
+        if len(self.classes) != 2:
+            raise ValueError(f"task.threshold ({cfg.threshold}) is for two classes; the training targets have "
+                             f"{len(self.classes)}: {', '.join(self.classes[:20])}")
+        if cfg.positive_class is not None and cfg.positive_class not in self._index:
+            raise ValueError(f"task.positive_class '{cfg.positive_class}' is not a class of the training targets "
+                             f"({', '.join(self.classes)})")
+        self.positive = cfg.positive_class or min(self.classes, key=lambda c: (counts[self._index[c]],
+                                                                                 label_sort_key(c)))
+        self.cutoff = cfg.threshold if isinstance(cfg.threshold, float) else 0.5  # validation: chosen after training
+
+    def calibrates(self) -> bool:
+        return self.config.threshold == "validation"
+
+    def calibrate(self, out: Tensor, target: Tensor) -> dict:
+        pos = self._index[self.positive]
+        prob = out.float().softmax(-1)[:, pos].numpy()
+        self.cutoff, score = choose_threshold(prob, (target == pos).numpy(), self.config.threshold_metric)
+        at_half = float(threshold_scores(prob, (target == pos).numpy(), np.array([0.5]),
+                                         self.config.threshold_metric)[0])
+        return {"threshold": round(self.cutoff, 6), "positive_class": self.positive,
+                "metric": self.config.threshold_metric, "validation_score": round(score, 6),
+                "validation_score_at_0.5": round(at_half, 6), "validation_rows": len(prob)}
+
+    def decided(self, out: Tensor) -> Tensor:
+        """The outputs whose argmax is the decision: with a threshold t, the positive class's logit lowered by
+        logit(t), so it wins exactly where its probability is above t (a shift that keeps AUROC)."""
+        if self.cutoff is None:
+            return out.float()
+        shift = torch.zeros(out.shape[-1], device=out.device)
+        shift[self._index[self.positive]] = math.log(self.cutoff / (1 - self.cutoff))
+        return out.float() - shift
 
     def load_state(self, state: dict) -> None:
         self.classes = state["classes"]
         self._index = {c: i for i, c in enumerate(self.classes)}
         self.weights = state.get("weights")
+        self.positive, self.cutoff = state.get("positive"), state.get("threshold")
+        if self.positive is not None and self.positive not in self._index:
+            raise PolymodalError(f"the task state's positive class '{self.positive}' is not one of its classes")
 
     def state(self) -> dict:
-        return {"classes": self.classes, **({"weights": self.weights} if self.weights else {})}
+        return {"classes": self.classes, **({"weights": self.weights} if self.weights else {}),
+                **({"positive": self.positive, "threshold": self.cutoff} if self.cutoff is not None else {})}
 
     def encode(self, value: Any) -> int:
         label = as_label(value)
@@ -117,16 +211,21 @@ class Classification(PredictiveTask):
             "auroc": MulticlassAUROC(n, average="macro"),
         })
 
+    def update_metrics(self, metrics, out: Tensor, target: Tensor) -> None:
+        metrics.update(self.decided(out), target)
+
     def decode(self, out: Tensor) -> list[dict]:
         probs = out.float().softmax(-1)
-        top = probs.argmax(-1)
+        top = self.decided(out).argmax(-1)
         return [{"label": self.classes[int(k)], "probabilities": {c: round(float(p), 6) for c, p in
                                                                  zip(self.classes, row)}}
                 for k, row in zip(top, probs)]
 
     def report(self, out: Tensor, target: Tensor) -> dict:
         result = super().report(out, target)
-        pred = out.argmax(-1)
+        pred = self.decided(out).argmax(-1)
+        if self.cutoff is not None:
+            result["threshold"] = {"positive_class": self.positive, "threshold": round(self.cutoff, 6)}
         result["per_class_accuracy"] = {c: round(float((pred[target == i] == i).float().mean()), 6)
                                         for i, c in enumerate(self.classes) if (target == i).any()}
         for name, values in zip(("per_class_precision", "per_class_recall", "per_class_f1"),
@@ -136,13 +235,13 @@ class Classification(PredictiveTask):
 
     def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
         """The probability of the class the full model predicts."""
-        return out.float().softmax(-1).gather(-1, reference.argmax(-1, keepdim=True)).squeeze(-1)
+        return out.float().softmax(-1).gather(-1, self.decided(reference).argmax(-1, keepdim=True)).squeeze(-1)
 
     def attribution_target(self, out: Tensor) -> int | None:
-        return int(out[0].argmax())
+        return int(self.decided(out[:1])[0].argmax())
 
     def predicted_classes(self, out: Tensor) -> tuple[list[str], Tensor] | None:
-        return self.classes, out.argmax(-1)
+        return self.classes, self.decided(out).argmax(-1)
 
 
 class MultilabelConfig(TaskConfig):

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from ..config import Recipe
 from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
 from ..encoders.base import FeatureCache, feature_cache_dir
-from ..evaluation.evaluate import evaluate_parts
+from ..evaluation.evaluate import evaluate_parts, run_outputs
 from ..model import Parts
 from ..storage import save_parts
 from .module import BestWeights, EMAWeights, LitMultimodal
@@ -226,6 +226,21 @@ def score_gap(metric: str, validation: dict | None, test: dict | None) -> str | 
             "`data.validation_group` (quick form: --validation-group COLUMN)")
 
 
+def calibrate(parts: Parts, prep: Prepared, batch_size: int, log_path: Path) -> dict:
+    """Let the task choose its decisions (a threshold) on the validation rows' outputs of the trained network."""
+    if not len(prep.validation):
+        message = ("the task chooses its decision threshold on validation rows, and there are none (data.validation "
+                   "or data.validation_fraction > 0): it keeps its default")
+        log.warning(message)
+        append_line(log_path, "warning: " + message)
+        return {"skipped": message}
+    out, target = run_outputs(parts, prep.validation, batch_size)
+    chosen = parts.task.calibrate(out, target)
+    append_line(log_path, "chosen on the validation rows: " + ", ".join(f"{k} {v}" for k, v in chosen.items()))
+    log.info("chosen on the validation rows: %s", chosen)
+    return chosen
+
+
 def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False) -> tuple[
         Parts, dict]:
     cfg = recipe.training
@@ -298,6 +313,8 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
                                   "train_rows": len(prep.train), "validation_rows": len(prep.validation),
                                   "skipped_rows": len(prep.train.skipped)}}
     with feature_cache_dir(cache_dir):
+        if parts.task.calibrates():
+            metrics["training"]["calibrated"] = calibrate(parts, prep, cfg.batch_size, out / "train.log")
         if len(prep.validation):
             metrics["validation"] = evaluate_parts(parts, prep.validation, cfg.batch_size)
         if prep.test is not None:
