@@ -29,6 +29,8 @@ def signal(name: str) -> dict:
 
 # UTD-MHAD's Kinect joints are (x, y, z) x 20; joint 3 is the hip centre: positions relative to the body
 CENTERED = {**signal("skeleton"), "options": {"relative_to": [9, 10, 11]}}
+# ... and each joint's velocity beside its position (the change from the frame before)
+MOVING = {**CENTERED, "options": {**CENTERED["options"], "deltas": True}}
 
 
 LIPS = {"name": "lips", "modality": "video", "options": {"size": 48, "channels": 1, "frames": "all", "max_frames": 75},
@@ -100,6 +102,9 @@ DATASETS = {
             "inertial_rotated": {"inputs": [masked(xyz(signal("inertial")))], "training": ROTATED},
             "inertial_skeleton_centered_rotated": {"inputs": [masked(xyz(signal("inertial"))), xyz(CENTERED)],
                                                    "training": ROTATED},
+            "skeleton_moving_rotated": {"inputs": [xyz(MOVING)], "training": ROTATED},
+            "inertial_skeleton_moving_rotated": {"inputs": [masked(xyz(signal("inertial"))), xyz(MOVING)],
+                                                 "training": ROTATED},
             "inertial_rotated_gru": {"inputs": [gru(masked(xyz(signal("inertial"))))], "training": ROTATED},
             "inertial_skeleton_centered_rotated_gru": {
                 "inputs": [gru(masked(xyz(signal("inertial")))), gru(xyz(CENTERED))], "training": ROTATED},
