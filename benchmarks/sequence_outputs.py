@@ -38,6 +38,8 @@ CONFIGS = {
     "audio_noisy": {"inputs": [NOISY_AUDIO], "snr": True,  # trained as av is, for its curve
                     "training": {"augment": 0.5, "augment_with": ["white_noise"]}},
     "audio_whisper": {"inputs": [WHISPER], "snr": False},
+    # the same with the CTC search (greedy, lexicon or grammar, at each bigram weight) chosen on validation
+    "audio_whisper_search": {"inputs": [WHISPER], "snr": False, "search": True},
     # longer training with SpecAugment; the CTC search (greedy, or beam 8 held to the training words with a word
     # bigram model at a weight) chosen on a validation split carved here, then the test split scored once
     "audio_specaug": {"inputs": [SPECAUG], "snr": False, "search": True,
@@ -152,7 +154,7 @@ def run_one(args) -> dict:
     wall = time.perf_counter() - started
     chosen = {}
     if search:
-        chosen = choose_search(model, validation)
+        chosen = choose_search(model, validation, grammar=True)
         model.metrics["test"] = model.evaluate(str(GRID / "test.jsonl"))
     test = model.metrics["test"]
     result = {"config": args.config, "seed": args.seed,
