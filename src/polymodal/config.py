@@ -139,6 +139,10 @@ class TrainingConfig(_Strict):
     backbone_frozen_epochs: int = Field(0, ge=0, description="Freeze-then-unfreeze: for this many first epochs a "
                                         "pretrained backbone that learns is held still (its learning rate 0) while "
                                         "the new layers settle; then it learns.")
+    soup: int = Field(0, ge=0, description="Greedy soup (Wortsman et al., 2022): keep the weights of the `soup` "
+                      "best validation epochs; after training, starting from the best, each next one joins the "
+                      "average of the weights if the monitored validation score does not drop. Needs validation "
+                      "rows; the kept copies cost `soup` times the model's memory. 0 or 1: the best epoch alone.")
     seed: int = Field(0, description="Seeds data order, splits and weights.")
     patience: int = Field(5, ge=1, description="Stop after this many epochs without validation improvement.")
     group_by: str | None = Field("auto", description="Batch rows that share this input's value together so it is "

@@ -93,3 +93,8 @@ def test_signal_rotation_turns_every_triple_by_one_rotation():
     assert "rotation" in marked.corruptions
     with pytest.raises(BadInput, match="5 features, not a whole number"):
         marked.fit([torch.zeros(4, 5)])
+    # max_rotation bounds the turn: 15 degrees at severity 1 is the draw above scaled by 15 / 45
+    small = SignalModality(SignalConfig(xyz=True, max_rotation=15.0))
+    y15 = small.corruptions["rotation"](x, 1.0, np.random.default_rng(0))
+    assert torch.allclose(y15.reshape(-1, 3), x.reshape(-1, 3) @ torch.from_numpy(
+        rotation_matrix(angles / 3)).float().T, atol=1e-5)

@@ -18,10 +18,10 @@ Corruption = Callable[[object, float, np.random.Generator], object]
 def corruption(modality: type, name: str):
     """Register a corruption on a modality class (in the modality's own file): `@corruption(ImageModality, "blur")`."""
     def deco(fn: Corruption) -> Corruption:
-        def wrapped(raw, severity: float, rng: np.random.Generator):
+        def wrapped(raw, severity: float, rng: np.random.Generator, **options):
             if not 0 <= severity <= 1:
                 raise PolymodalError(f"severity must be in [0, 1], got {severity}")
-            return raw if severity == 0 else fn(raw, severity, rng)
+            return raw if severity == 0 else fn(raw, severity, rng, **options)  # options: a modality's settings
 
         wrapped.__name__ = wrapped.__qualname__ = name
         wrapped.__doc__ = fn.__doc__

@@ -3,6 +3,7 @@ lists; normalised per feature with statistics learnt from the training set."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ class SignalConfig(ModalityConfig):
                       "gyroscope's axes, a skeleton's joints). Gives the signal the `rotation` corruption "
                       "(augmentation with `training.augment_with: [rotation]`): every triple of a value turned by one "
                       "random rotation, as if the sensor were worn, or the camera placed, at another angle.")
+    max_rotation: float = Field(45.0, gt=0, le=180, description="With xyz: the `rotation` corruption's largest "
+                                "turn about each axis, in degrees, at severity 1 (each axis's angle is drawn "
+                                "uniformly up to severity x this).")
     deltas: bool = Field(False, description="Append each feature's change from the step before (velocities of a "
                          "skeleton's joints), after relative_to: twice the features, read by the encoder beside the "
                          "positions. With xyz the differences are triples too, turned with their positions.")
@@ -87,6 +91,9 @@ class SignalModality(Modality):
         self.std: list[float] | None = None
         if not config.xyz:  # rotation means something only where the features are (x, y, z) triples
             self.corruptions = {k: v for k, v in type(self).corruptions.items() if k != "rotation"}
+        elif config.max_rotation != MAX_ROTATION_DEGREES:
+            self.corruptions = {**type(self).corruptions,
+                                "rotation": functools.partial(signal_rotation, degrees=config.max_rotation)}
 
     def decode(self, value: Any, base_dir: Path) -> Tensor:
         arr = load_array(value, base_dir)
@@ -180,11 +187,11 @@ def rotation_matrix(angles: np.ndarray) -> np.ndarray:
 
 
 @corruption(SignalModality, "rotation")
-def signal_rotation(x: Tensor, s: float, rng) -> Tensor:
-    """Every (x, y, z) triple turned by one random rotation: up to 45 degrees about each axis at severity 1 (signals
-    with the option `xyz`)."""
+def signal_rotation(x: Tensor, s: float, rng, degrees: float = MAX_ROTATION_DEGREES) -> Tensor:
+    """Every (x, y, z) triple turned by one random rotation: up to 45 degrees (the option `max_rotation`) about each
+    axis at severity 1 (signals with the option `xyz`)."""
     if x.shape[1] % 3:
         raise PolymodalError(f"rotation needs (x, y, z) triples; the signal has {x.shape[1]} features")
-    angles = np.deg2rad(MAX_ROTATION_DEGREES * s) * rng.uniform(-1, 1, 3)
+    angles = np.deg2rad(degrees * s) * rng.uniform(-1, 1, 3)
     r = torch.from_numpy(rotation_matrix(angles)).to(x.dtype)
     return (x.reshape(len(x), -1, 3) @ r.T).reshape(x.shape)

@@ -24,7 +24,7 @@ from ..encoders.base import FeatureCache, feature_cache_dir
 from ..evaluation.evaluate import evaluate_parts, run_outputs
 from ..model import Parts
 from ..storage import save_parts
-from .module import BestWeights, EMAWeights, LitMultimodal
+from .module import BestWeights, EMAWeights, LitMultimodal, average_states
 from .prepare import Prepared, prepare
 from .progress_log import EpochLog, append_line
 from .runtime import configure_process
@@ -226,6 +226,32 @@ def score_gap(metric: str, validation: dict | None, test: dict | None) -> str | 
             "`data.validation_group` (quick form: --validation-group COLUMN)")
 
 
+def greedy_soup(parts: Parts, validation: ReadTable, top: list[dict], batch_size: int, log_path: Path) -> dict:
+    """Greedy soup over the kept epochs (best first): each joins the average of the weights if the task's monitored
+    validation score (every input present) does not get worse; the network ends with the soup's weights."""
+    task = parts.task
+    sign = 1 if task.monitor_mode == "max" else -1
+
+    def score(state: dict) -> float:
+        parts.net.load_state_dict(state)
+        return evaluate_parts(parts, validation, batch_size)[task.monitor]
+
+    members = [top[0]]
+    current = first = score(top[0]["state"])
+    for candidate in top[1:]:
+        value = score(average_states([m["state"] for m in members + [candidate]]))
+        if sign * value >= sign * current:
+            members.append(candidate)
+            current = value
+    parts.net.load_state_dict(average_states([m["state"] for m in members]))
+    parts.net.eval()
+    result = {"epochs": [m["epoch"] for m in members], "tried": [t["epoch"] for t in top],
+              f"validation_{task.monitor}": round(current, 6), f"best_epoch_{task.monitor}": round(first, 6)}
+    append_line(log_path, f"greedy soup of epochs {result['epochs']} (of {result['tried']}): validation "
+                          f"{task.monitor} {current:.4f} (the best epoch alone {first:.4f})")
+    return result
+
+
 def calibrate(parts: Parts, prep: Prepared, batch_size: int, log_path: Path) -> dict:
     """Let the task choose its decisions (a threshold) on the validation rows' outputs of the trained network."""
     if not len(prep.validation):
@@ -261,7 +287,7 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
     robust = plan.alone_scores
     monitor = f"val_{'robust_' if robust else ''}{parts.task.monitor}" if val_dl is not None else "train_loss"
     mode = parts.task.monitor_mode if val_dl is not None else "min"
-    best = BestWeights(monitor, mode)
+    best = BestWeights(monitor, mode, keep=cfg.soup if val_dl is not None and plan.keep_best else 1)
     ckpt_dir = out / "checkpoints"
     streams = RandomStreams(train_dl)
     callbacks = [best, streams, LastCheckpoint(ckpt_dir / "last.ckpt"), EpochLog(out / "train.log", cfg.time_limit)]
@@ -313,6 +339,9 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
                                   "train_rows": len(prep.train), "validation_rows": len(prep.validation),
                                   "skipped_rows": len(prep.train.skipped)}}
     with feature_cache_dir(cache_dir):
+        if len(best.top) > 1 and ema is None:
+            metrics["training"]["soup"] = greedy_soup(parts, prep.validation, best.top, cfg.batch_size,
+                                                      out / "train.log")
         if parts.task.calibrates():
             metrics["training"]["calibrated"] = calibrate(parts, prep, cfg.batch_size, out / "train.log")
         if len(prep.validation):

@@ -197,12 +197,13 @@ class EMAWeights(L.Callback):
 class BestWeights(L.Callback):
     """Keeps a CPU copy of the weights at the best validation score (saved in checkpoints, so resume keeps it)."""
 
-    def __init__(self, monitor: str, mode: str) -> None:
-        self.monitor, self.mode = monitor, mode
+    def __init__(self, monitor: str, mode: str, keep: int = 1) -> None:
+        self.monitor, self.mode, self.keep = monitor, mode, keep
         self.best_score: float | None = None
         self.best_epoch: int | None = None
         self.best_loss = float("inf")
         self.state: dict[str, Tensor] | None = None
+        self.top: list[dict] = []  # with keep > 1: the best epochs' {score, loss, epoch, state}, best first
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -214,15 +215,34 @@ class BestWeights(L.Callback):
         loss = float(trainer.callback_metrics.get("val_loss", float("inf")))
         better = self.best_score is None or (value > self.best_score if self.mode == "max" else value < self.best_score)
         tie = self.best_score is not None and value == self.best_score and loss < self.best_loss
+        state = None
         if better or tie:  # a tie on a saturated score (accuracy 1.0) goes to the lower validation loss
             self.best_score, self.best_epoch, self.best_loss = value, trainer.current_epoch, loss
-            self.state = {k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
+            state = self.state = {k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
+        if self.keep > 1:
+            sign = -1 if self.mode == "max" else 1
+            rank = (sign * value, loss, trainer.current_epoch)
+            last = self.top[-1] if self.top else None
+            if len(self.top) < self.keep or rank < (sign * last["score"], last["loss"], last["epoch"]):
+                if state is None:
+                    state = {k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
+                self.top.append({"score": value, "loss": loss, "epoch": trainer.current_epoch, "state": state})
+                self.top.sort(key=lambda t: (sign * t["score"], t["loss"], t["epoch"]))
+                del self.top[self.keep:]
 
     def state_dict(self) -> dict:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch, "best_loss": self.best_loss,
-                "state": self.state}
+                "state": self.state, "top": self.top}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.best_loss = state.get("best_loss", float("inf"))
         self.state = copy.copy(state["state"])
+        self.top = list(state.get("top", []))
+
+
+def average_states(states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """The mean of weights saved from one network (floating tensors averaged; counters taken from the first)."""
+    first = states[0]
+    return {k: torch.stack([s[k] for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v.clone()
+            for k, v in first.items()}
