@@ -114,3 +114,36 @@ def test_feature_cache_directory_serves_a_second_run(tmp_path):
     third = pm.fit(rec, train=rows[:6], out=tmp_path / "c")
     other = Path(third.metrics["training"]["frozen_features"]["image"]["folder"])
     assert other.parent == folder.parent and other != folder and len(list(other.glob("*.safetensors"))) == 6
+
+
+def test_video_frames_each_get_a_token_and_padding_frames_count_for_nothing():
+    from polymodal.encoders.base import build_encoder
+    from polymodal.modalities.video import VideoConfig, VideoModality
+
+    modality = VideoModality(VideoConfig(frames="all", max_frames=4, size=32, channels=1))
+    enc = build_encoder("efficientnet", {}, modality, 8).eval()
+    frames = torch.rand(2, 4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    frames[1, 2:] = 0  # padding
+    with torch.no_grad():
+        tokens, valid, pooled = enc(frames, mask)
+        alone = enc.proj(enc._grid(frames[1, :2]).mean((2, 3)))  # each frame through the network by itself
+    assert tokens.shape == (2, 4, 8) and torch.equal(valid, mask)
+    torch.testing.assert_close(tokens[1, :2], alone, rtol=1e-3, atol=1e-3)  # cached in half precision
+    torch.testing.assert_close(pooled[1], tokens[1, :2].mean(0))
+    assert len(enc._cache) == 7  # 6 distinct frames and one of padding
+
+
+def test_a_video_input_trains_over_frozen_frame_features_and_reloads(tmp_path):
+    from tests.conftest import write_video
+
+    rows = [{"clip": str(write_video(tmp_path / f"{i}.mp4", colour, frames=3 + i % 3, size=32)), "label": colour}
+            for i, colour in enumerate(["red", "green", "blue"] * 8)]
+    rec = {"inputs": [{"name": "clip", "modality": "video", "options": {"frames": "all", "max_frames": 6, "size": 32},
+                       "encoder": {"type": "efficientnet"}}],
+           "target": {"column": "label"}, "model": {"dim": 16},
+           "training": {"epochs": 8, "batch_size": 8, "lr": 0.01, "progress": False, "patience": 8}}
+    model = pm.fit(rec, train=rows[:18], test=rows[18:], out=tmp_path / "m")
+    assert model.metrics["test"]["accuracy"] == 1.0, model.metrics["test"]
+    reloaded = pm.load(tmp_path / "m")
+    assert [p["label"] for p in reloaded.predict(rows[18:])] == [r["label"] for r in rows[18:]]

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..errors import RecipeError
-from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, block_depths, fingerprint
+from .base import ENCODERS, Encoder, EncoderConfig, FeatureCache, block_depths, fingerprint, masked_mean
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # (repeats, kernel, stride, expansion, in, out) of EfficientNet-Lite's seven stages, before depth scaling
@@ -158,7 +158,8 @@ class EfficientNetConfig(EncoderConfig):
 @ENCODERS.register("efficientnet")
 class EfficientNetEncoder(Encoder):
     """ImageNet EfficientNet-Lite over the image (normalised with ImageNet statistics; greyscale repeated to RGB).
-    Tokens: the final 1280-channel grid (7 x 7 at 224 px) projected to the model width; pooled: its mean."""
+    Tokens: the final 1280-channel grid (7 x 7 at 224 px) projected to the model width; pooled: its mean. Over a
+    video, each frame on its own: one token per frame (its grid's mean, projected), padding frames masked."""
 
     Config = EfficientNetConfig
     config: EfficientNetConfig
@@ -183,9 +184,9 @@ class EfficientNetEncoder(Encoder):
 
     @classmethod
     def modality_options(cls, kind: str, options: dict, encoder: dict) -> dict:
-        """An image input takes the variant's resolution unless the recipe sets a size."""
-        if kind != "image":
-            raise RecipeError(f"the efficientnet encoder takes images, not {kind}")
+        """An image or video input takes the variant's resolution unless the recipe sets a size."""
+        if kind not in ("image", "video"):
+            raise RecipeError(f"the efficientnet encoder takes images or video frames, not {kind}")
         variant = encoder.get("variant", "lite0")
         return {"size": VARIANTS.get(variant, VARIANTS["lite0"])[2], **options}
 
@@ -216,12 +217,16 @@ class EfficientNetEncoder(Encoder):
     def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         if self.config.freeze and self.backbone._bn0.training:  # Lightning may restore modes without train()
             self.train(self.training)
-        if self.config.freeze and not self.trainable:
-            grid = self._cached_grid(data)
-        else:
-            grid = self._grid(data)
-        tokens = self.proj(grid.flatten(2).transpose(1, 2))
+        if data.dim() == 5:  # video [B, T, C, H, W]: every frame through the network, a token per frame
+            b, t = data.shape[:2]
+            frames = self.proj(self._features(data.flatten(0, 1)).mean((2, 3))).view(b, t, -1)
+            valid = mask if mask is not None else torch.ones(b, t, dtype=torch.bool, device=data.device)
+            return frames, valid, masked_mean(frames, valid)
+        tokens = self.proj(self._features(data).flatten(2).transpose(1, 2))
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device), tokens.mean(1)
+
+    def _features(self, images: Tensor) -> Tensor:
+        return self._cached_grid(images) if self.config.freeze and not self.trainable else self._grid(images)
 
     @torch.no_grad()
     def _cached_grid(self, data: Tensor) -> Tensor:
