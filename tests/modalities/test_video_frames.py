@@ -77,3 +77,34 @@ def test_lip_cnn_learns_the_direction_of_motion(tmp_path):
     model = pm.fit(recipe, train=rows[:64], test=rows[64:], out=tmp_path / "m")
     assert model.metrics["test"]["accuracy"] >= 0.9, model.metrics["test"]
     assert pm.load(tmp_path / "m").predict(rows[64:65])[0]["label"] == model.predict(rows[64:65])[0]["label"]
+
+
+def test_depth_motion_maps_pin_the_front_side_and_top_views():
+    from polymodal.modalities.video import depth_motion_maps, motion_energy
+
+    depth = np.zeros((3, 2, 3), np.uint8)
+    depth[0, 0, 0] = 100  # a near point moves right, then comes nearer
+    depth[1, 0, 1] = 100
+    depth[2, 0, 1] = 200
+    depth[:, 1, 2] = [50, 55, 50]  # sensor noise: under the threshold in front, the same distance level seen aside
+    front, side, top = motion_energy(depth, bins=4, threshold=10)
+    assert front.tolist() == [[100, 200, 0], [0, 0, 0]]
+    assert side.tolist() == [[0, 1, 0, 1], [0, 0, 0, 0]]  # row 0 went from distance level 1 to 3
+    assert top.tolist() == [[0, 1, 0], [0, 0, 0], [1, 2, 0], [0, 0, 0]]  # near levels at the bottom
+    maps = depth_motion_maps(depth, (1, 2), bins=4, threshold=10)
+    assert maps.shape == (3, 1, 2) and maps.dtype == np.uint8
+    assert maps[0].tolist() == [[128, 255]]  # the front view cropped to what moved, scaled to its maximum
+
+
+def test_a_depth_clip_becomes_one_three_channel_frame(tmp_path):
+    import pytest
+    import torch
+
+    clip = write_clip(tmp_path / "d.mp4", 8, leftwards=False)
+    m = VideoModality(VideoConfig(frames="depth_motion_maps", size=32))
+    x = m.decode(str(clip), tmp_path)
+    assert x.shape == (1, 3, 32, 32) and x.dtype == torch.uint8 and int(x[0, 0].max()) > 200  # resized from its crop
+    data, mask = m.collate([x, x])
+    assert data.shape == (2, 1, 3, 32, 32) and mask is None and m.describe()["n_frames"] == 1
+    with pytest.raises(ValueError, match="depth_motion_maps makes 3 channels"):
+        VideoConfig(frames="depth_motion_maps", channels=1)

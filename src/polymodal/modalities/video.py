@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
 from .. import render
@@ -19,9 +19,16 @@ from .image import fit_size, image_gaussian_noise
 
 
 class VideoConfig(ModalityConfig):
-    frames: Literal["uniform", "all"] = Field(
+    frames: Literal["uniform", "all", "depth_motion_maps"] = Field(
         "uniform", description="uniform: n_frames spread over the clip (its gist); all: every frame up to "
-        "max_frames (evenly thinned beyond), padded and masked per batch (motion: lips, gestures).")
+        "max_frames (evenly thinned beyond), padded and masked per batch (motion: lips, gestures); "
+        "depth_motion_maps: a depth video (brightness is distance) summarised as one 3-channel frame, how much "
+        "each place moved over the whole clip seen from the front, the side and the top (each map cropped to "
+        "where anything moved, then resized; Chen et al.'s DMMs): a still image that an image network reads.")
+    depth_bins: int = Field(64, ge=4, le=256, description="With depth_motion_maps: distance levels of the side and "
+                            "top views.")
+    motion_threshold: int = Field(10, ge=0, le=255, description="With depth_motion_maps: a front-view change of at "
+                                  "most this much (of 255) between frames counts as sensor noise, not motion.")
     n_frames: int = Field(8, ge=1, description="With frames: uniform, the frames sampled over the clip.")
     max_frames: int = Field(75, ge=1, description="With frames: all, the most frames kept per clip.")
     size: int | tuple[int, int] = Field(64, description="Each frame's size: one side for a square, or [height, "
@@ -38,9 +45,46 @@ class VideoConfig(ModalityConfig):
             raise ValueError(f"each side must be at least 8 pixels, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _maps_are_three_channels(self) -> "VideoConfig":
+        if self.frames == "depth_motion_maps" and self.channels != 3:
+            raise ValueError("frames: depth_motion_maps makes 3 channels (front, side, top): channels must be 3")
+        return self
+
     @property
     def hw(self) -> tuple[int, int]:
         return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+
+
+def depth_motion_maps(depth: np.ndarray, hw: tuple[int, int], bins: int = 64, threshold: int = 10) -> np.ndarray:
+    """[T, H, W] uint8 depth frames (0: no reading) -> [3, h, w] uint8: the summed frame-to-frame change seen from the
+    front (the frames themselves), the side (height x distance) and the top (distance x width), each cropped to its
+    moving part, scaled to its own maximum and resized to `hw`."""
+    out = []
+    for m in motion_energy(depth, bins, threshold):
+        moved = np.argwhere(m > 0)
+        if len(moved):
+            (y0, x0), (y1, x1) = moved.min(0), moved.max(0) + 1
+            m = m[y0:y1, x0:x1]
+        m = m / m.max() if m.max() > 0 else m
+        img = Image.fromarray((m * 255).round().astype(np.uint8)).resize((hw[1], hw[0]), Image.BILINEAR)
+        out.append(np.asarray(img, dtype=np.uint8))
+    return np.stack(out)
+
+
+def motion_energy(depth: np.ndarray, bins: int, threshold: int) -> list[np.ndarray]:
+    """The three uncropped maps of `depth_motion_maps`: front [H, W], side [H, bins], top [bins, W]."""
+    d = depth.astype(np.int16)
+    t, h, w = d.shape
+    front = np.abs(np.diff(d, axis=0))
+    front = np.where(front > threshold, front, 0).sum(0).astype(np.float32) if t > 1 else np.zeros((h, w), np.float32)
+    side = np.zeros((t, h, bins), np.float32)
+    top = np.zeros((t, bins, w), np.float32)
+    ts, ys, xs = np.nonzero(d)
+    level = d[ts, ys, xs] * bins // 256
+    side[ts, ys, level] = 1
+    top[ts, bins - 1 - level, xs] = 1  # near (bright) at the bottom, as seen from above the camera
+    return [front, np.abs(np.diff(side, axis=0)).sum(0), np.abs(np.diff(top, axis=0)).sum(0)]
 
 
 def uniform_indices(total: int, n: int) -> np.ndarray:
@@ -57,7 +101,8 @@ class VideoModality(Modality):
     config: VideoConfig
 
     def _frame(self, img: Image.Image) -> np.ndarray:
-        img = fit_size(img.convert("RGB" if self.config.channels == 3 else "L"), self.config.hw, self.config.resize)
+        grey = self.config.channels == 1 or self.config.frames == "depth_motion_maps"
+        img = fit_size(img.convert("L" if grey else "RGB"), self.config.hw, self.config.resize)
         arr = np.asarray(img, dtype=np.uint8)
         return arr[:, :, None] if arr.ndim == 2 else arr
 
@@ -75,6 +120,10 @@ class VideoModality(Modality):
             raise BadInput(f"expected a video path, bytes or an array of frames, got {type(value).__name__}")
         if not frames:
             raise BadInput("video has no frames")
+        if self.config.frames == "depth_motion_maps":
+            c = self.config
+            maps = depth_motion_maps(np.stack(frames)[..., 0], c.hw, c.depth_bins, c.motion_threshold)
+            return torch.from_numpy(maps[None]).contiguous()  # uint8 [1, 3, H, W]: one still frame
         if self.config.frames == "all":
             picked = frames if len(frames) <= self.config.max_frames else \
                 [frames[i] for i in uniform_indices(len(frames), self.config.max_frames)]
@@ -123,12 +172,12 @@ class VideoModality(Modality):
 
     def placeholder(self) -> Tensor:
         c = self.config
-        n = 1 if c.frames == "all" else c.n_frames
+        n = c.n_frames if c.frames == "uniform" else 1
         return torch.zeros(n, c.channels, *c.hw, dtype=torch.uint8)
 
     def collate(self, items: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """[U, T, C, H, W] in [0, 1]; with frames: all, padded to the batch's longest clip, and the frame mask."""
-        if self.config.frames == "uniform":
+        if self.config.frames != "all":  # uniform frames, or one frame of depth motion maps
             return torch.stack(items).float().div_(255.0), None
         longest = max(len(v) for v in items)
         data = torch.zeros(len(items), longest, *items[0].shape[1:])
@@ -148,7 +197,7 @@ class VideoModality(Modality):
     def describe(self) -> dict:
         c = self.config
         return {"channels": c.channels, "size": c.hw,
-                "n_frames": c.max_frames if c.frames == "all" else c.n_frames}
+                "n_frames": {"all": c.max_frames, "uniform": c.n_frames}.get(c.frames, 1)}
 
 
 # -- corruptions -----------------------------------------------------------------------------------
