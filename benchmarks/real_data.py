@@ -29,8 +29,14 @@ def signal(name: str) -> dict:
 
 # UTD-MHAD's Kinect joints are (x, y, z) x 20; joint 3 is the hip centre: positions relative to the body
 CENTERED = {**signal("skeleton"), "options": {"relative_to": [9, 10, 11]}}
-# ... and each joint's velocity beside its position (the change from the frame before)
-MOVING = {**CENTERED, "options": {**CENTERED["options"], "deltas": True}}
+# ... and each joint's velocity beside its position (the change from the frame before), as (x, y, z) triples
+# turned by at most 25 degrees about each axis while training (a study on the training subjects: the skeleton
+# wants smaller turns than the wrist sensor; docs/benchmarks.md)
+MOVING = {**CENTERED, "options": {**CENTERED["options"], "deltas": True, "xyz": True, "max_rotation": 25}}
+# the depth video as its depth motion maps (front, side, top), read by the frozen ImageNet efficientnet
+DEPTH = {"name": "depth", "modality": "video", "options": {"frames": "depth_motion_maps", "size": 224},
+         "encoder": {"type": "efficientnet"}}
+SOUP = {"soup": 5}  # greedy soup of the 5 best epochs
 
 
 LIPS = {"name": "lips", "modality": "video", "options": {"size": 48, "channels": 1, "frames": "all", "max_frames": 75},
@@ -102,9 +108,18 @@ DATASETS = {
             "inertial_rotated": {"inputs": [masked(xyz(signal("inertial")))], "training": ROTATED},
             "inertial_skeleton_centered_rotated": {"inputs": [masked(xyz(signal("inertial"))), xyz(CENTERED)],
                                                    "training": ROTATED},
-            "skeleton_moving_rotated": {"inputs": [xyz(MOVING)], "training": ROTATED},
-            "inertial_skeleton_moving_rotated": {"inputs": [masked(xyz(signal("inertial"))), xyz(MOVING)],
+            "skeleton_moving_rotated": {"inputs": [MOVING], "training": ROTATED},
+            "inertial_skeleton_moving_rotated": {"inputs": [masked(xyz(signal("inertial"))), MOVING],
                                                  "training": ROTATED},
+            "depth_maps": [DEPTH],
+            "inertial_skeleton_depth": {"inputs": [masked(xyz(signal("inertial"))), MOVING, DEPTH],
+                                        "training": ROTATED},
+            "inertial_skeleton_depth_soup": {"inputs": [masked(xyz(signal("inertial"))), MOVING, DEPTH],
+                                             "training": {**ROTATED, **SOUP}},
+            "inertial_skeleton_moving_rotated_soup": {"inputs": [masked(xyz(signal("inertial"))), MOVING],
+                                                      "training": {**ROTATED, **SOUP}},
+            "inertial_rotated_gru_soup": {"inputs": [gru(masked(xyz(signal("inertial"))))],
+                                          "training": {**ROTATED, **SOUP}},
             "inertial_rotated_gru": {"inputs": [gru(masked(xyz(signal("inertial"))))], "training": ROTATED},
             "inertial_skeleton_centered_rotated_gru": {
                 "inputs": [gru(masked(xyz(signal("inertial")))), gru(xyz(CENTERED))], "training": ROTATED},
