@@ -133,6 +133,13 @@ def choose_search(model, validation: Path, grammar: bool = False) -> dict:
     else:
         kind, weight = best.split("_lm")
         net.beam, net.words.weight, net.words.grammar = 8, float(weight), kind == "grammar"
+    if getattr(net, "aux", None) is not None:  # a head per input: at that search, the surest head per row too
+        net.read_by = "confident"
+        tried[best + "_confident"] = model.evaluate(str(validation), beam=net.beam)["wer"]
+        if tried[best + "_confident"] < tried[best]:
+            best += "_confident"
+        else:
+            net.read_by = "fused"
     return {"validation_wer": tried, "chosen": best}
 
 

@@ -323,6 +323,40 @@ def test_av_model_has_a_ctc_head_per_input_that_reads_rows_left_with_its_input(a
     assert pm.load(old).parts.net.aux is None
 
 
+def test_read_by_confident_lets_the_surest_head_read_each_row(av_model, tone_dir):
+    """read_by: confident: a row with every input goes to whichever head is surest of its best path."""
+    from polymodal.tasks.text import SPECIALS
+
+    net = av_model.parts.net
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:8]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    fused = [p["text"] for p in av_model.predict(rows)]
+    out = net.aux["audio"].out
+    kept = {k: v.clone() for k, v in out.state_dict().items()}
+    try:
+        net.read_by = "confident"
+        with torch.no_grad():  # the audio head certain of "a" at every step: it reads every row
+            out.weight.zero_()
+            out.bias.fill_(-30.0)
+            out.bias[len(SPECIALS) + av_model.parts.task.vocab.tokens.index("a")] = 30.0
+        assert [p["text"] for p in av_model.predict(rows)] == ["a"] * len(rows)
+        with torch.no_grad():  # ... and unsure of everything (every token equally likely): never
+            out.bias.zero_()
+        signal = net.aux["signal"].out
+        kept_signal = {k: v.clone() for k, v in signal.state_dict().items()}
+        with torch.no_grad():
+            signal.weight.zero_()
+            signal.bias.zero_()
+        try:
+            assert [p["text"] for p in av_model.predict(rows)] == fused
+        finally:
+            signal.load_state_dict(kept_signal)
+    finally:
+        out.load_state_dict(kept)
+        net.read_by = "fused"
+
+
 def test_wer_against_snr(av_model, tone_dir, tmp_path):
     rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:20]
     for r in rows:

@@ -61,6 +61,11 @@ class TextConfig(TaskConfig):
                           "text ends on (a fixed grammar such as GRID's: a letter always follows the preposition).")
     lm_weight: float = Field(0.0, ge=0, description="ctc over characters, beam > 1: weight of a word bigram model of "
                              "the training texts (add-one smoothing) in the search's score; 0: off.")
+    read_by: Literal["fused", "confident"] = Field(
+        "fused", description="ctc with a head per input (2+ inputs, model.unimodal_heads): which head reads a row "
+        "that has every input. fused: the fused head; confident: whichever of the fused head and the inputs' own "
+        "heads is surest of its best path (the mean over its steps of the largest log-probability), so a clean "
+        "audio track is read by the audio's head and a noisy one by the fused head.")
     max_length: int | None = Field(None, ge=1, description="Most tokens a prediction has (default: 1.5 x the longest "
                                    "training text, plus 4).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="attention: cross-entropy label smoothing.")
@@ -224,6 +229,7 @@ class TextNet(nn.Module):
         # to lean on the other; with alone_by_head, a row with one input left is read by that input's head)
         self.aux: nn.ModuleDict | None = None
         self.alone_by_head = False
+        self.read_by = "fused"  # or "confident": rows with every input read by the surest head
 
     def encode(self, batch: Batch) -> dict[str, Encoded]:
         return {name: enc(batch[name]) for name, enc in self.encoders.items()}
@@ -278,6 +284,8 @@ class TextNet(nn.Module):
         encoded = self.encode(batch)
         if isinstance(self.head, CTCHead):
             log_probs, steps = self.head(encoded)
+            if self.aux is not None and self.read_by == "confident":
+                return [seq[:self.max_length] for seq in self._confident(encoded, log_probs, steps, beam)]
             seqs = ctc_decode(log_probs, steps, beam, self.words, self.chars)
             if self.aux is not None and self.alone_by_head:
                 present = torch.stack([encoded[n].present for n in self.aux], 1)  # [B, inputs]
@@ -295,6 +303,26 @@ class TextNet(nn.Module):
             return self.head(memory[origin], padding[origin], seqs)[:, -1]
 
         return beam_search(step, rows, BOS, EOS, self.max_length, beam, memory.device)
+
+    def _confident(self, encoded: dict[str, Encoded], log_probs: Tensor, steps: Tensor, beam: int) -> list[list[int]]:
+        """Each row read by the head (the fused one, or a present input's own) surest of its best path."""
+        present = torch.stack([encoded[n].present for n in self.aux], 1)  # [B, inputs]
+        fused_reads = present.sum(1) > 1 if self.alone_by_head else torch.ones_like(present[:, 0])
+        heads = [(log_probs, steps, fused_reads)] + [(*self.aux[n](encoded), present[:, i])
+                                                     for i, n in enumerate(self.aux)]
+        sureness = []
+        for lp, st, may in heads:
+            valid = torch.arange(lp.shape[1], device=lp.device)[None] < st[:, None]
+            best = (lp.max(-1).values * valid).sum(1) / st.clamp_min(1)
+            sureness.append(torch.where(may, best, torch.full_like(best, float("-inf"))))
+        chosen = torch.stack(sureness, 1).argmax(1)
+        seqs: list[list[int]] = [[] for _ in range(len(steps))]
+        for h, (lp, st, _) in enumerate(heads):
+            rows = (chosen == h).nonzero().flatten()
+            if len(rows):
+                for row, seq in zip(rows.tolist(), ctc_decode(lp[rows], st[rows], beam, self.words, self.chars)):
+                    seqs[row] = seq
+        return seqs
 
     def forward(self, batch: Batch) -> Tensor:
         ids = self.decode_ids(batch, self.beam if not self.training else 1)
@@ -474,6 +502,7 @@ class TextTask(Task):
         if self.aux:
             net.aux = nn.ModuleDict({n: CTCHead([n], n, dim, len(self.vocab), 1, c.dropout) for n in names})
             net.alone_by_head = recipe.model.alone == "head"
+            net.read_by = c.read_by
         return net
 
     @classmethod
