@@ -32,10 +32,14 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(av_model, tmp_path_factory):
     """`polymodal serve MODEL --api-key` in its own process; yields (url, key); the log is shown on failure."""
-    port, key = free_port(), "page-test-key"
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    cmd = [sys.executable, "-m", "polymodal", "serve", str(av_model), "--port", str(port), "--api-key", key,
-           "--max-wait-ms", "2"]
+    yield from serve_process(av_model, "page-test-key", tmp_path_factory.mktemp("serve") / "serve.log")
+
+
+def serve_process(model, key: str | None, log):
+    """Start `polymodal serve`, yield (url, key) once it is ready, stop it when closed."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "polymodal", "serve", str(model), "--port", str(port), "--max-wait-ms", "2"] + \
+        (["--api-key", key] if key else [])
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -137,6 +141,38 @@ def test_microphone_recording_is_sent_as_wav(server, page):
     page.wait_for_selector("body[data-done]", timeout=30_000)
     assert page.get_attribute("body", "data-done") == "1", page.inner_text("#error")
     assert page.inner_text("#prediction") in ("circle", "square", "triangle")
+
+
+def test_a_captioner_writes_its_caption_on_the_page(caption_dir, tmp_path_factory):
+    """A text-output model behind the page: upload a picture, read the caption it writes."""
+    from playwright.sync_api import sync_playwright
+
+    rec = {"data": {"train": str(caption_dir / "train.jsonl")},
+           "inputs": [{"name": "image", "modality": "image", "options": {"size": 32}}],
+           "target": {"column": "caption", "task": "text", "options": {"unit": "word"}},
+           "model": {"dim": 32}, "training": {"epochs": 3, "batch_size": 32, "progress": False}}
+    directory = tmp_path_factory.mktemp("captioner") / "m"
+    expected = pm.fit(rec, out=directory).predict({"image": str(caption_dir / "s2_0.png")})["text"]
+    process = serve_process(directory, None, directory.parent / "serve.log")
+    url, _ = next(process)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(url + "/")
+                page.wait_for_selector("body[data-ready='1']")
+                assert page.inner_text("#model option") == "m (text)"
+                assert page.inner_text("#status") == "text of 'caption'"
+                page.set_input_files("#in-image", str(caption_dir / "s2_0.png"))
+                page.click("#run")
+                page.wait_for_selector("body[data-done]", timeout=30_000)
+                assert page.get_attribute("body", "data-done") == "1", page.inner_text("#error")
+                assert page.inner_text("#prediction") == expected and expected.startswith("a ")
+            finally:
+                browser.close()
+    finally:
+        process.close()  # stops the server
 
 
 def test_server_process_answers_http(server, av_dir):
