@@ -60,6 +60,21 @@ def test_quick_form_fit_evaluate_predict_info(av_tables, tmp_path):
     assert info["fusion"]["method"] == "late"
 
 
+def test_quick_form_threshold_is_kept_and_shown_by_info(av_tables, tmp_path):
+    rows = [json.loads(x) for x in (av_tables / "train.jsonl").read_text().splitlines()]
+    two = [{**r, "audio": str(av_tables / r["audio"]) if r["audio"] else None,
+            "image": str(av_tables / r["image"]) if r["image"] else None} for r in rows if r["label"] != 2]
+    (tmp_path / "two.jsonl").write_text("".join(json.dumps(r) + "\n" for r in two))
+    out = tmp_path / "m"
+    r = run("fit", "--train", str(tmp_path / "two.jsonl"), "--input", "audio", "--input", "image", "--target",
+            "label", "--epochs", "2", "--threshold", "0.3", "--positive-class", "1", "--out", str(out), "--quiet",
+            "--set", "inputs.image.options.size=16", "--set", "inputs.audio.options.n_mels=16")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(run("info", str(out), "--json").stdout)
+    assert info["decision"] == {"positive_class": "1", "threshold": 0.3}
+    assert "decision: '1' when its probability is above 0.3" in run("info", str(out)).stdout
+
+
 def test_recipe_with_set_overrides(av_tables, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"""

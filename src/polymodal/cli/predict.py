@@ -50,6 +50,9 @@ def info(
                                "encoder": i["encoder"].get("type", "default")} for i in recipe["inputs"]},
         "target": recipe["target"]["column"], "task": recipe["target"]["task"],
         "classes": config["task"]["state"].get("classes"), "fusion": recipe["model"]["fusion"],
+        "decision": ({"positive_class": config["task"]["state"]["positive"],
+                      "threshold": config["task"]["state"]["threshold"]}
+                     if config["task"]["state"].get("threshold") is not None else None),
         "architecture": TASKS.get(recipe["target"]["task"]).architecture(recipe),
         "metrics": read_metrics(model_dir)}
     if as_json:
@@ -66,6 +69,9 @@ def info(
         console.print(f"  {part}: {spec}")
     if summary["classes"]:
         console.print(f"  classes ({len(summary['classes'])}): {', '.join(summary['classes'])}")
+    if summary["decision"]:
+        d = summary["decision"]
+        console.print(f"  decision: '{d['positive_class']}' when its probability is above {d['threshold']:.4g}")
     for split in ("validation", "test"):
         m = summary["metrics"].get(split)
         if m:
