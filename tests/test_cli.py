@@ -103,7 +103,7 @@ training: {{batch_size: 16, progress: false}}
     (["fit", "--train", "{train}", "--input", "a=audio", "--target", "label", "--threshold", "maybe"],
      "--threshold 'maybe': expected validation, argmax or a probability"),
     (["fit", "--train", "{train}", "--input", "a=audio", "--target", "label", "--threshold", "validation"],
-     "task.threshold (validation) is for two classes; the training targets have 3"),
+     "target.options.threshold (validation) is for two classes; the training targets have 3"),
 ])
 def test_errors_are_one_clear_line(av_tables, args, message):
     args = [a.replace("{train}", str(av_tables / "train.jsonl")) for a in args]

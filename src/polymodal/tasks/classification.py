@@ -142,11 +142,11 @@ class Classification(PredictiveTask):
         if cfg.threshold == "argmax":
             return
         if len(self.classes) != 2:
-            raise ValueError(f"task.threshold ({cfg.threshold}) is for two classes; the training targets have "
-                             f"{len(self.classes)}: {', '.join(self.classes[:20])}")
+            raise ValueError(f"target.options.threshold ({cfg.threshold}) is for two classes; the training targets "
+                             f"have {len(self.classes)}: {', '.join(self.classes[:20])}")
         if cfg.positive_class is not None and cfg.positive_class not in self._index:
-            raise ValueError(f"task.positive_class '{cfg.positive_class}' is not a class of the training targets "
-                             f"({', '.join(self.classes)})")
+            raise ValueError(f"target.options.positive_class '{cfg.positive_class}' is not a class of the training "
+                             f"targets ({', '.join(self.classes)})")
         self.positive = cfg.positive_class or min(self.classes, key=lambda c: (counts[self._index[c]],
                                                                                  label_sort_key(c)))
         self.cutoff = cfg.threshold if isinstance(cfg.threshold, float) else 0.5  # validation: chosen after training
