@@ -69,3 +69,29 @@ def test_whisper_transcribes_espeak_sentences_in_several_voices(tmp_path):
     hyps = WhisperTranscriber().transcribe(waves)
     assert exact_match(hyps[0::2], [[r] for r in refs[0::2]]) == 1.0, hyps
     assert error_rate(hyps, refs) <= 0.2, hyps
+
+
+def test_the_encoder_runs_a_few_clips_per_call_with_the_same_states():
+    """Memory: the encoder attends over 1,500 frames per clip, so clips go through ENCODE_BATCH at a time; the
+    states equal those of each clip encoded alone."""
+    import numpy as np
+
+    from polymodal.encoders.base import build_encoder
+    from polymodal.encoders.whisper import ENCODE_BATCH
+    from polymodal.modalities.audio import AudioConfig, AudioModality
+
+    enc = build_encoder("whisper", {}, AudioModality(AudioConfig(features="waveform", sample_rate=16000)), 8)
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(1600 * (1 + i)).astype(np.float32) * 0.1 for i in range(ENCODE_BATCH + 2)]
+    calls = []
+    real = enc.whisper
+
+    class Spy:
+        def encode(self, features, to_cpu):
+            calls.append(features.shape[0])
+            return real.encode(features, to_cpu=to_cpu)
+
+    enc.whisper = Spy()
+    states = enc._encode(waves)
+    assert calls == [ENCODE_BATCH, 2] and states.shape[0] == len(waves)
+    np.testing.assert_allclose(states[-1], enc._encode(waves[-1:])[0], rtol=1e-4, atol=1e-4)
