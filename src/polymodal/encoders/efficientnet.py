@@ -155,6 +155,9 @@ class EfficientNetConfig(EncoderConfig):
                               "anyway (partial fine-tuning).")
 
 
+FRAME_BATCH = 64  # images per backbone call when features are computed for the cache
+
+
 @ENCODERS.register("efficientnet")
 class EfficientNetEncoder(Encoder):
     """ImageNet EfficientNet-Lite over the image (normalised with ImageNet statistics; greyscale repeated to RGB).
@@ -232,6 +235,9 @@ class EfficientNetEncoder(Encoder):
     def _cached_grid(self, data: Tensor) -> Tensor:
         """A frozen backbone gives each image the same features every epoch: compute them once per distinct image
         (keyed by a hash of its pixels) and keep them, in half precision, in memory for this process."""
-        grids = self._cache.get([FeatureCache.key(row) for row in data],  # half precision: half the memory
-                                lambda todo: self._grid(data[todo]).to("cpu", torch.float16))
+        def compute(todo: list[int]) -> Tensor:  # a few images at a time: a video batch holds thousands of frames
+            return torch.cat([self._grid(data[todo[i:i + FRAME_BATCH]]).to("cpu", torch.float16)  # half the memory
+                              for i in range(0, len(todo), FRAME_BATCH)])
+
+        grids = self._cache.get([FeatureCache.key(row) for row in data], compute)
         return torch.stack(grids).to(data.device, data.dtype)
