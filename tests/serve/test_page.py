@@ -65,15 +65,21 @@ def serve_process(model, key: str | None, log):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
+    """One headless chromium for the module (Playwright's sync API allows one running instance at a time)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         try:
-            yield browser.new_page()
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    return browser.new_page()
 
 
 def test_upload_predict_and_explain_in_the_browser(server, page, av_model, av_dir):
@@ -143,10 +149,8 @@ def test_microphone_recording_is_sent_as_wav(server, page):
     assert page.inner_text("#prediction") in ("circle", "square", "triangle")
 
 
-def test_a_captioner_writes_its_caption_on_the_page(caption_dir, tmp_path_factory):
+def test_a_captioner_writes_its_caption_on_the_page(caption_dir, browser, tmp_path_factory):
     """A text-output model behind the page: upload a picture, read the caption it writes."""
-    from playwright.sync_api import sync_playwright
-
     rec = {"data": {"train": str(caption_dir / "train.jsonl")},
            "inputs": [{"name": "image", "modality": "image", "options": {"size": 32}}],
            "target": {"column": "caption", "task": "text", "options": {"unit": "word"}},
@@ -155,23 +159,19 @@ def test_a_captioner_writes_its_caption_on_the_page(caption_dir, tmp_path_factor
     expected = pm.fit(rec, out=directory).predict({"image": str(caption_dir / "s2_0.png")})["text"]
     process = serve_process(directory, None, directory.parent / "serve.log")
     url, _ = next(process)
+    page = browser.new_page()
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-            try:
-                page = browser.new_page()
-                page.goto(url + "/")
-                page.wait_for_selector("body[data-ready='1']")
-                assert page.inner_text("#model option") == "m (text)"
-                assert page.inner_text("#status") == "text of 'caption'"
-                page.set_input_files("#in-image", str(caption_dir / "s2_0.png"))
-                page.click("#run")
-                page.wait_for_selector("body[data-done]", timeout=30_000)
-                assert page.get_attribute("body", "data-done") == "1", page.inner_text("#error")
-                assert page.inner_text("#prediction") == expected and expected.startswith("a ")
-            finally:
-                browser.close()
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.inner_text("#model option") == "m (text)"
+        assert page.inner_text("#status") == "text of 'caption'"
+        page.set_input_files("#in-image", str(caption_dir / "s2_0.png"))
+        page.click("#run")
+        page.wait_for_selector("body[data-done]", timeout=30_000)
+        assert page.get_attribute("body", "data-done") == "1", page.inner_text("#error")
+        assert page.inner_text("#prediction") == expected and expected.startswith("a ")
     finally:
+        page.close()
         process.close()  # stops the server
 
 
