@@ -69,7 +69,7 @@ def test_threshold_flag_values():
         parse_threshold("maybe")
 
 
-def test_quick_form_threshold_is_kept_and_shown_by_info(av_tables, tmp_path):
+def test_quick_form_threshold_is_kept_and_shown_by_info(av_tables, tmp_path, capsys):
     rows = [json.loads(x) for x in (av_tables / "train.jsonl").read_text().splitlines()]
     two = [{**r, "audio": str(av_tables / r["audio"]) if r["audio"] else None,
             "image": str(av_tables / r["image"]) if r["image"] else None} for r in rows if r["label"] != 2]
@@ -79,9 +79,11 @@ def test_quick_form_threshold_is_kept_and_shown_by_info(av_tables, tmp_path):
             "label", "--epochs", "2", "--threshold", "0.3", "--positive-class", "1", "--out", str(out), "--quiet",
             "--set", "inputs.image.options.size=16", "--set", "inputs.audio.options.n_mels=16")
     assert r.returncode == 0, r.stderr
-    info = json.loads(run("info", str(out), "--json").stdout)
-    assert info["decision"] == {"positive_class": "1", "threshold": 0.3}
     assert "decision: '1' when its probability is above 0.3" in run("info", str(out)).stdout
+    from polymodal.cli.predict import info
+
+    info(out, as_json=True)  # in this process: the same command's JSON
+    assert json.loads(capsys.readouterr().out)["decision"] == {"positive_class": "1", "threshold": 0.3}
 
 
 def test_recipe_with_set_overrides(av_tables, tmp_path):

@@ -168,6 +168,7 @@ def test_fit_and_predict_from_shards_equal_fit_and_predict_from_the_table(tmp_pa
         assert x["probabilities"] == pytest.approx(y["probabilities"], abs=1e-4)
 
 
+@pytest.mark.slow  # 27 s: make test-slow (keeps make test under 10 minutes on 2 cores)
 def test_index_and_embed_from_shards_equal_those_from_the_table(caption_model, caption_dir, tmp_path):
     from polymodal.retrieval import VectorIndex
 
