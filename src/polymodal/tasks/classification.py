@@ -156,10 +156,9 @@ class Classification(PredictiveTask):
 
     def calibrate(self, out: Tensor, target: Tensor) -> dict:
         pos = self._index[self.positive]
-        prob = out.float().softmax(-1)[:, pos].numpy()
-        self.cutoff, score = choose_threshold(prob, (target == pos).numpy(), self.config.threshold_metric)
-        at_half = float(threshold_scores(prob, (target == pos).numpy(), np.array([0.5]),
-                                         self.config.threshold_metric)[0])
+        prob, positive = out.float().softmax(-1)[:, pos].numpy(), (target == pos).numpy()
+        self.cutoff, score = choose_threshold(prob, positive, self.config.threshold_metric)
+        at_half = float(threshold_scores(prob, positive, np.array([0.5]), self.config.threshold_metric)[0])
         return {"threshold": round(self.cutoff, 6), "positive_class": self.positive,
                 "metric": self.config.threshold_metric, "validation_score": round(score, 6),
                 "validation_score_at_0.5": round(at_half, 6), "validation_rows": len(prob)}
