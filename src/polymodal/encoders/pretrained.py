@@ -182,24 +182,37 @@ class PretrainedEncoder(Encoder):
         return {**config, "path": str(directory / f"{prefix}pretrained"), "from_config": True}
 
 
+def image_processor_settings(source: str) -> dict | None:
+    """A model directory's image processor settings: preprocessor_config.json, or the `image_processor` section of
+    the processor_config.json a multimodal processor (LLaVA's) saves; None where it has neither."""
+    cfg = Path(source) / "preprocessor_config.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text())
+    cfg = Path(source) / "processor_config.json"
+    if cfg.is_file():
+        section = json.loads(cfg.read_text()).get("image_processor")
+        return section if isinstance(section, dict) else None
+    return None
+
+
 def image_stats(source: str, default: tuple[list[float], list[float]] = (IMAGENET_MEAN, IMAGENET_STD)
                 ) -> tuple[list[float], list[float]]:
     """The image mean and std a model's processor normalises with (`default` where it names none)."""
-    cfg = Path(source) / "preprocessor_config.json"
-    if cfg.is_file():
-        data = json.loads(cfg.read_text())
+    data = image_processor_settings(source)
+    if data is not None:
         return data.get("image_mean", default[0]), data.get("image_std", default[1])
     return default
 
 
 def image_size(source: str) -> int | None:
-    cfg = Path(source) / "preprocessor_config.json"
-    if cfg.is_file():
-        size = json.loads(cfg.read_text()).get("size")
-        if isinstance(size, dict):
-            return size.get("height") or size.get("shortest_edge")
-        return size
-    return None
+    """The side of the square images a model's processor hands it (its centre crop where it crops)."""
+    data = image_processor_settings(source)
+    if data is None:
+        return None
+    size = data.get("crop_size") if data.get("do_center_crop") and data.get("crop_size") else data.get("size")
+    if isinstance(size, dict):
+        return size.get("height") or size.get("shortest_edge")
+    return size
 
 
 def adjust_modality(kind: str, options: dict, encoder: dict) -> dict:

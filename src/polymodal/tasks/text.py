@@ -43,7 +43,13 @@ class TextConfig(TaskConfig):
     model: str | None = Field(None, description="A Hugging Face generator (local directory or hub id): "
                               "VisionEncoderDecoder or BLIP (captions), BLIP question answering (image + question), "
                               "Whisper (speech), any encoder-decoder taking pixel_values / input_ids / "
-                              "input_features. training.epochs: 0 scores it zero-shot; more fine-tunes it.")
+                              "input_features, or a decoder-only image-text-to-text assistant (LLaVA-style: its "
+                              "processor puts the image's tokens into a chat prompt). training.epochs: 0 scores it "
+                              "zero-shot; more fine-tunes it.")
+    prompt: str | None = Field(None, description="A LLaVA-style assistant's request, the user's turn beside the "
+                               "image; `{text}` stands for the text input (the question). Default: the text input "
+                               "itself, or 'Describe the image.' when there is none. The assistant's chat template "
+                               "wraps it.")
     unit: Literal["char", "word"] = Field("char", description="Output tokens: characters, or whole words (a closed "
                                           "vocabulary: words unseen in training come out as <unk>).")
     lowercase: bool = Field(False, description="Lower-case the target text before learning its tokens.")
@@ -475,7 +481,7 @@ class TextTask(Task):
             from .text_pretrained import GeneratorTextNet
 
             net: nn.Module = GeneratorTextNet(self.generator_source(), kinds, self.max_length,
-                                              from_config=self.generator_files is not None)
+                                              from_config=self.generator_files is not None, prompt=c.prompt)
             net.beam = c.beam
             return net
         if self.decoder_kind(kinds) == "ctc":
