@@ -143,6 +143,12 @@ class TrainingConfig(_Strict):
                       "best validation epochs; after training, starting from the best, each next one joins the "
                       "average of the weights if the monitored validation score does not drop. Needs validation "
                       "rows; the kept copies cost `soup` times the model's memory. 0 or 1: the best epoch alone.")
+    refit: bool = Field(False, description="After training and every choice made on the validation rows (epochs, "
+                        "soup, threshold), train the model again from scratch on the training and validation rows "
+                        "together for the chosen number of epochs (the soup's epochs averaged again), and keep that "
+                        "model: more rows, and more groups (subjects, speakers) when validation holds whole groups "
+                        "out. Needs validation carved from the training table (not a separate table). The reported "
+                        "validation scores are the first model's; the test score is the refit model's.")
     seed: int = Field(0, description="Seeds data order, splits and weights.")
     patience: int = Field(5, ge=1, description="Stop after this many epochs without validation improvement.")
     group_by: str | None = Field("auto", description="Batch rows that share this input's value together so it is "

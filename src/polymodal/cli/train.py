@@ -54,6 +54,8 @@ def fit(
                                             "probability (positive above it)."),
     positive_class: Optional[str] = typer.Option(None, "--positive-class", help="The class --threshold is about "
                                                  "(default: the rarer one)."),
+    refit: bool = typer.Option(False, "--refit", help="After choosing epochs (and soup, threshold) on validation, "
+                               "train again on training + validation rows for those epochs and keep that model."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per batch."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
@@ -92,6 +94,8 @@ def fit(
         base["inputs"] = [parse_input(s) for s in input_]
     if quiet:
         base["training.progress"] = False
+    if refit:
+        base["training.refit"] = True
     if allow_root:
         base["data.allow_root"] = [str(Path(r).resolve()) for r in allow_root]
     from ..config import build_recipe

@@ -22,7 +22,8 @@ from ..config import Recipe
 from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
 from ..encoders.base import FeatureCache, feature_cache_dir
 from ..evaluation.evaluate import evaluate_parts, run_outputs
-from ..model import Parts
+from ..errors import RecipeError
+from ..model import Parts, build_net
 from ..storage import save_parts
 from .module import BestWeights, EMAWeights, LitMultimodal, average_states
 from .prepare import Prepared, prepare
@@ -267,9 +268,83 @@ def calibrate(parts: Parts, prep: Prepared, batch_size: int, log_path: Path) -> 
     return chosen
 
 
+class KeepEpochs(L.Callback):
+    """CPU copies of the weights at the end of the given epochs (0-based), for a refit's soup."""
+
+    def __init__(self, epochs: list[int]) -> None:
+        self.epochs = set(epochs)
+        self.states: list[dict] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.current_epoch in self.epochs:
+            self.states.append({k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()})
+
+
+def check_refit(recipe: Recipe, tables: dict[str, Table | None]) -> None:
+    """`training.refit` needs validation rows carved from the training table, and one process."""
+    cfg = recipe.training
+    if not cfg.refit:
+        return
+    if tables.get("validation") is not None or recipe.data.validation_fraction <= 0:
+        raise RecipeError("field `training.refit`: the refit trains on the training and validation rows together, "
+                          "so the validation rows must be carved from the training table (data.validation_fraction "
+                          "> 0, no separate validation table)")
+    if cfg.strategy == "ddp" or cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1):
+        raise RecipeError("field `training.refit`: the refit runs in one process (not under ddp)")
+
+
+def refit(parts: Parts, prep: Prepared, plan, chosen: dict, out: Path, seconds_left: float | None) -> dict:
+    """Train the network again from its initial weights on the training and validation rows together, for the
+    epochs chosen on validation (and average the weights of the soup's epochs, where a soup chose them); the
+    network ends with these weights. The task keeps what it chose on validation (a threshold)."""
+    recipe, cfg = parts.recipe, parts.recipe.training
+    log_path = out / "train.log"
+    soup_epochs = (chosen.get("soup") or {}).get("epochs") or []
+    epochs = (chosen["best_epoch"] + 1) if plan.keep_best and chosen.get("best_epoch") is not None \
+        else chosen["epochs"]
+    if seconds_left is not None and seconds_left <= 0:
+        message = "training.refit skipped: the time limit is spent (the first model is kept)"
+        log.warning(message)
+        append_line(log_path, "warning: " + message)
+        return {"skipped": message}
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    parts.net = prep.parts.net = build_net(recipe, parts.inputs, parts.task)
+    data = prep.everything
+    dl = loader(data, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers, cfg.augment,
+                cfg.prefetch, plan.steps_per_call, plan.modality_dropout, cfg.augment_with)
+    # the same schedule as the first run (planned over training.epochs), stopped at the chosen epoch
+    module = LitMultimodal(parts.net, parts.task, cfg, total_steps=dl.batch_sampler.optimizer_steps * cfg.epochs,
+                           unimodal_weight=recipe.model.unimodal_heads, plan=plan)
+    keep = KeepEpochs(sorted(soup_epochs) if len(soup_epochs) > 1 else [])
+    ema = EMAWeights(plan.ema_decay) if plan.ema_decay > 0 else None
+    callbacks = [keep, EpochLog(log_path, seconds_left)] + ([ema] if ema is not None else [])
+    append_line(log_path, f"refit: {epochs} epochs on the training and validation rows ({len(data)} rows)"
+                + (f", averaging epochs {sorted(soup_epochs)}" if len(soup_epochs) > 1 else ""))
+    trainer = L.Trainer(
+        max_epochs=epochs, max_time=None if seconds_left is None else {"seconds": seconds_left},
+        accelerator=cfg.accelerator, devices=1, precision=cfg.precision, callbacks=callbacks, logger=False,
+        enable_checkpointing=False, enable_progress_bar=cfg.progress, enable_model_summary=False,
+        num_sanity_val_steps=0, default_root_dir=str(out), use_distributed_sampler=False)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
+        trainer.fit(module, dl)
+    if ema is not None and ema.state is not None:
+        parts.net.load_state_dict(ema.state)
+    elif len(keep.states) > 1:
+        parts.net.load_state_dict(average_states(keep.states))
+    parts.net.eval()
+    result = {"epochs": trainer.current_epoch, "rows": len(data), "seconds": round(time.perf_counter() - started, 2)}
+    if len(keep.states) > 1:
+        result["averaged_epochs"] = sorted(soup_epochs)
+    return result
+
+
 def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False) -> tuple[
         Parts, dict]:
     cfg = recipe.training
+    check_refit(recipe, tables)
     configure_process(cfg.threads, cfg.keep_memory)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out = Path(out)
@@ -346,6 +421,9 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
             metrics["training"]["calibrated"] = calibrate(parts, prep, cfg.batch_size, out / "train.log")
         if len(prep.validation):
             metrics["validation"] = evaluate_parts(parts, prep.validation, cfg.batch_size)
+        if cfg.refit:
+            left = None if cfg.time_limit is None else cfg.time_limit - (time.perf_counter() - started)
+            metrics["training"]["refit"] = refit(parts, prep, plan, metrics["training"], out, left)
         if prep.test is not None:
             metrics["test"] = evaluate_parts(parts, prep.test, cfg.batch_size)
         caches = feature_cache_counts(parts.net)

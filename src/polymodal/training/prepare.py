@@ -29,6 +29,7 @@ class Prepared:
     validation: ReadTable
     test: ReadTable | None
     group_input: str | None
+    everything: ReadTable | None = None  # training and validation rows together, when validation is carved from train
 
 
 def resolve_recipe(recipe: Recipe, train: Table) -> Recipe:
@@ -191,8 +192,10 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
             raise DataError(f"{train_table.source}, column '{col}': {e}") from None
         raw.targets = [task.encode(t) for t in raw.targets]
     train = raw.take(train_pos)
+    everything = None
     if val_table is None:
         validation = raw.take(val_pos)
+        everything = raw.take(sorted(train_pos + val_pos))
     else:
         check_columns(val_table, inputs, col)
         validation = read_inputs(val_table, inputs, task, col, bad, show_progress=prog, allow_roots=roots)
@@ -204,4 +207,4 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
         net = build_net(recipe, inputs, task)
     except ValueError as e:
         raise RecipeError(f"field `target.options`: {e}") from None
-    return Prepared(Parts(recipe, inputs, task, net), train, validation, test, group)
+    return Prepared(Parts(recipe, inputs, task, net), train, validation, test, group, everything)
