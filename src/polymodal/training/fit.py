@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 from ..config import Recipe
 from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
 from ..encoders.base import FeatureCache, feature_cache_dir
-from ..evaluation.evaluate import evaluate_parts, run_outputs
 from ..errors import RecipeError
+from ..evaluation.evaluate import evaluate_parts, run_outputs
 from ..model import Parts, build_net
 from ..storage import save_parts
 from .module import BestWeights, EMAWeights, LitMultimodal, average_states
