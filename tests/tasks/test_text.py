@@ -196,6 +196,18 @@ def test_vocabulary_round_trip():
         c.encode(["not", "text"])
 
 
+def test_subword_vocabulary_shifts_the_tokenizers_ids_past_the_specials():
+    from polymodal.tasks.text import SubwordVocabulary
+
+    v = SubwordVocabulary("all-minilm-l6-v2", lowercase=False)  # bert-base-uncased's WordPiece, shipped offline
+    assert len(v) == 30522 + 4
+    ids = v.encode("A red  circle, unbelievably")
+    assert ids == [1041, 2421, 4422, 1014, 4899, 8675, 2670, 3571, 6325]  # "a"=1037, "red"=2417, ... plus 4
+    assert v.decode(ids + [2, 9]) == "a red circle, unbelievably"  # decoding stops at the end token (2)
+    with pytest.raises(RecipeError, match="target.options.tokenizer"):
+        SubwordVocabulary("/nonexistent/tokenizer", lowercase=False)
+
+
 # -- the task end to end -------------------------------------------------------------------------------------------
 FREQ = {"a": 300, "b": 700, "c": 1400, "d": 2600}
 SR, LETTER, TONE = 8000, 0.16, 0.12
@@ -385,6 +397,24 @@ def test_captions_with_the_attention_decoder(caption_dir, tmp_path):
     assert model.metrics["test"]["cider"] > 1.0
     pred = model.predict({"image": str(caption_dir / rows[0]["image"])})
     assert pred["text"].startswith("a ") and len(pred["text"].split()) == 3
+
+
+def test_captions_in_a_pretrained_tokenizers_pieces(caption_dir, tmp_path):
+    """`unit: subword`: the attention decoder writes WordPiece ids; the model directory keeps the tokenizer."""
+    rows = caption_rows(caption_dir, 1)
+    rec = {"data": {"train": str(caption_dir / "train.jsonl"), "test": str(caption_dir / "test.jsonl")},
+           "inputs": [{"name": "image", "modality": "image", "options": {"size": 32}}],
+           "target": {"column": "caption", "task": "text", "options": {"unit": "subword"}},
+           "model": {"dim": 64}, "training": {"epochs": 15, "batch_size": 16, "lr": 3e-3, "progress": False}}
+    model = pm.fit(rec, out=tmp_path / "m")
+    assert model.parts.net.head.__class__.__name__ == "AttentionDecoder"
+    assert model.metrics["test"]["exact_match"] >= 0.9
+    assert (tmp_path / "m" / "target_tokenizer" / "tokenizer.json").is_file()
+    loaded = pm.load(tmp_path / "m")
+    assert Path(loaded.parts.task.vocab.tokenizer.name_or_path) == tmp_path / "m" / "target_tokenizer"
+    image = {"image": str(caption_dir / rows[0]["image"])}
+    assert loaded.predict(image) == model.predict(image)
+    assert model.predict(image)["text"].startswith("a ")
 
 
 def test_quick_form_cli(tone_dir, tmp_path):

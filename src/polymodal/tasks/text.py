@@ -50,8 +50,13 @@ class TextConfig(TaskConfig):
                                "image; `{text}` stands for the text input (the question). Default: the text input "
                                "itself, or 'Describe the image.' when there is none. The assistant's chat template "
                                "wraps it.")
-    unit: Literal["char", "word"] = Field("char", description="Output tokens: characters, or whole words (a closed "
-                                          "vocabulary: words unseen in training come out as <unk>).")
+    unit: Literal["char", "word", "subword"] = Field(
+        "char", description="Output tokens: characters, whole words (a closed vocabulary: words unseen in training "
+        "come out as <unk>), or a pretrained tokenizer's pieces (`tokenizer`; an open vocabulary with short "
+        "sequences, for captions and answers).")
+    tokenizer: str = Field("all-minilm-l6-v2", description="unit subword: the pretrained tokenizer (a local "
+                           "directory, a hub id, or a shipped short name: all-minilm-l6-v2's WordPiece, offline). "
+                           "The model directory keeps a copy.")
     lowercase: bool = Field(False, description="Lower-case the target text before learning its tokens.")
     align_to: str | None = Field(None, description="ctc: the input whose time steps are the output steps "
                                  "(default: the video input if there is one, else the first input).")
@@ -121,6 +126,54 @@ class Vocabulary:
             elif i == UNK:
                 parts.append("<unk>")
         return ("" if self.unit == "char" else " ").join(parts)
+
+
+TOKENIZER_DIR = "target_tokenizer"
+
+
+class SubwordVocabulary:
+    """A pretrained tokenizer's pieces as output tokens for the decoders trained here: its ids shifted past
+    polymodal's four special ids (pad/blank, start, end, unknown), its own special tokens left out."""
+
+    unit = "subword"
+
+    def __init__(self, source: str, lowercase: bool) -> None:
+        from transformers import AutoTokenizer
+
+        from ..encoders.pretrained import resolve_source
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(resolve_source(source))
+        except (OSError, ValueError) as e:
+            raise RecipeError(f"field `target.options.tokenizer`: cannot load the tokenizer '{source}': {e}") from None
+        self.lowercase = lowercase
+        self.tokens: list[str] = []  # the tokenizer's files hold them (saved beside the weights)
+        self.special = set(self.tokenizer.all_special_ids)
+
+    def __len__(self) -> int:
+        return len(SPECIALS) + len(self.tokenizer)
+
+    def clean(self, text: Any) -> str:
+        return clean_text(text, self.lowercase)
+
+    def units(self, text: Any) -> list[int]:
+        return self.encode(text)
+
+    def learn(self, texts: list[Any]) -> None:
+        """Nothing to learn: the pieces are the tokenizer's."""
+
+    def encode(self, text: Any) -> list[int]:
+        ids = self.tokenizer(self.clean(text), add_special_tokens=False).input_ids
+        return [i + len(SPECIALS) for i in ids if i not in self.special]
+
+    def decode(self, ids: list[int]) -> str:
+        pieces = []
+        for i in ids:
+            if i == EOS:
+                break
+            if i >= len(SPECIALS):
+                pieces.append(i - len(SPECIALS))
+        return self.tokenizer.decode(pieces, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
 
 
 def pool_to(tokens: Tensor, lengths: Tensor, target: Tensor, steps: int) -> Tensor:
@@ -346,9 +399,10 @@ class TextTask(Task):
 
     def __init__(self, config: TextConfig) -> None:
         super().__init__(config)
-        self.vocab: Any = Vocabulary(config.unit, config.lowercase)
+        self.vocab: Any = Vocabulary(config.unit, config.lowercase) if config.unit != "subword" else None
         self.max_length = config.max_length or 0
         self.generator_files: Path | None = None  # a loaded model's copy of the generator's files
+        self.tokenizer_files: Path | None = None  # a loaded model's copy of the subword tokenizer
         self.words: WordModel | None = None
         self.aux: bool | None = None  # auxiliary CTC heads: decided when the net is first built, then kept
 
@@ -397,7 +451,7 @@ class TextTask(Task):
 
     # -- targets -----------------------------------------------------------------------------------------------------
     def check(self, value: Any) -> Any:
-        self.vocab.clean(value)
+        clean_text(value)
         return value
 
     def fit(self, targets: list[Any]) -> None:
@@ -405,6 +459,8 @@ class TextTask(Task):
             from .text_pretrained import TokenizerVocabulary
 
             self.vocab = TokenizerVocabulary(self.generator_source())
+        elif self.config.unit == "subword":
+            self.vocab = SubwordVocabulary(self.config.tokenizer, self.config.lowercase)
         self.vocab.learn(targets)
         if len(self.vocab) <= len(SPECIALS):
             raise ValueError("the training texts are all empty")
@@ -443,6 +499,8 @@ class TextTask(Task):
             from .text_pretrained import TokenizerVocabulary
 
             self.vocab = TokenizerVocabulary(self.generator_source())
+        elif state["unit"] == "subword":
+            self.vocab = SubwordVocabulary(str(self.tokenizer_files or self.config.tokenizer), state["lowercase"])
         else:
             self.vocab = Vocabulary(state["unit"], state["lowercase"], state["tokens"])
         self.max_length = state["max_length"]
@@ -452,15 +510,20 @@ class TextTask(Task):
     def save_files(self, net: nn.Module, directory: Path) -> None:
         if hasattr(net, "save_files"):
             net.save_files(directory, self.vocab.tokenizer)
+        if isinstance(self.vocab, SubwordVocabulary):
+            self.vocab.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
 
     def load_files(self, directory: Path) -> None:
         from .text_pretrained import FILES_DIR
 
         if (directory / FILES_DIR).is_dir():
             self.generator_files = directory / FILES_DIR
+        if (directory / TOKENIZER_DIR).is_dir():
+            self.tokenizer_files = directory / TOKENIZER_DIR
 
     def describe(self) -> dict:
-        return {"unit": self.vocab.unit, "tokens": len(self.vocab.tokens), "max_length": self.max_length}
+        return {"unit": self.vocab.unit, "tokens": len(self.vocab.tokens) or len(self.vocab),
+                "max_length": self.max_length}
 
     # -- the network -------------------------------------------------------------------------------------------------
     def encoded_inputs(self, kinds: dict[str, str]) -> list[str]:
