@@ -292,6 +292,47 @@ def test_av_fusion_with_either_input_missing(av_model, tone_dir):
     assert set(both["reliance"]) == {"signal", "audio"}
 
 
+def test_explained_value_is_the_share_of_the_full_models_text():
+    task = TextTask(TextTask.Config())
+    task.fit(["abcd", "abxde"])  # characters a b c d e x
+
+    def ids(*texts: str) -> torch.Tensor:
+        rows = [task.encode(t) + [2] for t in texts]  # each ends with the end token
+        out = torch.full((len(rows), 8), -1.0)
+        for i, r in enumerate(rows):
+            out[i, :len(r)] = torch.tensor(r, dtype=torch.float)
+        return out
+
+    value = task.explained_value(ids("abxd", "", "abcde", "abcd"), ids("abcd", "abcd", "abcd", "abcd"))
+    assert value.tolist() == pytest.approx([0.75, 0.0, 0.8, 1.0])  # 1 - edits / the longer text's length
+
+
+def test_explain_a_transcription_shares_it_out_between_the_inputs(av_model, tone_dir, tmp_path):
+    """Shapley values over the inputs of a text model: each input alone writes most of the text here (either is
+    enough), so each gets a good part of it; they add up to v(all) - v(none) = 1 - what no input writes."""
+    from polymodal.data import as_table, read_inputs
+    from polymodal.evaluation.evaluate import run_outputs
+    from polymodal.evaluation.reliance import without
+
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:8]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    result = av_model.explain(rows, index=0, out=tmp_path / "row")
+    assert set(result["shapley"]) == {"signal", "audio"} and result["prediction"]["text"]
+    parts = av_model.parts  # v(none): the text written with every input removed, against the full model's
+    table = read_inputs(as_table(rows[:1]), parts.inputs, parts.task, None, "error", require_target=False,
+                        show_progress=False)
+    full, _ = run_outputs(parts, table)
+    none, _ = run_outputs(parts, without(table, {"signal", "audio"}))
+    v_none = float(parts.task.explained_value(none, full)[0])
+    assert sum(result["shapley"].values()) == pytest.approx(1.0 - v_none, abs=1e-6)
+    assert all(v > 0.2 for v in result["shapley"].values())
+    assert (tmp_path / "row" / "report.html").is_file() and (tmp_path / "row" / "shapley.png").is_file()
+    overall = av_model.explain(rows, global_=True, out=tmp_path / "all")
+    assert overall["rows"] == 8 and sum(overall["shapley_share"].values()) == pytest.approx(1.0)
+    assert (tmp_path / "all" / "report.html").is_file()
+
+
 def test_av_model_has_a_ctc_head_per_input_that_reads_rows_left_with_its_input(av_model, tone_dir, tmp_path):
     """Two inputs: auxiliary CTC heads by default (model.unimodal_heads 1.0), trained beside the fused head; a row
     with one input left is read by that input's head (alone: head); saved, reloaded; model directories from

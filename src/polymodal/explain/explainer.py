@@ -3,6 +3,7 @@ modality's form, cross-modal attention maps, a second-order interaction) or a wh
 shares, EMAP, the map of fused representations). Writes PNGs, report.html and explanation.json."""
 from __future__ import annotations
 
+import html
 import itertools
 import json
 from pathlib import Path
@@ -31,6 +32,14 @@ def explain_row(parts: Parts, data: ReadTable, index: int, out: Path | None = No
     phi = {k: float(v[0]) for k, v in shapley(parts, row).items()}  # first: a task with nothing to explain says so
     full, _ = run_outputs(parts, row)
     decoded = parts.task.decode(full)[0]
+    if not parts.task.attributes():  # decoded text: the inputs' Shapley values alone
+        result = {"index": index, "row": row.rows[0], "prediction": decoded, "shapley": phi,
+                  "shapley_share": shares({k: torch.tensor([x]) for k, x in phi.items()}),
+                  "value": parts.task.explained,
+                  "attribution_totals": {}, "attention": {}, "interactions": {}}
+        if out is not None:
+            _render_row(parts, None, row, {}, {}, result, Path(out))
+        return result
     target = parts.task.attribution_target(full)
     batch, _ = Collator(row, parts.modalities, None)(range(1))
     attributions = integrated_gradients(parts, batch, target)
@@ -56,15 +65,16 @@ def _render_row(parts, batch, row, attributions, attention, result, out: Path) -
     out.mkdir(parents=True, exist_ok=True)
     figures, sections = [], []
     pred = result["prediction"]
+    shown = pred.get('label', pred.get('labels', pred.get('value', pred.get('text'))))
     sections.append(("prediction", f"<p>row {result['index']} (table row {result['row'] + 1}): "
-                                   f"<b>{pred.get('label', pred.get('labels', pred.get('value')))}</b></p>"))
+                                   f"<b>{html.escape(str(shown))}</b></p>"))
     figures.append(render.bar_figure(result["shapley"], out / "shapley.png", "modality Shapley values",
-                                     "contribution to the predicted score"))
+                                     parts.task.explained))
     sections.append(("modality importance (exact Shapley values)",
                      render.table_html({k: {"shapley": v, "share": result["shapley_share"][k]}
                                         for k, v in result["shapley"].items()}, ("input", "shapley", "share"))))
     for name, attr in attributions.items():
-        mb = batch[name]
+        mb = batch[name]  # (no attributions without a batch)
         row = int(mb.index[0])
         drawn = parts.modalities[name].draw_attribution(name, mb.data[row], attr,
                                                         None if mb.mask is None else mb.mask[row], out)
@@ -98,6 +108,17 @@ def explain_global(parts: Parts, data: ReadTable, out: Path | None = None, max_r
         names, pred = predicted
         result["shapley_share_per_class"] = {c: shares(phi, pred == i) for i, c in enumerate(names)
                                              if bool((pred == i).any())}
+    if not parts.task.attributes():  # decoded text: the inputs' Shapley shares alone
+        if out is not None:
+            out = Path(out)
+            out.mkdir(parents=True, exist_ok=True)
+            figures = [render.bar_figure(result["shapley_share"], out / "shapley_share.png",
+                                         "mean modality Shapley share", "share")]
+            sections = [("mean modality Shapley share",
+                         render.table_html(result["shapley_share"], ("input", "share")))]
+            render.html_report("polymodal global explanation", sections, figures, out / "report.html")
+            (out / "explanation.json").write_text(json.dumps(result, indent=2))
+        return result
     if len(sub.ids) == 2 and sub.targets is not None:
         result["emap"] = emap(parts, sub, max_rows)
     with torch.no_grad():  # the fused representation, projected to 2-D (PCA)

@@ -47,6 +47,7 @@ class Task:
     registry_name: ClassVar[str] = ""
     monitor: ClassVar[str] = "loss"  # the validation metric that selects the best checkpoint
     monitor_mode: ClassVar[str] = "min"
+    explained: ClassVar[str] = "contribution to the predicted score"  # what Shapley values share out (a label)
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config
@@ -164,6 +165,11 @@ class Task:
         """What a subset of inputs is worth per row, for Shapley values (`reference`: outputs with every input)."""
         raise PolymodalError(f"explanations are for predictive tasks; a {self.registry_name} model has no "
                              "prediction to explain")
+
+    def attributes(self) -> bool:
+        """Whether gradients of the network's output explain a prediction (integrated gradients, interactions,
+        attention maps); False where the output is decoded text, which only Shapley values over inputs explain."""
+        return True
 
     def attribution_target(self, out: Tensor) -> int | None:
         """The output index gradient attributions explain (None: the single output)."""

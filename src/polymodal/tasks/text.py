@@ -27,7 +27,7 @@ from ..registry import validate_config
 from ..types import Batch, Encoded
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan, present_weights
 from .text_decoding import WordModel, beam_search, ctc_decode
-from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, text_scores
+from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, edit_distance, text_scores
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # PAD is also the CTC blank
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -396,6 +396,7 @@ class TextTask(Task):
     Config = TextConfig
     config: TextConfig
     monitor, monitor_mode = "cer", "min"  # finer than WER early on (a sentence with one wrong letter per word)
+    explained = "contribution to the text (1 - character edit distance to the full model's, over its length)"
 
     def __init__(self, config: TextConfig) -> None:
         super().__init__(config)
@@ -639,3 +640,18 @@ class TextTask(Task):
 
     def decode(self, out: Tensor) -> list[dict]:
         return [{"text": t} for t in self.texts(out)]
+
+    def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
+        """How much of the full model's text a subset of inputs writes: 1 - the character edit distance between the
+        two texts over the longer one's length (1: the same text; 0: nothing of it)."""
+        if self.pretrained:
+            raise PolymodalError("a pretrained generator needs every input, so there is no subset of inputs to "
+                                 "weigh: explanations are for the text decoders trained here")
+        values = []
+        for text, full in zip(self.texts(out), self.texts(reference)):
+            longest = max(len(text), len(full))
+            values.append(1.0 - edit_distance(text, full) / longest if longest else 1.0)
+        return torch.tensor(values)
+
+    def attributes(self) -> bool:
+        return False
