@@ -276,6 +276,32 @@ def test_ctc_speech_from_tones_reloads_and_decodes(tone_dir, tmp_path):
     assert loaded.parts.net.beam == 1  # an evaluate option does not change the model
 
 
+def test_search_chosen_on_validation_is_kept_and_reloaded(tone_dir, tmp_path):
+    """`search: validation`: after training each candidate search is scored (WER) on the validation rows, the best
+    kept in the task's state; a reloaded model decodes with it."""
+    rec = tone_recipe(tone_dir, [AUDIO], epochs=4)
+    rec["target"]["options"] = {"search": "validation", "beam": 4}
+    model = pm.fit(rec, out=tmp_path / "m")
+    decoding = model.metrics["training"]["decoding"]
+    tried = decoding["validation"]
+    assert list(tried)[:2] == ["greedy", "lexicon_lm0.0_beam4"] and len(tried) == 9  # one input: no confident
+    assert tried[decoding["chosen"]] == min(tried.values())
+    assert list(tried).index(decoding["chosen"]) == min(i for i, v in enumerate(tried.values())
+                                                          if v == min(tried.values()))  # ties: the plainest
+    loaded = pm.load(tmp_path / "m")
+    assert loaded.parts.task.chosen == decoding["settings"]
+    assert loaded.parts.net.beam == decoding["settings"]["beam"]
+    assert (loaded.parts.net.words is not None) == decoding["settings"]["lexicon"]
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:6]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    assert loaded.predict(rows) == model.predict(rows)
+    assert "decoding chosen on the validation rows" in (tmp_path / "m" / "train.log").read_text()
+    rec["target"]["options"] = {"search": "validation", "unit": "word"}
+    with pytest.raises(RecipeError, match="search"):
+        pm.fit(rec, out=tmp_path / "bad")
+
+
 def test_av_fusion_with_either_input_missing(av_model, tone_dir):
     """The signal (12.5 steps a second after its encoder) is the time reference; with it missing, the output length
     comes from the audio's (25 steps a second) times the ratio of their lengths learnt in training: 0.5."""

@@ -157,6 +157,21 @@ class Task:
         threshold); returns what it chose, for the metrics and the log."""
         return {}
 
+    def decoding_candidates(self) -> list[dict]:
+        """Decoding settings to try on the validation rows after training (a search); none by default."""
+        return []
+
+    @staticmethod
+    def decoding_name(settings: dict) -> str:
+        return ",".join(f"{k}={v}" for k, v in settings.items())
+
+    def use_decoding(self, net: nn.Module, settings: dict) -> None:
+        """Decode with these settings from now on (kept in the task's state)."""
+
+    def decoding_score(self, out: Tensor, target: Tensor) -> float:
+        """How bad decoded validation outputs are (lower is better), to choose among `decoding_candidates`."""
+        raise NotImplementedError
+
     def decode(self, out: Tensor) -> list[dict]:
         """The network's outputs -> one prediction dict per row."""
         raise PolymodalError(f"a {self.registry_name} model has no per-row predictions")

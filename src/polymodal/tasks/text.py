@@ -77,6 +77,12 @@ class TextConfig(TaskConfig):
         "that has every input. fused: the fused head; confident: whichever of the fused head and the inputs' own "
         "heads is surest of its best path (the mean over its steps of the largest log-probability), so a clean "
         "audio track is read by the audio's head and a noisy one by the fused head.")
+    search: Literal["fixed", "validation"] = Field(
+        "fixed", description="ctc over characters: fixed: the search the fields above set; validation: after training "
+        "the search that gives the lowest WER on the validation rows is chosen and kept (greedy, or a beam of "
+        "`beam` (8 when 1) held to the training words, or to their word pairs, with the word bigram at weights "
+        "0, 0.5, 1 and 2; with a CTC head per input, each of those read by the fused head or the surest one). "
+        "`metrics.training.decoding` lists what each scored.")
     max_length: int | None = Field(None, ge=1, description="Most tokens a prediction has (default: 1.5 x the longest "
                                    "training text, plus 4).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="attention: cross-entropy label smoothing.")
@@ -405,6 +411,7 @@ class TextTask(Task):
         self.generator_files: Path | None = None  # a loaded model's copy of the generator's files
         self.tokenizer_files: Path | None = None  # a loaded model's copy of the subword tokenizer
         self.words: WordModel | None = None
+        self.chosen: dict | None = None  # the CTC search chosen on validation (search: validation)
         self.aux: bool | None = None  # auxiliary CTC heads: decided when the net is first built, then kept
 
     @property
@@ -470,12 +477,61 @@ class TextTask(Task):
         if self.config.grammar and not self.config.lexicon:
             raise RecipeError("field `target.options.grammar`: the grammar holds the search to the lexicon's words; "
                               "set `lexicon: true` too")
-        if self.config.lexicon or self.config.lm_weight:
+        searched = self.config.search == "validation"
+        if self.config.lexicon or self.config.lm_weight or searched:
             if self.vocab.unit != "char" or self.config.decoder not in ("auto", "ctc"):
-                raise RecipeError("fields `target.options.lexicon` and `lm_weight` steer the CTC search over "
-                                  "characters (unit: char, decoder: ctc)")
+                raise RecipeError("fields `target.options.lexicon`, `lm_weight` and `search` steer the CTC search "
+                                  "over characters (unit: char, decoder: ctc)")
             self.words = WordModel.learn([self.vocab.clean(t) for t in targets], self.config.lexicon,
                                          self.config.lm_weight, self.config.grammar)
+        self.chosen = None  # a search chosen on validation replaces the fixed one
+
+    # -- the search chosen on validation -----------------------------------------------------------------------------
+    LM_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
+
+    def decoding_candidates(self) -> list[dict]:
+        """The CTC searches `search: validation` tries, the plainest first (ties go to it)."""
+        if self.config.search != "validation" or self.pretrained:
+            return []
+        beam = self.config.beam if self.config.beam > 1 else 8
+        tried = [{"beam": 1, "lexicon": False, "grammar": False, "lm_weight": 0.0}]
+        tried += [{"beam": beam, "lexicon": True, "grammar": g, "lm_weight": w} for g in (False, True)
+                  for w in self.LM_WEIGHTS]
+        if self.aux:
+            tried += [{**t, "read_by": "confident"} for t in tried]
+        return [{"read_by": "fused", **t} for t in tried]
+
+    @staticmethod
+    def decoding_name(settings: dict) -> str:
+        name = "greedy" if settings["beam"] == 1 else \
+            f"{'grammar' if settings['grammar'] else 'lexicon'}_lm{settings['lm_weight']}_beam{settings['beam']}"
+        return name + ("_confident" if settings.get("read_by") == "confident" else "")
+
+    def use_decoding(self, net: nn.Module, settings: dict) -> None:
+        """Decode with these search settings from now on (and keep them in the task's state)."""
+        base = self.words
+        if settings["lexicon"] and base is not None:
+            self.words = WordModel(base.counts, base.bigrams, True, settings["lm_weight"], settings["grammar"])
+        elif base is not None:
+            self.words = WordModel(base.counts, base.bigrams, False, 0.0, False)
+        self.chosen = dict(settings)
+        self._apply_search(net)
+
+    def _apply_search(self, net: nn.Module) -> None:
+        if self.chosen is None or not isinstance(net, TextNet):
+            return
+        net.beam = self.chosen["beam"]
+        net.words = self.words if self.chosen["lexicon"] else None
+        net.chars = [None] * len(SPECIALS) + list(self.vocab.tokens)
+        if getattr(net, "aux", None) is not None:
+            net.read_by = self.chosen.get("read_by", "fused")
+
+    def decoding_score(self, out: Tensor, target: Tensor) -> float:
+        """The WER of decoded outputs against the targets (what `search: validation` minimises)."""
+        from .text_metrics import error_rate
+
+        refs = [self.vocab.decode([i for i in row if i >= 0]) for row in target.tolist()]
+        return error_rate(self.texts(out), refs, "word")
 
     def encode(self, value: Any) -> list[int]:
         return self.vocab.encode(value)
@@ -493,6 +549,8 @@ class TextTask(Task):
             state["words"] = self.words.state()
         if self.aux:
             state["aux"] = True
+        if getattr(self, "chosen", None):
+            state["search"] = self.chosen
         return state
 
     def load_state(self, state: dict) -> None:
@@ -507,6 +565,7 @@ class TextTask(Task):
         self.max_length = state["max_length"]
         self.words = WordModel.from_state(state["words"]) if "words" in state else None
         self.aux = bool(state.get("aux"))  # model directories from before auxiliary CTC heads have none
+        self.chosen = state.get("search")
 
     def save_files(self, net: nn.Module, directory: Path) -> None:
         if hasattr(net, "save_files"):
@@ -523,8 +582,11 @@ class TextTask(Task):
             self.tokenizer_files = directory / TOKENIZER_DIR
 
     def describe(self) -> dict:
-        return {"unit": self.vocab.unit, "tokens": len(self.vocab.tokens) or len(self.vocab),
-                "max_length": self.max_length}
+        described = {"unit": self.vocab.unit, "tokens": len(self.vocab.tokens) or len(self.vocab),
+                     "max_length": self.max_length}
+        if self.chosen:
+            described["search (chosen on validation)"] = self.decoding_name(self.chosen)
+        return described
 
     # -- the network -------------------------------------------------------------------------------------------------
     def encoded_inputs(self, kinds: dict[str, str]) -> list[str]:
@@ -573,6 +635,7 @@ class TextTask(Task):
             net.aux = nn.ModuleDict({n: CTCHead([n], n, dim, len(self.vocab), 1, c.dropout) for n in names})
             net.alone_by_head = recipe.model.alone == "head"
             net.read_by = c.read_by
+        self._apply_search(net)
         return net
 
     @classmethod

@@ -253,6 +253,31 @@ def greedy_soup(parts: Parts, validation: ReadTable, top: list[dict], batch_size
     return result
 
 
+def choose_decoding(parts: Parts, prep: Prepared, batch_size: int, log_path: Path) -> dict:
+    """Let the task choose how it decodes (a search) among its candidates, on the validation rows."""
+    task = parts.task
+    if not len(prep.validation):
+        message = "the task chooses its search on validation rows, and there are none: it keeps the fixed one"
+        log.warning(message)
+        append_line(log_path, "warning: " + message)
+        return {"skipped": message}
+    tried: dict[str, float] = {}
+    best: tuple[float, dict] | None = None
+    for settings in task.decoding_candidates():
+        task.use_decoding(parts.net, settings)
+        out, target = run_outputs(parts, prep.validation, batch_size)
+        score = task.decoding_score(out, target)
+        tried[task.decoding_name(settings)] = round(score, 6)
+        if best is None or score < best[0]:
+            best = (score, settings)
+    assert best is not None
+    task.use_decoding(parts.net, best[1])
+    chosen = task.decoding_name(best[1])
+    append_line(log_path, f"decoding chosen on the validation rows: {chosen} ({best[0]:.4f}); tried: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in tried.items()))
+    return {"chosen": chosen, "settings": best[1], "validation": tried}
+
+
 def calibrate(parts: Parts, prep: Prepared, batch_size: int, log_path: Path) -> dict:
     """Let the task choose its decisions (a threshold) on the validation rows' outputs of the trained network."""
     if not len(prep.validation):
@@ -417,6 +442,8 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         if len(best.top) > 1 and ema is None:
             metrics["training"]["soup"] = greedy_soup(parts, prep.validation, best.top, cfg.batch_size,
                                                       out / "train.log")
+        if parts.task.decoding_candidates():
+            metrics["training"]["decoding"] = choose_decoding(parts, prep, cfg.batch_size, out / "train.log")
         if parts.task.calibrates():
             metrics["training"]["calibrated"] = calibrate(parts, prep, cfg.batch_size, out / "train.log")
         if len(prep.validation):
