@@ -325,7 +325,8 @@ def refit(parts: Parts, prep: Prepared, plan, chosen: dict, out: Path, seconds_l
     recipe, cfg = parts.recipe, parts.recipe.training
     log_path = out / "train.log"
     soup_epochs = (chosen.get("soup") or {}).get("epochs") or []
-    epochs = (chosen["best_epoch"] + 1) if plan.keep_best and chosen.get("best_epoch") is not None \
+    # up to the best epoch, or the soup's last (a soup may take epochs after the best one)
+    epochs = max([chosen["best_epoch"], *soup_epochs]) + 1 if plan.keep_best and chosen.get("best_epoch") is not None \
         else chosen["epochs"]
     if seconds_left is not None and seconds_left <= 0:
         message = "training.refit skipped: the time limit is spent (the first model is kept)"
@@ -362,7 +363,7 @@ def refit(parts: Parts, prep: Prepared, plan, chosen: dict, out: Path, seconds_l
     parts.net.eval()
     result = {"epochs": trainer.current_epoch, "rows": len(data), "seconds": round(time.perf_counter() - started, 2)}
     if len(keep.states) > 1:
-        result["averaged_epochs"] = sorted(soup_epochs)
+        result["averaged_epochs"] = sorted(soup_epochs)[:len(keep.states)]  # fewer where a time limit cut it short
     return result
 
 
