@@ -467,16 +467,32 @@ def test_captions_with_the_attention_decoder(caption_dir, tmp_path):
 
 
 def test_captions_in_a_pretrained_tokenizers_pieces(caption_dir, tmp_path):
-    """`unit: subword`: the attention decoder writes WordPiece ids; the model directory keeps the tokenizer."""
+    """`unit: subword` with a tokenizer from a local directory (WordPiece pieces: "triangle" is "tri" "##angle"):
+    the attention decoder writes its ids; the model directory keeps the tokenizer, so it reloads without the
+    source."""
+    import shutil
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["[PAD]", "[UNK]", "a", "red", "green", "blue", "circle", "square", "tri", "##angle", "##s"]
+    tk = Tokenizer(models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
+    tk.normalizer, tk.pre_tokenizer, tk.decoder = normalizers.Lowercase(), pre_tokenizers.Whitespace(), \
+        decoders.WordPiece()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(
+        tmp_path / "wordpiece")
     rows = caption_rows(caption_dir, 1)
     rec = {"data": {"train": str(caption_dir / "train.jsonl"), "test": str(caption_dir / "test.jsonl")},
            "inputs": [{"name": "image", "modality": "image", "options": {"size": 32}}],
-           "target": {"column": "caption", "task": "text", "options": {"unit": "subword"}},
+           "target": {"column": "caption", "task": "text",
+                      "options": {"unit": "subword", "tokenizer": str(tmp_path / "wordpiece")}},
            "model": {"dim": 64}, "training": {"epochs": 15, "batch_size": 16, "lr": 3e-3, "progress": False}}
     model = pm.fit(rec, out=tmp_path / "m")
+    vocab = model.parts.task.vocab
+    assert len(vocab) == len(pieces) + 4 and vocab.encode("A red triangle") == [6, 7, 12, 13]
     assert model.parts.net.head.__class__.__name__ == "AttentionDecoder"
     assert model.metrics["test"]["exact_match"] >= 0.9
-    assert (tmp_path / "m" / "target_tokenizer" / "tokenizer.json").is_file()
+    shutil.rmtree(tmp_path / "wordpiece")
     loaded = pm.load(tmp_path / "m")
     assert Path(loaded.parts.task.vocab.tokenizer.name_or_path) == tmp_path / "m" / "target_tokenizer"
     image = {"image": str(caption_dir / rows[0]["image"])}
