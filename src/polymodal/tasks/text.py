@@ -173,12 +173,8 @@ class SubwordVocabulary:
         return [i + len(SPECIALS) for i in ids if i not in self.special]
 
     def decode(self, ids: list[int]) -> str:
-        pieces = []
-        for i in ids:
-            if i == EOS:
-                break
-            if i >= len(SPECIALS):
-                pieces.append(i - len(SPECIALS))
+        ended = ids.index(EOS) if EOS in ids else len(ids)
+        pieces = [i - len(SPECIALS) for i in ids[:ended] if i >= len(SPECIALS)]
         return self.tokenizer.decode(pieces, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
 
 
