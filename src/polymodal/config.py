@@ -149,6 +149,12 @@ class TrainingConfig(_Strict):
                         "model: more rows, and more groups (subjects, speakers) when validation holds whole groups "
                         "out. Needs validation carved from the training table (not a separate table). The reported "
                         "validation scores are the first model's; the test score is the refit model's.")
+    ensemble: int = Field(1, ge=1, le=32, description="Train this many models with seeds seed, seed + 1, ... "
+                          "(each its own initial weights and data order; one validation split, the first seed's) "
+                          "and keep them as one model whose output is their mean probability (classification), "
+                          "mean label probability (multilabel) or mean value (regression). Costs that many times "
+                          "the training and the prediction. Each member is a full fit (refit, soup included); the "
+                          "decision threshold is chosen on the ensemble's validation outputs.")
     seed: int = Field(0, description="Seeds data order, splits and weights.")
     patience: int = Field(5, ge=1, description="Stop after this many epochs without validation improvement.")
     group_by: str | None = Field("auto", description="Batch rows that share this input's value together so it is "

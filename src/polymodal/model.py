@@ -10,7 +10,7 @@ from torch import nn
 from .config import Recipe
 from .data.dataset import InputSpec
 from .encoders import ENCODERS, InputEncoder
-from .errors import RecipeError
+from .errors import PolymodalError, RecipeError
 from .fusion import FUSIONS
 from .modalities import MODALITIES, Modality
 from .registry import validate_config
@@ -45,9 +45,38 @@ def encoder_type(modality: Modality, encoder: dict) -> str:
     return encoder.get("type") or modality.default_encoder
 
 
+class EnsembleNet(nn.Module):
+    """Networks trained apart (training.ensemble: other seeds) as one: the task combines their outputs (the mean of
+    their probabilities). Explanations look inside a single network: explain a member's model instead."""
+
+    def __init__(self, members: list[nn.Module], task: Task) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.combine = task.combine
+
+    @property
+    def encoders(self) -> nn.ModuleDict:
+        return self.members[0].encoders
+
+    def forward(self, batch: Any) -> Any:
+        return self.combine([m(batch) for m in self.members])
+
+    def encode(self, batch: Any) -> Any:
+        raise PolymodalError("an ensemble (training.ensemble) has no single fused representation to explain; "
+                             "train one member (training.ensemble: 1) to explain it")
+
+    fuse = encode
+
+
 def build_net(recipe: Recipe, inputs: list[InputSpec], task: Task) -> nn.Module:
     """Build the network for fitted modalities and task, from the recipe alone (architectures as data): an encoder
-    per input the task encodes, then what the task puts on top of them."""
+    per input the task encodes, then what the task puts on top of them; `training.ensemble` such networks as one."""
+    if recipe.training.ensemble > 1:
+        return EnsembleNet([build_one(recipe, inputs, task) for _ in range(recipe.training.ensemble)], task)
+    return build_one(recipe, inputs, task)
+
+
+def build_one(recipe: Recipe, inputs: list[InputSpec], task: Task) -> nn.Module:
     kinds = {s.name: s.modality.registry_name for s in inputs}
     encoded = set(task.encoded_inputs(kinds))
     encoders = {}

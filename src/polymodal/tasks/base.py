@@ -157,6 +157,11 @@ class Task:
         threshold); returns what it chose, for the metrics and the log."""
         return {}
 
+    def combine(self, outputs: list[Tensor]) -> Tensor:
+        """One output from the outputs of an ensemble's members (training.ensemble), shaped like each."""
+        raise PolymodalError(f"training.ensemble: a {self.registry_name} model's outputs are not averaged "
+                             "(ensembles are for classification, multilabel and regression)")
+
     def decoding_candidates(self) -> list[dict]:
         """Decoding settings to try on the validation rows after training (a search); none by default."""
         return []

@@ -232,6 +232,11 @@ class Classification(PredictiveTask):
             result[name] = {c: round(v, 6) for c, v in zip(self.classes, values)}
         return result
 
+    def combine(self, outputs: list[Tensor]) -> Tensor:
+        """The log of the members' mean class probabilities (a softmax of it gives that mean)."""
+        stacked = torch.stack([o.float().log_softmax(-1) for o in outputs])
+        return torch.logsumexp(stacked, 0) - math.log(len(outputs))
+
     def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
         """The probability of the class the full model predicts."""
         return out.float().softmax(-1).gather(-1, self.decided(reference).argmax(-1, keepdim=True)).squeeze(-1)
@@ -309,6 +314,11 @@ class Multilabel(PredictiveTask):
         probs = out.float().sigmoid()
         return [{"labels": [c for c, p in zip(self.classes, row) if p >= self.config.threshold],
                  "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, row)}} for row in probs]
+
+    def combine(self, outputs: list[Tensor]) -> Tensor:
+        """The logits of the members' mean label probabilities."""
+        mean = torch.stack([o.float().sigmoid() for o in outputs]).mean(0)
+        return mean.clamp(1e-7, 1 - 1e-7).logit()
 
     def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
         """The mean probability of the labels the full model predicts (all labels when it predicts none)."""

@@ -63,6 +63,10 @@ class Regression(PredictiveTask):
     def decode(self, out: Tensor) -> list[dict]:
         return [{"value": float(v)} for v in self.predict_values(out)]
 
+    def combine(self, outputs: list[Tensor]) -> Tensor:
+        """The members' mean output (in the normalised target scale)."""
+        return torch.stack([o.float() for o in outputs]).mean(0)
+
     def explained_value(self, out: Tensor, reference: Tensor) -> Tensor:
         """The predicted value."""
         return self.predict_values(out)

@@ -19,12 +19,23 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from ..config import Recipe
-from ..data import ChunkCollator, ChunkedBatchSampler, Collator, GroupedBatchSampler, PrefetchLoader, ReadTable, Table
+from ..data import (
+    ChunkCollator,
+    ChunkedBatchSampler,
+    Collator,
+    GroupedBatchSampler,
+    PrefetchLoader,
+    ReadTable,
+    Table,
+    check_columns,
+    read_inputs,
+)
 from ..encoders.base import FeatureCache, feature_cache_dir
 from ..errors import RecipeError
 from ..evaluation.evaluate import evaluate_parts, run_outputs
-from ..model import Parts, build_net
+from ..model import EnsembleNet, Parts, build_net, make_task
 from ..storage import save_parts
+from ..tasks import Task
 from .module import BestWeights, EMAWeights, LitMultimodal, average_states
 from .prepare import Prepared, prepare
 from .progress_log import EpochLog, append_line
@@ -369,13 +380,78 @@ def refit(parts: Parts, prep: Prepared, plan, chosen: dict, out: Path, seconds_l
 
 def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False) -> tuple[
         Parts, dict]:
+    if recipe.training.ensemble > 1:
+        return fit_ensemble(recipe, tables, Path(out), resume)
+    parts, metrics, _ = _fit(recipe, tables, out, resume)
+    return parts, metrics
+
+
+def fit_ensemble(recipe: Recipe, tables: dict[str, Table | None], out: Path, resume: bool) -> tuple[Parts, dict]:
+    """`training.ensemble: N`: N fits with seeds seed .. seed + N - 1 on one validation split (the first seed's),
+    each in `members/K` (kept there until the ensemble is saved, so `--resume` after a crash continues the member it
+    was in), then one model of them all: the task combines their outputs; its threshold (if it chooses one) is
+    chosen on the ensemble's validation outputs; the test split is scored once, by the ensemble."""
+    cfg = recipe.training
+    task = make_task(recipe)  # (a task inferred from the data is one of those that combine)
+    if type(task).combine is Task.combine:
+        task.combine([])  # raises: this task's outputs are not averaged
+    if cfg.strategy == "ddp" or cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1):
+        raise RecipeError("field `training.ensemble`: the members train one after another in one process")
+    log_path = out / "train.log"
+    members: list[tuple[Parts, dict, Prepared]] = []
+    for k in range(cfg.ensemble):
+        data = recipe.model_dump(mode="json")
+        data["training"].update(ensemble=1, seed=cfg.seed + k,
+                                time_limit=None if cfg.time_limit is None else cfg.time_limit / cfg.ensemble)
+        append_line(log_path, f"ensemble member {k + 1} of {cfg.ensemble} (seed {cfg.seed + k}): "
+                              f"{out / 'members' / str(k)}")
+        members.append(_fit(Recipe.model_validate(data), {**tables, "test": None}, out / "members" / str(k),
+                            resume, split_seed=cfg.seed))
+    first, _, prep = members[0]
+    resolved = first.recipe.model_dump(mode="json")
+    resolved["training"].update(ensemble=cfg.ensemble, seed=cfg.seed, time_limit=cfg.time_limit)
+    parts = Parts(Recipe.model_validate(resolved), first.inputs, first.task, EnsembleNet([m[0].net for m in members],
+                                                                                         first.task))
+    parts.net.eval()
+    metrics: dict = {"training": {
+        "seconds": round(sum(m[1]["training"]["seconds"] + m[1]["training"].get("refit", {}).get("seconds", 0)
+                             for m in members), 2),
+        "members": [{"seed": cfg.seed + k, **{key: m[1]["training"].get(key) for key in
+                                              ("epochs", "best_epoch", "soup", "refit", "seconds")},
+                     "validation": m[1].get("validation")} for k, m in enumerate(members)],
+        "train_rows": len(prep.train), "validation_rows": len(prep.validation)}}
+    cache_dir = cfg.feature_cache or os.environ.get("POLYMODAL_FEATURE_CACHE") or None
+    with feature_cache_dir(cache_dir):
+        if not cfg.refit and len(prep.validation):  # refit members have trained on the validation rows
+            if parts.task.calibrates():
+                metrics["training"]["calibrated"] = calibrate(parts, prep, cfg.batch_size, log_path)
+            metrics["validation"] = evaluate_parts(parts, prep.validation, cfg.batch_size)
+        elif parts.task.calibrates():
+            append_line(log_path, "the ensemble keeps the first member's threshold (its members refit on the "
+                                  "validation rows, so the ensemble's validation outputs cannot choose one)")
+        if tables.get("test") is not None:
+            rec = parts.recipe
+            check_columns(tables["test"], parts.inputs, rec.target.column)
+            test = read_inputs(tables["test"], parts.inputs, parts.task, rec.target.column, rec.data.on_bad_input,
+                               show_progress=cfg.progress, allow_roots=rec.data.allow_root)
+            metrics["test"] = evaluate_parts(parts, test, cfg.batch_size)
+    summary = ", ".join(f"{k}: {v}" for k, v in (metrics.get("test") or metrics.get("validation") or {}).items()
+                        if isinstance(v, float))
+    append_line(log_path, f"ensemble of {cfg.ensemble} saved ({summary})")
+    save_parts(parts, out, metrics)
+    shutil.rmtree(out / "members", ignore_errors=True)
+    return parts, metrics
+
+
+def _fit(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False,
+         split_seed: int | None = None) -> tuple[Parts, dict, Prepared]:
     cfg = recipe.training
     check_refit(recipe, tables)
     configure_process(cfg.threads, cfg.keep_memory)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out = Path(out)
     ckpt = claim_checkpoints(out / "checkpoints", recipe, resume, out / "train.log")
-    prep: Prepared = prepare(recipe, tables)
+    prep: Prepared = prepare(recipe, tables, split_seed)
     parts = prep.parts
     plan = parts.task.training_plan(cfg, len(parts.inputs))
     train_dl = loader(prep.train, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers,
@@ -429,7 +505,7 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()  # what follows runs in one process: no metric syncing
     if rank != 0:  # under DDP the first process evaluates and saves the model directory
-        return parts, {}
+        return parts, {}, prep
     if ema is not None and ema.state is not None:
         parts.net.load_state_dict(ema.state)  # averaged weights where the task keeps them (or, without, the last)
     elif best.state is not None and plan.keep_best:
@@ -466,4 +542,4 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
             f"{name}: {c['computed']} computed, {c['read']} read from {c['folder'] or 'nowhere (no feature_cache)'}"
             for name, c in caches.items()))
     save_parts(parts, out, metrics)
-    return parts, metrics
+    return parts, metrics, prep

@@ -145,7 +145,7 @@ def split_rows(keys: list[int], fraction: float, seed: int) -> tuple[list[int], 
     return train, sorted(held)
 
 
-def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
+def prepare(recipe: Recipe, tables: dict[str, Table | None], split_seed: int | None = None) -> Prepared:
     train_table = tables.get("train")
     if train_table is None:
         raise RecipeError("field `data.train`: no training table given")
@@ -171,7 +171,8 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None]) -> Prepared:
     val_table = tables.get("validation")
     if val_table is None:
         keys = validation_keys(raw, recipe.data.validation_group, group)
-        train_pos, val_pos = split_rows(keys, recipe.data.validation_fraction, recipe.training.seed)
+        train_pos, val_pos = split_rows(keys, recipe.data.validation_fraction,
+                                        recipe.training.seed if split_seed is None else split_seed)
     else:
         train_pos, val_pos = list(range(len(raw))), []
 

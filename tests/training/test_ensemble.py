@@ -1,0 +1,70 @@
+"""`training.ensemble`: members trained with seeds seed .. seed + N - 1 on one validation split, kept as one model
+whose output the task combines (mean probabilities)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import polymodal as pm
+from polymodal.errors import PolymodalError
+from polymodal.tasks.classification import Classification, Multilabel
+from polymodal.tasks.regression import Regression
+
+from .test_refit import recipe as refit_recipe
+from .test_refit import toy_rows
+
+
+def test_combine_averages_probabilities_or_values():
+    two = [torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]])]  # (1/2, 1/2) and (3/4, 1/4)
+    assert Classification.combine(None, two).softmax(-1)[0].tolist() == pytest.approx([0.625, 0.375])
+    logits = [torch.tensor([[0.0]]), torch.tensor([[math.log(3.0)]])]  # sigmoid 1/2 and 3/4
+    assert Multilabel.combine(None, logits).sigmoid()[0].tolist() == pytest.approx([0.625])
+    assert Regression.combine(None, [torch.tensor([[1.0]]), torch.tensor([[2.0]])]).tolist() == [[1.5]]
+
+
+def recipe(**training) -> dict:
+    return refit_recipe(**{"refit": False, **training})
+
+
+def test_ensemble_of_three_seeds_is_one_model_of_their_mean_probability(tmp_path):
+    rows = toy_rows()
+    model = pm.fit(recipe(ensemble=3), train=rows[:200], test=rows[200:], out=tmp_path / "m")
+    members = model.metrics["training"]["members"]
+    assert [m["seed"] for m in members] == [0, 1, 2]
+    plain = pm.fit(recipe(), train=rows[:200], out=tmp_path / "plain")  # the first member is the seed-0 fit
+    assert members[0]["validation"] == plain.metrics["validation"]
+    assert not (tmp_path / "m" / "members").exists()
+    assert "ensemble of 3 saved" in (tmp_path / "m" / "train.log").read_text()
+    net = model.parts.net
+    assert len(net.members) == 3
+    sample = rows[200:206]
+    got = [p["probabilities"] for p in model.predict(sample)]
+    loaded = pm.load(tmp_path / "m")
+    assert [p["probabilities"] for p in loaded.predict(sample)] == got
+    assert loaded.evaluate(rows[200:])["accuracy"] == model.metrics["test"]["accuracy"]
+    from polymodal.data import as_table, read_inputs
+    from polymodal.evaluation.evaluate import run_outputs
+
+    parts = loaded.parts
+    read = read_inputs(as_table(sample), parts.inputs, parts.task, None, "error", require_target=False,
+                       show_progress=False)
+    combined, _ = run_outputs(parts, read)
+    each = []
+    for member in parts.net.members:  # each member alone, through the same machinery
+        parts.net, kept = member, parts.net
+        each.append(run_outputs(parts, read)[0].softmax(-1))
+        parts.net = kept
+    assert torch.allclose(combined.softmax(-1), torch.stack(each).mean(0), atol=1e-6)
+
+
+def test_ensemble_is_for_tasks_whose_outputs_average(tmp_path):
+    rows = [{"txt": r["txt"], "y": r["y"]} for r in toy_rows(60)]
+    rec = recipe(ensemble=2)
+    rec["target"] = {"column": "y", "task": "text"}
+    with pytest.raises(PolymodalError, match="training.ensemble"):
+        pm.fit(rec, train=rows, out=tmp_path / "m")
+    model = pm.fit(recipe(ensemble=2, epochs=2), train=rows, out=tmp_path / "e")
+    with pytest.raises(PolymodalError, match="ensemble"):
+        model.explain(rows[:4], index=0)
