@@ -72,6 +72,7 @@ DEFAULT = {"default": True}
 QUICK_TEXT_AND_PHOTO = [{"name": "text", "modality": "text"}, {"name": "image", "modality": "image"}]
 # after every choice on validation, train again on training + validation rows for the chosen epochs (`training.refit`)
 REFIT = {"refit": True}
+ENS3 = {"ensemble": 3}  # three fits (seeds S, S + 1, S + 2) kept as one model of their mean probabilities
 # the quick form with `--threshold validation`: the positive class's decision threshold chosen on validation F1
 THRESHOLD = {"threshold": "validation"}
 TEXT_AND_PHOTO = {"default": {**DEFAULT, "inputs": QUICK_TEXT_AND_PHOTO},
@@ -128,6 +129,11 @@ DATASETS = {
                                                             "training": {**ROTATED, **SOUP, **REFIT}},
             "inertial_rotated_gru_soup_refit": {"inputs": [gru(masked(xyz(signal("inertial"))))],
                                                 "training": {**ROTATED, **SOUP, **REFIT}},
+            # ... three of them (seeds S, S + 1, S + 2 on the first one's validation split) as one model
+            "inertial_skeleton_moving_rotated_soup_refit_ens3": {
+                "inputs": [masked(xyz(signal("inertial"))), MOVING], "training": {**ROTATED, **SOUP, **REFIT, **ENS3}},
+            "inertial_rotated_gru_soup_refit_ens3": {"inputs": [gru(masked(xyz(signal("inertial"))))],
+                                                     "training": {**ROTATED, **SOUP, **REFIT, **ENS3}},
             "inertial_skeleton_centered_rotated_gru": {
                 "inputs": [gru(masked(xyz(signal("inertial")))), gru(xyz(CENTERED))], "training": ROTATED},
         },
