@@ -208,9 +208,12 @@ def run_one(args) -> None:
         "test_positive_f1": test["per_class_f1"].get(positive) if positive else None,
         "validation_accuracy": val.get("accuracy"),
         "threshold": model.metrics["training"].get("calibrated"),
-        "epochs": model.metrics["training"]["epochs"],
+        "epochs": model.metrics["training"].get("epochs") or [m["epochs"] for m in model.metrics["training"].get(
+            "members", [])],
         "train_seconds": model.metrics["training"]["seconds"] + model.metrics["training"].get("refit", {}).get(
             "seconds", 0), "refit": model.metrics["training"].get("refit"),
+        "members_validation_accuracy": [(m.get("validation") or {}).get("accuracy")
+                                        for m in model.metrics["training"].get("members", [])] or None,
         "wall_seconds": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }), flush=True)
 
