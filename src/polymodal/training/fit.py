@@ -366,6 +366,7 @@ def refit(parts: Parts, prep: Prepared, plan, chosen: dict, out: Path, seconds_l
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
+        warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # the refit has no validation rows
         trainer.fit(module, dl)
     if ema is not None and ema.state is not None:
         parts.net.load_state_dict(ema.state)
