@@ -68,3 +68,22 @@ def test_ensemble_is_for_tasks_whose_outputs_average(tmp_path):
     model = pm.fit(recipe(ensemble=2, epochs=2), train=rows, out=tmp_path / "e")
     with pytest.raises(PolymodalError, match="ensemble"):
         model.explain(rows[:4], index=0)
+
+
+def test_quick_form_flags_refit_and_ensemble(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from polymodal.cli import app
+
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in toy_rows(120)))
+    out = tmp_path / "m"
+    result = CliRunner().invoke(app, ["fit", "--train", str(tmp_path / "t.jsonl"), "--input", "txt=txt:text",
+                                      "--target", "y", "--epochs", "2", "--refit", "--ensemble", "2", "--quiet",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"]["training"]["refit"] is True and config["recipe"]["training"]["ensemble"] == 2
+    members = json.loads((out / "metrics.json").read_text())["training"]["members"]
+    assert [m["refit"]["rows"] for m in members] == [120, 120]  # each member refit on all 120 rows

@@ -56,6 +56,8 @@ def fit(
                                                  "(default: the rarer one)."),
     refit: bool = typer.Option(False, "--refit", help="After choosing epochs (and soup, threshold) on validation, "
                                "train again on training + validation rows for those epochs and keep that model."),
+    ensemble: Optional[int] = typer.Option(None, "--ensemble", help="Train N models (seeds seed .. seed + N - 1) "
+                                           "and keep them as one model of their mean probability."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per batch."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
@@ -79,7 +81,7 @@ def fit(
     base: dict = {"data.train": train, "data.validation": validation, "data.test": test,
                   "data.validation_group": validation_group,
                   "target.task": task, "model.fusion.method": fusion, "model.preset": preset,
-                  "training.epochs": epochs,
+                  "training.epochs": epochs, "training.ensemble": ensemble,
                   "training.batch_size": batch_size, "training.lr": lr, "training.seed": seed,
                   "training.accelerator": accelerator, "training.strategy": strategy,
                   "training.num_nodes": num_nodes,
