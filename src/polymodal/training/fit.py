@@ -389,8 +389,8 @@ def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, 
 
 def fit_ensemble(recipe: Recipe, tables: dict[str, Table | None], out: Path, resume: bool) -> tuple[Parts, dict]:
     """`training.ensemble: N`: N fits with seeds seed .. seed + N - 1 on one validation split (the first seed's),
-    each in `members/K` (kept there until the ensemble is saved, so `--resume` after a crash continues the member it
-    was in), then one model of them all: the task combines their outputs; its threshold (if it chooses one) is
+    each in `members/K` (kept there until the ensemble is saved; `--resume` continues each member from its own last
+    checkpoint), then one model of them all: the task combines their outputs; its threshold (if it chooses one) is
     chosen on the ensemble's validation outputs; the test split is scored once, by the ensemble."""
     cfg = recipe.training
     task = make_task(recipe)  # (a task inferred from the data is one of those that combine)
