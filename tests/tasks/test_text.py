@@ -297,6 +297,8 @@ def test_search_chosen_on_validation_is_kept_and_reloaded(tone_dir, tmp_path):
         r["audio"] = str(tone_dir / r["audio"])
     assert loaded.predict(rows) == model.predict(rows)
     assert "decoding chosen on the validation rows" in (tmp_path / "m" / "train.log").read_text()
+    shown = CliRunner().invoke(app, ["info", str(tmp_path / "m")])
+    assert f"beam {decoding['settings']['beam']}" in shown.output and "search (chosen on validation)" in shown.output
     rec["target"]["options"] = {"search": "validation", "unit": "word"}
     with pytest.raises(RecipeError, match="search"):
         pm.fit(rec, out=tmp_path / "bad")

@@ -87,3 +87,6 @@ def test_quick_form_flags_refit_and_ensemble(tmp_path):
     assert config["recipe"]["training"]["refit"] is True and config["recipe"]["training"]["ensemble"] == 2
     members = json.loads((out / "metrics.json").read_text())["training"]["members"]
     assert [m["refit"]["rows"] for m in members] == [120, 120]  # each member refit on all 120 rows
+    shown = CliRunner().invoke(app, ["info", str(out)])
+    assert "trained: 2 model(s) (training.ensemble), each trained again on training + validation rows" in \
+        " ".join(shown.output.split())

@@ -54,6 +54,8 @@ def info(
                       "threshold": config["task"]["state"]["threshold"]}
                      if config["task"]["state"].get("threshold") is not None else None),
         "architecture": TASKS.get(recipe["target"]["task"]).architecture(recipe),
+        "search": config["task"]["state"].get("search"),  # a text model's CTC search chosen on validation
+        "ensemble": recipe["training"].get("ensemble", 1), "refit": bool(recipe["training"].get("refit")),
         "metrics": read_metrics(model_dir)}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -72,6 +74,12 @@ def info(
     if summary["decision"]:
         d = summary["decision"]
         console.print(f"  decision: '{d['positive_class']}' when its probability is above {d['threshold']:.4g}")
+    if summary["search"]:
+        console.print("  search (chosen on validation): " + ", ".join(f"{k} {v}" for k, v in summary["search"].items()))
+    if summary["ensemble"] > 1 or summary["refit"]:
+        console.print(f"  trained: {summary['ensemble']} model(s) (training.ensemble)"
+                      + (", each trained again on training + validation rows (training.refit)" if summary["refit"]
+                         else ""))
     for split in ("validation", "test"):
         m = summary["metrics"].get(split)
         if m:
