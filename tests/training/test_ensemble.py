@@ -65,7 +65,11 @@ def test_ensemble_is_for_tasks_whose_outputs_average(tmp_path):
     rec["target"] = {"column": "y", "task": "text"}
     with pytest.raises(PolymodalError, match="training.ensemble"):
         pm.fit(rec, train=rows, out=tmp_path / "m")
-    model = pm.fit(recipe(ensemble=2, epochs=2), train=rows, out=tmp_path / "e")
+    rec = recipe(ensemble=2, epochs=2)
+    rec["target"]["options"] = {"threshold": "validation"}
+    model = pm.fit(rec, train=rows, out=tmp_path / "e")
+    calibrated = model.metrics["training"]["calibrated"]  # chosen on the ensemble's validation outputs
+    assert round(model.parts.task.cutoff, 6) == calibrated["threshold"]
     with pytest.raises(PolymodalError, match="ensemble"):
         model.explain(rows[:4], index=0)
 
