@@ -56,3 +56,10 @@ def test_refit_needs_validation_carved_from_train(tmp_path):
     rows = toy_rows(80)
     with pytest.raises(RecipeError, match="training.refit"):
         pm.fit(recipe(), train=rows[:60], validation=rows[60:], out=tmp_path / "m")
+
+
+def test_refit_is_skipped_when_the_time_limit_is_spent(tmp_path):
+    rows = toy_rows(120)
+    model = pm.fit(recipe(time_limit=0.01), train=rows, out=tmp_path / "m")
+    assert "time limit is spent" in model.metrics["training"]["refit"]["skipped"]
+    assert "training.refit skipped" in (tmp_path / "m" / "train.log").read_text()
