@@ -30,10 +30,10 @@ def recipe(**training) -> dict:
 
 def test_ensemble_of_three_seeds_is_one_model_of_their_mean_probability(tmp_path):
     rows = toy_rows()
-    model = pm.fit(recipe(ensemble=3), train=rows[:200], test=rows[200:], out=tmp_path / "m")
+    model = pm.fit(recipe(ensemble=3, epochs=4), train=rows[:200], test=rows[200:], out=tmp_path / "m")
     members = model.metrics["training"]["members"]
     assert [m["seed"] for m in members] == [0, 1, 2]
-    plain = pm.fit(recipe(), train=rows[:200], out=tmp_path / "plain")  # the first member is the seed-0 fit
+    plain = pm.fit(recipe(epochs=4), train=rows[:200], out=tmp_path / "plain")  # the first member is the seed-0 fit
     assert members[0]["validation"] == plain.metrics["validation"]
     assert not (tmp_path / "m" / "members").exists()
     assert "ensemble of 3 saved" in (tmp_path / "m" / "train.log").read_text()
