@@ -134,6 +134,8 @@ DATASETS = {
                 "inputs": [masked(xyz(signal("inertial"))), MOVING], "training": {**ROTATED, **SOUP, **REFIT, **ENS3}},
             "inertial_rotated_gru_soup_refit_ens3": {"inputs": [gru(masked(xyz(signal("inertial"))))],
                                                      "training": {**ROTATED, **SOUP, **REFIT, **ENS3}},
+            "inertial_skeleton_depth_soup_refit_ens3": {"inputs": [masked(xyz(signal("inertial"))), MOVING, DEPTH],
+                                                        "training": {**ROTATED, **SOUP, **REFIT, **ENS3}},
             "inertial_skeleton_centered_rotated_gru": {
                 "inputs": [gru(masked(xyz(signal("inertial")))), gru(xyz(CENTERED))], "training": ROTATED},
         },
