@@ -74,7 +74,7 @@ def _render_row(parts, batch, row, attributions, attention, result, out: Path) -
                      render.table_html({k: {"shapley": v, "share": result["shapley_share"][k]}
                                         for k, v in result["shapley"].items()}, ("input", "shapley", "share"))))
     for name, attr in attributions.items():
-        mb = batch[name]  # (no attributions without a batch)
+        mb = batch[name]
         row = int(mb.index[0])
         drawn = parts.modalities[name].draw_attribution(name, mb.data[row], attr,
                                                         None if mb.mask is None else mb.mask[row], out)
@@ -108,36 +108,28 @@ def explain_global(parts: Parts, data: ReadTable, out: Path | None = None, max_r
         names, pred = predicted
         result["shapley_share_per_class"] = {c: shares(phi, pred == i) for i, c in enumerate(names)
                                              if bool((pred == i).any())}
-    if not parts.task.attributes():  # decoded text: the inputs' Shapley shares alone
-        if out is not None:
-            out = Path(out)
-            out.mkdir(parents=True, exist_ok=True)
-            figures = [render.bar_figure(result["shapley_share"], out / "shapley_share.png",
-                                         "mean modality Shapley share", "share")]
-            sections = [("mean modality Shapley share",
-                         render.table_html(result["shapley_share"], ("input", "share")))]
-            render.html_report("polymodal global explanation", sections, figures, out / "report.html")
-            (out / "explanation.json").write_text(json.dumps(result, indent=2))
-        return result
-    if len(sub.ids) == 2 and sub.targets is not None:
-        result["emap"] = emap(parts, sub, max_rows)
-    with torch.no_grad():  # the fused representation, projected to 2-D (PCA)
-        collate = Collator(sub, parts.modalities, None)
-        fused = torch.cat([parts.net.fuse(parts.net.encode(collate(list(range(s, min(len(sub), s + 256))))[0])).pooled
-                           for s in range(0, len(sub), 256)])
-    centred = fused - fused.mean(0)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    points = (centred @ v[:2].T).numpy()
-    result["representation_2d"] = points.round(4).tolist()
+    points = None
+    if parts.task.attributes():  # decoded text (False) is explained by the inputs' Shapley shares alone
+        if len(sub.ids) == 2 and sub.targets is not None:
+            result["emap"] = emap(parts, sub, max_rows)
+        with torch.no_grad():  # the fused representation, projected to 2-D (PCA)
+            collate = Collator(sub, parts.modalities, None)
+            fused = torch.cat([parts.net.fuse(parts.net.encode(collate(list(range(s, min(len(sub), s + 256))))[0]))
+                               .pooled for s in range(0, len(sub), 256)])
+        centred = fused - fused.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        points = (centred @ v[:2].T).numpy()
+        result["representation_2d"] = points.round(4).tolist()
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        labels = [parts.task.decode(full[i:i + 1])[0].get("label", "?") for i in range(len(sub))] \
-            if classes else ["row"] * len(sub)
         figures = [render.bar_figure(result["shapley_share"], out / "shapley_share.png",
-                                     "mean modality Shapley share", "share"),
-                   render.scatter_figure(points, labels, out / "representation.png",
-                                         "fused representation (PCA), by predicted class")]
+                                     "mean modality Shapley share", "share")]
+        if points is not None:
+            labels = [parts.task.decode(full[i:i + 1])[0].get("label", "?") for i in range(len(sub))] \
+                if classes else ["row"] * len(sub)
+            figures.append(render.scatter_figure(points, labels, out / "representation.png",
+                                                 "fused representation (PCA), by predicted class"))
         sections = [("mean modality Shapley share", render.table_html(result["shapley_share"], ("input", "share")))]
         if "shapley_share_per_class" in result:
             names = list(result["shapley_share"])

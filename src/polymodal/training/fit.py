@@ -345,7 +345,7 @@ def refit(parts: Parts, prep: Prepared, plan, chosen: dict, out: Path, seconds_l
         append_line(log_path, "warning: " + message)
         return {"skipped": message}
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    parts.net = prep.parts.net = build_net(recipe, parts.inputs, parts.task)
+    parts.net = build_net(recipe, parts.inputs, parts.task)  # prep.parts is this same Parts
     data = prep.everything
     dl = loader(data, parts, cfg.batch_size, True, prep.group_input, cfg.seed, cfg.num_workers, cfg.augment,
                 cfg.prefetch, plan.steps_per_call, plan.modality_dropout, cfg.augment_with)
