@@ -22,6 +22,7 @@ SNRS = [10.0, 5.0, 0.0, -5.0]
 
 LIPS = {"name": "lips", "modality": "video", "options": {"size": 48, "channels": 1, "frames": "all", "max_frames": 75},
         "encoder": {"type": "lip_cnn"}}
+WIDE_LIPS = {**LIPS, "options": {**LIPS["options"], "size": [48, 80]}}
 AUDIO = {"name": "audio", "modality": "audio"}  # log-mel; the text task's default encoder: conv1d at 25 steps a second
 NOISY_AUDIO = {**AUDIO, "options": {"normalize": "per_clip"}}  # per-clip standardisation: what noise training needs
 WHISPER = {"name": "audio", "modality": "audio", "encoder": {"type": "whisper"}}
@@ -52,6 +53,13 @@ CONFIGS = {
     "av": {"inputs": [LIPS, NOISY_AUDIO], "snr": True,
            "training": {"modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.5,
                         "augment_with": ["white_noise"]}},
+    # lips read alone at test time by a model trained on lips and audio: the audio's own CTC head teaches the lips'
+    # head step by step (`distill_from`); the crops at their own aspect (48 x 80, chosen for the digit on
+    # validation: real_data.py lips_all_lipcnn_wide); the search chosen on the validation rows read from the lips
+    # alone, the test split scored once from the lips alone (and once with both), with GRID's letter and digit slots
+    "lips_distilled": {"inputs": [WIDE_LIPS, AUDIO], "snr": False, "search": True, "alone": "lips",
+                       "options": {"distill_from": "audio"},
+                       "training": {"epochs": 60, "patience": 15, "select": "robust"}},
     "whisper_zeroshot": {},
     "vqa_answers": {},
     "vqa_captions": {},
@@ -122,16 +130,17 @@ def carve_validation(out: Path, seed: int) -> tuple[Path, Path]:
     return paths
 
 
-def choose_search(model, validation: Path, grammar: bool = False) -> dict:
+def choose_search(model, validation, grammar: bool = False) -> dict:
     """Greedy vs beam 8 held to the lexicon at each bigram weight (and, with `grammar`, to the training texts' word
-    pairs), scored on validation: the best WER's setting."""
+    pairs), scored on validation (a table's path or its rows): the best WER's setting."""
     net = model.parts.net
-    tried = {"greedy": model.evaluate(str(validation), beam=1)["wer"]}
+    validation = validation if isinstance(validation, list) else str(validation)
+    tried = {"greedy": model.evaluate(validation, beam=1)["wer"]}
     for strict in (False, True) if grammar else (False,):
         net.words.grammar = strict
         for weight in LM_WEIGHTS:
             net.words.weight = weight
-            tried[f"{'grammar' if strict else 'lexicon'}_lm{weight}"] = model.evaluate(str(validation), beam=8)["wer"]
+            tried[f"{'grammar' if strict else 'lexicon'}_lm{weight}"] = model.evaluate(validation, beam=8)["wer"]
     best = min(tried, key=tried.get)
     if best == "greedy":
         net.beam = 1
@@ -140,7 +149,7 @@ def choose_search(model, validation: Path, grammar: bool = False) -> dict:
         net.beam, net.words.weight, net.words.grammar = 8, float(weight), kind == "grammar"
     if getattr(net, "aux", None) is not None:  # a head per input: at that search, the surest head per row too
         net.read_by = "confident"
-        tried[best + "_confident"] = model.evaluate(str(validation), beam=net.beam)["wer"]
+        tried[best + "_confident"] = model.evaluate(validation, beam=net.beam)["wer"]
         if tried[best + "_confident"] < tried[best]:
             best += "_confident"
         else:
@@ -164,8 +173,16 @@ def run_one(args) -> dict:
     started = time.perf_counter()
     model = pm.fit(rec, out=out)
     wall = time.perf_counter() - started
-    chosen = {}
-    if search:
+    chosen, alone = {}, CONFIGS.get(args.config, {}).get("alone")
+    if alone:  # read from that input alone: the search chosen on the validation rows without the others, then test
+        chosen = choose_search(model, only(validation, alone), grammar=True)
+        test_rows = only(GRID / "test.jsonl", alone)
+        model.metrics["test"] = model.evaluate(test_rows)
+        chosen["slots"] = slot_accuracy([p["text"] for p in model.predict(test_rows)],
+                                        [r["text"] for r in test_rows])
+        both = model.evaluate(str(GRID / "test.jsonl"))
+        chosen["test_every_input"] = {k: both[k] for k in ("wer", "cer", "exact_match")}
+    elif search:
         chosen = choose_search(model, validation, grammar=True)
         model.metrics["test"] = model.evaluate(str(GRID / "test.jsonl"))
     test = model.metrics["test"]
@@ -186,6 +203,33 @@ def run_one(args) -> dict:
             result["wer_vs_snr"] = report["wer_vs_snr"]
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
+
+
+def only(table: Path, keep: str) -> list[dict]:
+    """A grid-s1 table's rows with every input but `keep` removed (files made absolute)."""
+    rows = [json.loads(x) for x in table.read_text().splitlines()]
+    for r in rows:
+        for key in ("lips", "audio"):
+            if key == keep:
+                r[key] = str(table.parent / r[key])
+            else:
+                del r[key]
+    return rows
+
+
+GRID_SLOTS = ["command", "colour", "preposition", "letter", "digit", "adverb"]
+
+
+def slot_accuracy(predictions: list[str], references: list[str]) -> dict:
+    """Each of GRID's six word slots: the share of sentences whose predicted word in that slot is right (a
+    prediction that is not six words gets every slot wrong)."""
+    right = [0] * len(GRID_SLOTS)
+    for p, r in zip(predictions, references):
+        pw, rw = p.split(), r.split()
+        if len(pw) == len(rw) == len(GRID_SLOTS):
+            for i in range(len(GRID_SLOTS)):
+                right[i] += pw[i] == rw[i]
+    return {name: round(n / len(references), 4) for name, n in zip(GRID_SLOTS, right)}
 
 
 def search_after(directory: Path) -> dict:

@@ -72,6 +72,14 @@ class TextConfig(TaskConfig):
                           "text ends on (a fixed grammar such as GRID's: a letter always follows the preposition).")
     lm_weight: float = Field(0.0, ge=0, description="ctc over characters, beam > 1: weight of a word bigram model of "
                              "the training texts (add-one smoothing) in the search's score; 0: off.")
+    distill_from: str | None = Field(
+        None, description="ctc with a head per input (2+ inputs, model.unimodal_heads): the input whose own head "
+        "teaches the other inputs' heads step by step while training: each learns, besides the text, the teacher "
+        "head's token distribution at every step (KL divergence, on rows that have both inputs; the teacher is not "
+        "changed by it). Cross-modal distillation: audio that a model reads well tells the lips' head what is said "
+        "when, so a model trained on both reads the lips alone better. Inference does not need the teacher input.")
+    distill_weight: float = Field(1.0, ge=0, description="Weight of the distillation loss (`distill_from`) beside "
+                                  "the CTC losses.")
     read_by: Literal["fused", "confident"] = Field(
         "fused", description="ctc with a head per input (2+ inputs, model.unimodal_heads): which head reads a row "
         "that has every input. fused: the fused head; confident: whichever of the fused head and the inputs' own "
@@ -191,6 +199,22 @@ def pool_to(tokens: Tensor, lengths: Tensor, target: Tensor, steps: int) -> Tens
     return (total / (end - start)[..., None]).to(tokens.dtype)
 
 
+def distill_divergence(teacher: tuple[Tensor, Tensor], student: tuple[Tensor, Tensor], rows: Tensor) -> Tensor:
+    """Mean over `rows` of KL(teacher || student) per output step: each head's (log-probabilities [B, T, V], steps
+    [B]); the teacher's steps are resampled to the student's (averaged probabilities) when their rates differ, and
+    the teacher gets no gradient. 0 (with a graph) when no row has both."""
+    (t_lp, t_steps), (s_lp, s_steps) = teacher, student
+    probs = t_lp.detach().exp()
+    if not torch.equal(t_steps, s_steps) or probs.shape[1] != s_lp.shape[1]:
+        probs = pool_to(probs, t_steps.clamp_min(1), s_steps, s_lp.shape[1])
+        probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
+    valid = torch.arange(s_lp.shape[1], device=s_lp.device)[None] < s_steps[:, None]  # [B, T]
+    per_step = (probs * (probs.clamp_min(1e-12).log() - s_lp)).sum(-1)  # [B, T]
+    per_row = (per_step * valid).sum(1) / s_steps.clamp_min(1)
+    used = rows.float()
+    return (per_row * used).sum() / used.sum().clamp_min(1)
+
+
 class CTCHead(nn.Module):
     """Frame-by-frame fusion of time-aligned inputs, a bidirectional GRU and per-step token scores."""
 
@@ -291,6 +315,7 @@ class TextNet(nn.Module):
         self.aux: nn.ModuleDict | None = None
         self.alone_by_head = False
         self.read_by = "fused"  # or "confident": rows with every input read by the surest head
+        self.distill_from: str | None = None  # the input whose head teaches the others' heads (training only)
 
     def encode(self, batch: Batch) -> dict[str, Encoded]:
         return {name: enc(batch[name]) for name, enc in self.encoders.items()}
@@ -298,26 +323,34 @@ class TextNet(nn.Module):
     def loss(self, batch: Batch, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
         return self.losses(batch, target, label_smoothing)[0]
 
-    def losses(self, batch: Batch, target: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor | None]:
-        """The loss, and the mean over inputs of each auxiliary CTC head's loss on the rows that have its input
-        (None without auxiliary heads)."""
+    def losses(self, batch: Batch, target: Tensor,
+               label_smoothing: float = 0.0) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The loss; the mean over inputs of each auxiliary CTC head's loss on the rows that have its input (None
+        without auxiliary heads); the distillation loss of the other inputs' heads from `distill_from`'s (None
+        without a teacher input)."""
         encoded = self.encode(batch)
         main = self._loss(encoded, target, label_smoothing)
         if self.aux is None:
-            return main, None
+            return main, None, None
         lengths = (target != PAD).sum(1)
         names = list(self.aux)
         weights = present_weights([encoded[n].present for n in names], len(target))
-        parts = []
+        parts, heads = [], {}
         for n, w in zip(names, weights):
             p = encoded[n].present
             if w == 0:  # no process has this input in the batch
                 continue
-            log_probs, steps = self.aux[n](encoded)
+            log_probs, steps = heads[n] = self.aux[n](encoded)
             per_row = F.ctc_loss(log_probs.transpose(0, 1), target, steps, lengths, blank=PAD, reduction="none",
                                  zero_infinity=True) / lengths.clamp_min(1)
             parts.append((per_row * p).sum() * w)  # the mean over present rows (0 where this process has none)
-        return main, (torch.stack(parts).mean() if parts else None)
+        distill = None
+        if self.distill_from is not None and self.distill_from in heads:
+            teacher = heads[self.distill_from]
+            kl = [distill_divergence(teacher, heads[n], encoded[self.distill_from].present & encoded[n].present)
+                  for n in heads if n != self.distill_from]
+            distill = torch.stack(kl).mean() if kl else None
+        return main, (torch.stack(parts).mean() if parts else None), distill
 
     def _loss(self, encoded: dict[str, Encoded], target: Tensor, label_smoothing: float) -> Tensor:
         lengths = (target != PAD).sum(1)
@@ -599,6 +632,9 @@ class TextTask(Task):
                   recipe: Any) -> TextNet:
         torch.manual_seed(recipe.training.seed)
         names, dim, c = list(kinds), recipe.model.dim, self.config
+        if c.distill_from is not None and (self.pretrained or self.decoder_kind(kinds) != "ctc"):
+            raise RecipeError("target.options.distill_from needs a CTC head per input: a ctc decoder over 2 or more "
+                              "inputs with model.unimodal_heads > 0")
         if self.pretrained:
             from .text_pretrained import GeneratorTextNet
 
@@ -631,6 +667,14 @@ class TextTask(Task):
             net.aux = nn.ModuleDict({n: CTCHead([n], n, dim, len(self.vocab), 1, c.dropout) for n in names})
             net.alone_by_head = recipe.model.alone == "head"
             net.read_by = c.read_by
+            if c.distill_from is not None:
+                if c.distill_from not in kinds:
+                    raise RecipeError(f"target.options.distill_from: no input '{c.distill_from}' (inputs: "
+                                      f"{', '.join(names)})")
+                net.distill_from = c.distill_from
+        elif c.distill_from is not None:
+            raise RecipeError("target.options.distill_from needs a CTC head per input: a ctc decoder over 2 or more "
+                              "inputs with model.unimodal_heads > 0")
         self._apply_search(net)
         return net
 
@@ -648,11 +692,14 @@ class TextTask(Task):
         if not isinstance(net, TextNet):
             loss = net.loss(inputs, target, self.config.label_smoothing)
             return loss, {"train_loss": (loss, len(target))}
-        loss, aux = net.losses(inputs, target, self.config.label_smoothing)
+        loss, aux, distill = net.losses(inputs, target, self.config.label_smoothing)
         logged = {"train_loss": (loss, len(target))}
         if aux is not None and unimodal_weight > 0:
             logged["train_unimodal_loss"] = (aux, len(target))
             loss = loss + unimodal_weight * aux
+        if distill is not None and self.config.distill_weight > 0:
+            logged["train_distill_loss"] = (distill, len(target))
+            loss = loss + self.config.distill_weight * distill
         return loss, logged
 
     def validation_loss(self, net: nn.Module, inputs: dict, out: Tensor, target: Tensor | None) -> Tensor:
