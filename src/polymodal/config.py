@@ -152,9 +152,11 @@ class TrainingConfig(_Strict):
     ensemble: int = Field(1, ge=1, le=32, description="Train this many models with seeds seed, seed + 1, ... "
                           "(each its own initial weights and data order; one validation split, the first seed's) "
                           "and keep them as one model whose output is their mean probability (classification), "
-                          "mean label probability (multilabel) or mean value (regression). Costs that many times "
-                          "the training and the prediction. Each member is a full fit (refit, soup included); the "
-                          "decision threshold is chosen on the ensemble's validation outputs.")
+                          "mean label probability (multilabel), mean value (regression) or, for text with a CTC "
+                          "decoder, the mean of their per-step token probabilities read by one search. Costs that "
+                          "many times the training and the prediction. Each member is a full fit (refit, soup "
+                          "included); the decision threshold and a text model's search (`search: validation`) are "
+                          "chosen on the ensemble's validation outputs.")
     seed: int = Field(0, description="Seeds data order, splits and weights.")
     patience: int = Field(5, ge=1, description="Stop after this many epochs without validation improvement.")
     group_by: str | None = Field("auto", description="Batch rows that share this input's value together so it is "

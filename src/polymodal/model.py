@@ -72,8 +72,14 @@ def build_net(recipe: Recipe, inputs: list[InputSpec], task: Task) -> nn.Module:
     """Build the network for fitted modalities and task, from the recipe alone (architectures as data): an encoder
     per input the task encodes, then what the task puts on top of them; `training.ensemble` such networks as one."""
     if recipe.training.ensemble > 1:
-        return EnsembleNet([build_one(recipe, inputs, task) for _ in range(recipe.training.ensemble)], task)
+        return ensemble_net([build_one(recipe, inputs, task) for _ in range(recipe.training.ensemble)], task)
     return build_one(recipe, inputs, task)
+
+
+def ensemble_net(members: list[nn.Module], task: Task) -> nn.Module:
+    """The members as one network: the task's own (text: per-step probabilities averaged before the search), or
+    an `EnsembleNet` whose outputs the task combines."""
+    return task.ensemble_net(members) or EnsembleNet(members, task)
 
 
 def build_one(recipe: Recipe, inputs: list[InputSpec], task: Task) -> nn.Module:

@@ -590,3 +590,50 @@ def test_distill_from_teaches_the_other_inputs_head(tone_dir, tmp_path):
     one["target"]["options"] = {"distill_from": "audio"}
     with pytest.raises(RecipeError, match="CTC head per input"):
         pm.fit(one, out=tmp_path / "bad1")
+
+
+def test_ctc_ensemble_reads_the_mean_of_its_members_step_probabilities(tone_dir, tmp_path):
+    """`training.ensemble: 2` over a CTC model: at every step the members' token probabilities are averaged, then
+    one search reads them (chosen on the ensemble's validation outputs with `search: validation`); a row left with
+    one input is read by each member's head for it; reloaded as it was."""
+    from polymodal.data import Collator, as_table, read_inputs
+
+    rec = tone_recipe(tone_dir, [SIGNAL, AUDIO], epochs=4, ensemble=2)
+    rec["target"]["options"] = {"search": "validation", "beam": 4}
+    model = pm.fit(rec, out=tmp_path / "m")
+    assert [m["seed"] for m in model.metrics["training"]["members"]] == [0, 1]
+    assert "decoding" in model.metrics["training"] and "test" in model.metrics
+    net = model.parts.net
+    assert len(net.members) == 2 and net.beam == model.parts.task.chosen["beam"]
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:8]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    rows[5:] = [{k: v for k, v in r.items() if k != "signal"} for r in rows[5:]]  # three rows with the audio alone
+    parts = model.parts
+    table = read_inputs(as_table(rows), parts.inputs, parts.task, None, "error", require_target=False,
+                        show_progress=False)
+    batch, _ = Collator(table, parts.modalities, parts.task)(list(range(len(rows))))
+    net.eval()
+    with torch.no_grad():
+        mean, steps = net.log_probs(batch)
+        probs = []
+        for member in net.members:
+            encoded = member.encode(batch)
+            both, _ = member.head(encoded)
+            alone, alone_steps = member.aux["audio"](encoded)
+            p = torch.zeros(len(rows), mean.shape[1], mean.shape[2])
+            p[:5, :both.shape[1]] = both[:5].exp()
+            p[5:, :alone.shape[1]] = alone[5:].exp()
+            probs.append(p)
+        expected = torch.stack(probs).mean(0)
+    assert steps[5:].tolist() == alone_steps[5:].tolist()
+    valid = torch.arange(mean.shape[1])[None] < steps[:, None]
+    assert torch.allclose(mean.exp()[valid], expected[valid], atol=1e-5)
+    loaded = pm.load(tmp_path / "m")
+    assert loaded.predict(rows) == model.predict(rows)
+    assert loaded.parts.net.beam == net.beam
+    attention = tone_recipe(tone_dir, [AUDIO], epochs=1, ensemble=2)
+    attention["target"]["options"] = {"decoder": "attention"}
+    with pytest.raises(RecipeError, match="CTC decoder only"):
+        pm.fit(attention, out=tmp_path / "bad")
+    assert not (tmp_path / "bad" / "members").exists()  # refused before any member trained

@@ -162,6 +162,11 @@ class Task:
         raise PolymodalError(f"training.ensemble: a {self.registry_name} model's outputs are not averaged "
                              "(ensembles are for classification, multilabel and regression)")
 
+    def ensemble_net(self, members: list[nn.Module]) -> nn.Module | None:
+        """Networks trained apart as one, where the task combines them inside the network (text: the members'
+        per-step probabilities averaged before the search); None: the model's outputs are combined by `combine`."""
+        return None
+
     def decoding_candidates(self) -> list[dict]:
         """Decoding settings to try on the validation rows after training (a search); none by default."""
         return []

@@ -426,6 +426,64 @@ class TextNet(nn.Module):
         return out.to(next(iter(batch.values())).present.device)
 
 
+class CTCEnsembleNet(nn.Module):
+    """CTC networks trained apart (training.ensemble) as one: at every step the members' token probabilities are
+    averaged (each member's steps resampled to the first's where they differ), then one search reads the mean.
+    A row left with one input is read, in each member, by that input's own head (as the member alone would)."""
+
+    def __init__(self, members: list[TextNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        self.max_length, self.beam, self.words, self.chars = first.max_length, first.beam, first.words, first.chars
+        self.aux = None  # the members' own heads are read inside `log_probs`; there is no surest head to pick
+        self.read_by = "fused"
+
+    @property
+    def encoders(self) -> nn.ModuleDict:
+        return self.members[0].encoders
+
+    @staticmethod
+    def member_log_probs(member: TextNet, batch: Batch) -> tuple[Tensor, Tensor]:
+        encoded = member.encode(batch)
+        log_probs, steps = member.head(encoded)
+        if member.aux is None or not member.alone_by_head:
+            return log_probs, steps
+        present = torch.stack([encoded[n].present for n in member.aux], 1)
+        for i, n in enumerate(member.aux):
+            alone = present[:, i] & (present.sum(1) == 1)
+            if bool(alone.any()):
+                own, own_steps = member.aux[n](encoded)
+                width = max(log_probs.shape[1], own.shape[1])
+                log_probs = F.pad(log_probs, (0, 0, 0, width - log_probs.shape[1]), value=0.0)
+                own = F.pad(own, (0, 0, 0, width - own.shape[1]), value=0.0)
+                log_probs = torch.where(alone[:, None, None], own, log_probs)
+                steps = torch.where(alone, own_steps, steps)
+        return log_probs, steps
+
+    def log_probs(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The log of the members' mean per-step token probabilities, and the steps per row (the first member's)."""
+        first, steps = self.member_log_probs(self.members[0], batch)
+        total = first.exp()
+        for member in self.members[1:]:
+            lp, st = self.member_log_probs(member, batch)
+            probs = lp.exp()
+            if not torch.equal(st, steps) or probs.shape[1] != total.shape[1]:
+                probs = pool_to(probs, st.clamp_min(1), steps, total.shape[1])
+            total = total + probs
+        return (total / len(self.members)).clamp_min(1e-30).log(), steps
+
+    def decode_ids(self, batch: Batch, beam: int) -> list[list[int]]:
+        log_probs, steps = self.log_probs(batch)
+        return [seq[:self.max_length] for seq in ctc_decode(log_probs, steps, beam, self.words, self.chars)]
+
+    forward = TextNet.forward
+
+    def encode(self, batch: Any) -> Any:
+        raise PolymodalError("an ensemble (training.ensemble) has no single network to look inside; train one member "
+                             "(training.ensemble: 1) for gradient explanations")
+
+
 @TASKS.register("text")
 class TextTask(Task):
     Config = TextConfig
@@ -546,8 +604,22 @@ class TextTask(Task):
         self.chosen = dict(settings)
         self._apply_search(net)
 
+    def ensemble_net(self, members: list[nn.Module]) -> nn.Module | None:
+        """CTC members' per-step probabilities averaged before the search; other text models are refused (with no
+        members: refused now when the recipe's decoder is not CTC)."""
+        ctc = all(isinstance(m, TextNet) and isinstance(m.head, CTCHead) for m in members)
+        if self.pretrained or self.config.decoder == "attention" or not ctc:
+            raise RecipeError("field `training.ensemble`: text models ensemble with a CTC decoder only (their "
+                              "per-step probabilities are averaged); an attention or pretrained decoder writes "
+                              "token by token")
+        if not members:
+            return None
+        net = CTCEnsembleNet(members)
+        self._apply_search(net)
+        return net
+
     def _apply_search(self, net: nn.Module) -> None:
-        if self.chosen is None or not isinstance(net, TextNet):
+        if self.chosen is None or not isinstance(net, (TextNet, CTCEnsembleNet)):
             return
         net.beam = self.chosen["beam"]
         net.words = self.words if self.chosen["lexicon"] else None

@@ -33,7 +33,7 @@ from ..data import (
 from ..encoders.base import FeatureCache, feature_cache_dir
 from ..errors import RecipeError
 from ..evaluation.evaluate import evaluate_parts, run_outputs
-from ..model import EnsembleNet, Parts, build_net, make_task
+from ..model import Parts, build_net, ensemble_net, make_task
 from ..storage import save_parts
 from ..tasks import Task
 from .module import BestWeights, EMAWeights, LitMultimodal, average_states
@@ -394,7 +394,9 @@ def fit_ensemble(recipe: Recipe, tables: dict[str, Table | None], out: Path, res
     chosen on the ensemble's validation outputs; the test split is scored once, by the ensemble."""
     cfg = recipe.training
     task = make_task(recipe)  # (a task inferred from the data is one of those that combine)
-    if type(task).combine is Task.combine:
+    if type(task).ensemble_net is not Task.ensemble_net:
+        task.ensemble_net([])  # raises now where the recipe already says this task's networks cannot be ensembled
+    elif type(task).combine is Task.combine:
         task.combine([])  # raises: this task's outputs are not averaged
     if cfg.strategy == "ddp" or cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1):
         raise RecipeError("field `training.ensemble`: the members train one after another in one process")
@@ -408,11 +410,13 @@ def fit_ensemble(recipe: Recipe, tables: dict[str, Table | None], out: Path, res
                               f"{out / 'members' / str(k)}")
         members.append(_fit(Recipe.model_validate(data), {**tables, "test": None}, out / "members" / str(k),
                             resume, split_seed=cfg.seed))
+        if k == 0:  # raises before the other members train when this network cannot be ensembled
+            ensemble_net([members[0][0].net], members[0][0].task)
     first, _, prep = members[0]
     resolved = first.recipe.model_dump(mode="json")
     resolved["training"].update(ensemble=cfg.ensemble, seed=cfg.seed, time_limit=cfg.time_limit)
-    parts = Parts(Recipe.model_validate(resolved), first.inputs, first.task, EnsembleNet([m[0].net for m in members],
-                                                                                         first.task))
+    parts = Parts(Recipe.model_validate(resolved), first.inputs, first.task,
+                  ensemble_net([m[0].net for m in members], first.task))
     parts.net.eval()
     metrics: dict = {"training": {
         "seconds": round(sum(m[1]["training"]["seconds"] + m[1]["training"].get("refit", {}).get("seconds", 0)
@@ -424,12 +428,14 @@ def fit_ensemble(recipe: Recipe, tables: dict[str, Table | None], out: Path, res
     cache_dir = cfg.feature_cache or os.environ.get("POLYMODAL_FEATURE_CACHE") or None
     with feature_cache_dir(cache_dir):
         if not cfg.refit and len(prep.validation):  # refit members have trained on the validation rows
+            if parts.task.decoding_candidates():
+                metrics["training"]["decoding"] = choose_decoding(parts, prep, cfg.batch_size, log_path)
             if parts.task.calibrates():
                 metrics["training"]["calibrated"] = calibrate(parts, prep, cfg.batch_size, log_path)
             metrics["validation"] = evaluate_parts(parts, prep.validation, cfg.batch_size)
-        elif parts.task.calibrates():
-            append_line(log_path, "the ensemble keeps the first member's threshold (its members refit on the "
-                                  "validation rows, so the ensemble's validation outputs cannot choose one)")
+        elif parts.task.calibrates() or parts.task.decoding_candidates():
+            append_line(log_path, "the ensemble keeps the first member's threshold or search (its members refit on "
+                                  "the validation rows, so the ensemble's validation outputs cannot choose one)")
         if tables.get("test") is not None:
             rec = parts.recipe
             check_columns(tables["test"], parts.inputs, rec.target.column)
