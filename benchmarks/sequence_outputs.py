@@ -45,6 +45,10 @@ CONFIGS = {
     # the model trained again on training + validation rows for the chosen epochs (`training.refit`)
     "audio_whisper_refit": {"inputs": [WHISPER], "snr": False, "options": {"search": "validation"},
                             "training": {"refit": True}},
+    # three such models (seeds 0-2, one validation split) as one: their per-step probabilities averaged, the search
+    # chosen on the ensemble's validation outputs (`training.ensemble`)
+    "audio_whisper_ens3": {"inputs": [WHISPER], "snr": False, "options": {"search": "validation"},
+                           "training": {"ensemble": 3}},
     # longer training with SpecAugment; the CTC search (greedy, or beam 8 held to the training words with a word
     # bigram model at a weight) chosen on a validation split carved here, then the test split scored once
     "audio_specaug": {"inputs": [SPECAUG], "snr": False, "search": True,
