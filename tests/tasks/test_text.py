@@ -598,11 +598,13 @@ def test_ctc_ensemble_reads_the_mean_of_its_members_step_probabilities(tone_dir,
     one input is read by each member's head for it; reloaded as it was."""
     from polymodal.data import Collator, as_table, read_inputs
 
-    rec = tone_recipe(tone_dir, [SIGNAL, AUDIO], epochs=4, ensemble=2)
-    rec["target"]["options"] = {"search": "validation", "beam": 4}
+    rec = tone_recipe(tone_dir, [SIGNAL, AUDIO], epochs=3, ensemble=2)
+    rec["target"]["options"] = {"search": "validation", "beam": 2}
     model = pm.fit(rec, out=tmp_path / "m")
     assert [m["seed"] for m in model.metrics["training"]["members"]] == [0, 1]
-    assert "decoding" in model.metrics["training"] and "test" in model.metrics
+    decoding = model.metrics["training"]["decoding"]  # the ensemble's own choice (its members chose none)
+    assert len(decoding["validation"]) == 9 and "test" in model.metrics
+    assert "decoding chosen" not in (tmp_path / "m" / "train.log").read_text().split("ensemble member 2")[0]
     net = model.parts.net
     assert len(net.members) == 2 and net.beam == model.parts.task.chosen["beam"]
     rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:8]

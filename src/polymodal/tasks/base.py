@@ -167,8 +167,9 @@ class Task:
         per-step probabilities averaged before the search); None: the model's outputs are combined by `combine`."""
         return None
 
-    def decoding_candidates(self) -> list[dict]:
-        """Decoding settings to try on the validation rows after training (a search); none by default."""
+    def decoding_candidates(self, net: nn.Module | None = None) -> list[dict]:
+        """Decoding settings to try on the validation rows after training (a search) for this network; none by
+        default."""
         return []
 
     @staticmethod

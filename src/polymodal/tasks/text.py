@@ -576,15 +576,16 @@ class TextTask(Task):
     # -- the search chosen on validation -----------------------------------------------------------------------------
     LM_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 
-    def decoding_candidates(self) -> list[dict]:
-        """The CTC searches `search: validation` tries, the plainest first (ties go to it)."""
+    def decoding_candidates(self, net: nn.Module | None = None) -> list[dict]:
+        """The CTC searches `search: validation` tries, the plainest first (ties go to it); an ensemble has no
+        surest head to read by."""
         if self.config.search != "validation" or self.pretrained:
             return []
         beam = self.config.beam if self.config.beam > 1 else 8
         tried = [{"beam": 1, "lexicon": False, "grammar": False, "lm_weight": 0.0}]
         tried += [{"beam": beam, "lexicon": True, "grammar": g, "lm_weight": w} for g in (False, True)
                   for w in self.LM_WEIGHTS]
-        if self.aux:
+        if self.aux and not isinstance(net, CTCEnsembleNet):
             tried += [{**t, "read_by": "confident"} for t in tried]
         return [{"read_by": "fused", **t} for t in tried]
 

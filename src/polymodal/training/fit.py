@@ -274,7 +274,7 @@ def choose_decoding(parts: Parts, prep: Prepared, batch_size: int, log_path: Pat
         return {"skipped": message}
     tried: dict[str, float] = {}
     best: tuple[float, dict] | None = None
-    for settings in task.decoding_candidates():
+    for settings in task.decoding_candidates(parts.net):
         task.use_decoding(parts.net, settings)
         out, target = run_outputs(parts, prep.validation, batch_size)
         score = task.decoding_score(out, target)
@@ -409,7 +409,7 @@ def fit_ensemble(recipe: Recipe, tables: dict[str, Table | None], out: Path, res
         append_line(log_path, f"ensemble member {k + 1} of {cfg.ensemble} (seed {cfg.seed + k}): "
                               f"{out / 'members' / str(k)}")
         members.append(_fit(Recipe.model_validate(data), {**tables, "test": None}, out / "members" / str(k),
-                            resume, split_seed=cfg.seed))
+                            resume, split_seed=cfg.seed, member=True))
         if k == 0:  # raises before the other members train when this network cannot be ensembled
             ensemble_net([members[0][0].net], members[0][0].task)
     first, _, prep = members[0]
@@ -428,12 +428,12 @@ def fit_ensemble(recipe: Recipe, tables: dict[str, Table | None], out: Path, res
     cache_dir = cfg.feature_cache or os.environ.get("POLYMODAL_FEATURE_CACHE") or None
     with feature_cache_dir(cache_dir):
         if not cfg.refit and len(prep.validation):  # refit members have trained on the validation rows
-            if parts.task.decoding_candidates():
+            if parts.task.decoding_candidates(parts.net):
                 metrics["training"]["decoding"] = choose_decoding(parts, prep, cfg.batch_size, log_path)
             if parts.task.calibrates():
                 metrics["training"]["calibrated"] = calibrate(parts, prep, cfg.batch_size, log_path)
             metrics["validation"] = evaluate_parts(parts, prep.validation, cfg.batch_size)
-        elif parts.task.calibrates() or parts.task.decoding_candidates():
+        elif parts.task.calibrates() or parts.task.decoding_candidates(parts.net):
             append_line(log_path, "the ensemble keeps the first member's threshold or search (its members refit on "
                                   "the validation rows, so the ensemble's validation outputs cannot choose one)")
         if tables.get("test") is not None:
@@ -451,7 +451,8 @@ def fit_ensemble(recipe: Recipe, tables: dict[str, Table | None], out: Path, res
 
 
 def _fit(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False,
-         split_seed: int | None = None) -> tuple[Parts, dict, Prepared]:
+         split_seed: int | None = None, member: bool = False) -> tuple[Parts, dict, Prepared]:
+    """One model. `member`: an ensemble's member, whose search the ensemble chooses (unless the members refit)."""
     cfg = recipe.training
     check_refit(recipe, tables)
     configure_process(cfg.threads, cfg.keep_memory)
@@ -526,7 +527,7 @@ def _fit(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resum
         if len(best.top) > 1 and ema is None:
             metrics["training"]["soup"] = greedy_soup(parts, prep.validation, best.top, cfg.batch_size,
                                                       out / "train.log")
-        if parts.task.decoding_candidates():
+        if parts.task.decoding_candidates(parts.net) and (cfg.refit or not member):
             metrics["training"]["decoding"] = choose_decoding(parts, prep, cfg.batch_size, out / "train.log")
         if parts.task.calibrates():
             metrics["training"]["calibrated"] = calibrate(parts, prep, cfg.batch_size, out / "train.log")
