@@ -64,6 +64,12 @@ CONFIGS = {
     "lips_distilled": {"inputs": [WIDE_LIPS, AUDIO], "snr": False, "search": True, "alone": "lips",
                        "options": {"distill_from": "audio"},
                        "training": {"epochs": 60, "patience": 15, "select": "robust"}},
+    # the av model with the audio's head teaching the lips' head (`distill_from`), the crops at their own aspect and
+    # the search chosen by the fit on its validation rows
+    "av_distilled": {"inputs": [WIDE_LIPS, NOISY_AUDIO], "snr": True,
+                     "options": {"distill_from": "audio", "search": "validation"},
+                     "training": {"modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.5,
+                                  "augment_with": ["white_noise"]}},
     "whisper_zeroshot": {},
     "vqa_answers": {},
     "vqa_captions": {},
