@@ -574,10 +574,11 @@ def test_distill_from_teaches_the_other_inputs_head(tone_dir, tmp_path):
         return float(distill_divergence(teacher, student, torch.ones(len(rows), dtype=torch.bool)))
 
     plain = pm.fit(tone_recipe(tone_dir, [SIGNAL, AUDIO], epochs=6), out=tmp_path / "plain")
-    rec = tone_recipe(tone_dir, [SIGNAL, AUDIO], epochs=6)
+    rec = tone_recipe(tone_dir, [SIGNAL, AUDIO], epochs=6, select="robust")
     rec["target"]["options"] = {"distill_from": "audio", "distill_weight": 2.0}
     taught = pm.fit(rec, out=tmp_path / "taught")
     assert taught.parts.net.distill_from == "audio"
+    assert taught.metrics["training"]["monitor"] == "val_robust_cer"  # each input alone scored on validation too
     assert "train_distill_loss=" in (tmp_path / "taught" / "train.log").read_text()
     assert divergence(taught) < 0.5 * divergence(plain)  # measured: 0.03 against 0.39
     assert pm.load(tmp_path / "taught").predict([{"audio": str(tone_dir / "w2_0.wav")}])[0]["text"]

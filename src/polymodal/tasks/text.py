@@ -542,7 +542,8 @@ class TextTask(Task):
     def training_plan(self, cfg: Any, inputs: int) -> TrainingPlan:
         # a pretrained generator needs every input (it has no "missing" path): no modality dropout
         return TrainingPlan(steps_per_call=cfg.steps_per_call,
-                            modality_dropout=0.0 if self.pretrained else cfg.modality_dropout)
+                            modality_dropout=0.0 if self.pretrained else cfg.modality_dropout,
+                            alone_scores=cfg.select == "robust" and inputs > 1 and not self.pretrained)
 
     # -- targets -----------------------------------------------------------------------------------------------------
     def check(self, value: Any) -> Any:
