@@ -616,6 +616,8 @@ class TextTask(Task):
                               "token by token")
         if not members:
             return None
+        if self.chosen is not None and self.chosen.get("read_by") == "confident":  # (a refit member's choice)
+            self.chosen = {**self.chosen, "read_by": "fused"}  # an ensemble has no surest head to read by
         net = CTCEnsembleNet(members)
         self._apply_search(net)
         return net
