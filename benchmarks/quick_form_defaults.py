@@ -32,7 +32,33 @@ CONFIGS: dict[str, dict] = {
     "epochs20": {"inputs": ["audio", "image"], "set": ["training.epochs=20"]},
     "flatten_epochs20": {"inputs": ["audio", "image"], "set": ["inputs.image.encoder.pool=flatten",
                                                                "training.epochs=20"]},
+    # candidates for a model that loses an input: each input's auxiliary head as deep as a model of that input
+    # alone (the fusion's post-layer, then the task head), heavier auxiliary heads, robust selection
+    "mlp_heads": {"inputs": ["audio", "image"], "set": ["model.unimodal_head=mlp"]},
+    "heads2": {"inputs": ["audio", "image"], "set": ["model.unimodal_heads=2.0"]},
+    "robust": {"inputs": ["audio", "image"], "set": ["training.select=robust"]},
 }
+
+
+def held_out(data: Path, out: Path) -> Path:
+    """`--select`: the training split as 90% train / 10% "test" (seed 0), so candidates are compared without the
+    test split; the chosen one is then run once on the real split."""
+    import random
+
+    rows = (data / "train.jsonl").read_text().splitlines()
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    held = set(order[: len(rows) // 10])
+    target = out / f"{data.name}-select"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, keep in (("train.jsonl", False), ("test.jsonl", True)):
+        lines = [rows[i] for i in range(len(rows)) if (i in held) == keep]
+        for i, line in enumerate(lines):  # media paths made absolute
+            r = json.loads(line)
+            r.update({k: str(data / v) for k, v in r.items() if k in ("audio", "image")})
+            lines[i] = json.dumps(r)
+        (target / name).write_text("\n".join(lines) + "\n")
+    return target
 
 
 def run(data: Path, config: str, seed: int, out: Path) -> dict:
@@ -54,15 +80,19 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--out", type=Path, default=Path("runs/bench-defaults"))
+    ap.add_argument("--select", action="store_true", help="score on 10%% of the training split (held out), not on "
+                    "the test split: for choosing among candidates")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    data = held_out(SHARED / args.data, args.out) if args.select else SHARED / args.data
     results = []
     for config in args.configs.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            r = run(SHARED / args.data, config, seed, args.out / args.data)
+            r = run(data, config, seed, args.out / data.name)
             print(json.dumps(r), flush=True)
             results.append(r)
-    print(f"\n{args.data}, quick form, seeds {args.seeds} (mean over seeds)\n")
+    print(f"\n{args.data}{' (held-out training rows)' if args.select else ''}, quick form, seeds {args.seeds} "
+          "(mean over seeds)\n")
     print("| config | clean | audio missing | image missing | train s |")
     print("|---|---|---|---|---|")
     for config in dict.fromkeys(r["config"] for r in results):
