@@ -35,6 +35,10 @@ GRID_TRAINING = {"epochs": 40, "patience": 10, "batch_size": 16, "lr": 2e-3}
 
 CONFIGS = {
     "audio_conv1d": {"inputs": [AUDIO], "snr": True},
+    # the package's search chosen on the fit's validation rows, one model and three (`training.ensemble`)
+    "audio_conv1d_search": {"inputs": [AUDIO], "snr": False, "options": {"search": "validation"}},
+    "audio_conv1d_ens3": {"inputs": [AUDIO], "snr": False, "options": {"search": "validation"},
+                          "training": {"ensemble": 3}},
     "audio_words": {"inputs": [AUDIO], "snr": False, "unit": "word"},  # GRID's 51 words as the tokens
     "audio_noisy": {"inputs": [NOISY_AUDIO], "snr": True,  # trained as av is, for its curve
                     "training": {"augment": 0.5, "augment_with": ["white_noise"]}},
