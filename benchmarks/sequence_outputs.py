@@ -203,7 +203,8 @@ def run_one(args) -> dict:
     result = {"config": args.config, "seed": args.seed,
               **{k: test[k] for k in ("wer", "cer", "exact_match", "bleu", "rouge_l", "cider")},
               "validation_wer": model.metrics.get("validation", {}).get("wer"),
-              "epochs": model.metrics["training"]["epochs"],
+              "epochs": model.metrics["training"].get("epochs") or [m["epochs"] for m in
+                                                                    model.metrics["training"].get("members", [])],
               "train_seconds": model.metrics["training"]["seconds"] + model.metrics["training"].get("refit", {}).get(
                   "seconds", 0),
               "wall_seconds": round(wall, 1), **chosen}
