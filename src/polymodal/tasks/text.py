@@ -32,6 +32,8 @@ from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, edit_distanc
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # PAD is also the CTC blank
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 TIME_ALIGNED = {"audio", "video", "signal"}
+DISTILL_NEEDS = ("target.options.distill_from needs a CTC head per input: a ctc decoder over 2 or more inputs with "
+                 "model.unimodal_heads > 0")
 
 
 class TextConfig(TaskConfig):
@@ -709,8 +711,7 @@ class TextTask(Task):
         torch.manual_seed(recipe.training.seed)
         names, dim, c = list(kinds), recipe.model.dim, self.config
         if c.distill_from is not None and (self.pretrained or self.decoder_kind(kinds) != "ctc"):
-            raise RecipeError("target.options.distill_from needs a CTC head per input: a ctc decoder over 2 or more "
-                              "inputs with model.unimodal_heads > 0")
+            raise RecipeError(DISTILL_NEEDS)
         if self.pretrained:
             from .text_pretrained import GeneratorTextNet
 
@@ -749,8 +750,7 @@ class TextTask(Task):
                                       f"{', '.join(names)})")
                 net.distill_from = c.distill_from
         elif c.distill_from is not None:
-            raise RecipeError("target.options.distill_from needs a CTC head per input: a ctc decoder over 2 or more "
-                              "inputs with model.unimodal_heads > 0")
+            raise RecipeError(DISTILL_NEEDS)
         self._apply_search(net)
         return net
 
