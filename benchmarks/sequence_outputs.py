@@ -196,8 +196,9 @@ def run_one(args) -> dict:
         chosen = choose_search(model, only(validation, alone), grammar=True)
         test_rows = only(GRID / "test.jsonl", alone)
         model.metrics["test"] = model.evaluate(test_rows)
-        chosen["slots"] = slot_accuracy([p["text"] for p in model.predict(test_rows)],
-                                        [r["text"] for r in test_rows])
+        said, truth = [p["text"] for p in model.predict(test_rows)], [r["text"] for r in test_rows]
+        chosen["slots"] = slot_accuracy(said, truth)
+        chosen["confusions"] = {slot: slot_confusions(said, truth, slot) for slot in ("letter", "digit")}
         both = model.evaluate(str(GRID / "test.jsonl"))
         chosen["test_every_input"] = {k: both[k] for k in ("wer", "cer", "exact_match")}
     elif search:
@@ -222,6 +223,18 @@ def run_one(args) -> dict:
             result["wer_vs_snr"] = report["wer_vs_snr"]
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
+
+
+def slot_confusions(predictions: list[str], references: list[str], slot: str, top: int = 10) -> dict:
+    """The most frequent wrong readings of one GRID word slot, "reference -> predicted": count (a prediction that is
+    not six words reads every slot as "?")."""
+    i, counts = GRID_SLOTS.index(slot), {}
+    for p, r in zip(predictions, references):
+        pw, rw = p.split(), r.split()
+        said = pw[i] if len(pw) == len(rw) == len(GRID_SLOTS) else "?"
+        if said != rw[i]:
+            counts[f"{rw[i]} -> {said}"] = counts.get(f"{rw[i]} -> {said}", 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top])
 
 
 def only(table: Path, keep: str) -> list[dict]:
