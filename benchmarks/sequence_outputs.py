@@ -264,17 +264,11 @@ def slot_accuracy(predictions: list[str], references: list[str]) -> dict:
     return {name: round(n / len(references), 4) for name, n in zip(GRID_SLOTS, right)}
 
 
-def search_after(directory: Path) -> dict:
-    """For a grid-s1 model trained without a validation file (the av config): rebuild the validation rows its fit
-    carved (the recipe's fraction and seed, whole rows), check them against the validation WER it recorded, learn
-    the lexicon and word bigram from the other training rows' texts, choose the CTC search on those validation rows,
-    then score the test split once (with the WER-vs-SNR curve)."""
-    import polymodal as pm
-    from polymodal.tasks.text import SPECIALS
-    from polymodal.tasks.text_decoding import WordModel
+def fit_validation_rows(model, directory: Path) -> tuple[list[dict], list[int], Path]:
+    """grid-s1's training rows (files made absolute), the positions the fit trained on, and the validation rows it
+    held out (rebuilt from the recipe's fraction and seed, written to DIR/search/validation.jsonl)."""
     from polymodal.training.prepare import split_rows
 
-    model = pm.load(directory)
     rec = model.parts.recipe
     if rec.data.validation or rec.data.validation_group:
         raise SystemExit(f"{directory}: trained with a validation file or groups; nothing to rebuild")
@@ -287,6 +281,57 @@ def search_after(directory: Path) -> dict:
     validation = directory / "search" / "validation.jsonl"
     validation.parent.mkdir(parents=True, exist_ok=True)
     validation.write_text("".join(json.dumps(rows[i]) + "\n" for i in val_pos))
+    return rows, train_pos, validation
+
+
+def rechoose(directory: Path) -> dict:
+    """For a grid-s1 model whose fit chose its search on validation (`search: validation`) before the task offered
+    more candidates (an ensemble's `combine: rescore`): the new candidates scored on the same validation rows
+    (rebuilt, and checked against the validation WER the fit recorded), the best of old and new chosen (ties to
+    the earlier candidate, as the fit does), and the test split scored once more only if the choice changed."""
+    import polymodal as pm
+
+    model = pm.load(directory)
+    task, net = model.parts.task, model.parts.net
+    _, _, validation = fit_validation_rows(model, directory)
+    decoding = model.metrics["training"]["decoding"]
+    recorded = model.evaluate(str(validation))["wer"]
+    if abs(recorded - decoding["validation"][decoding["chosen"]]) > 1e-6:
+        raise SystemExit(f"rebuilt validation rows give WER {recorded} with {decoding['chosen']}, the fit recorded "
+                         f"{decoding['validation'][decoding['chosen']]}: not the same rows")
+    tried, best, started = {}, None, time.perf_counter()
+    for settings in task.decoding_candidates(net):
+        name = task.decoding_name(settings)
+        if name in decoding["validation"]:
+            tried[name] = decoding["validation"][name]
+        else:
+            task.use_decoding(net, settings)
+            tried[name] = round(model.evaluate(str(validation))["wer"], 6)
+            print(f"{name}: validation WER {tried[name]}", file=sys.stderr, flush=True)
+        if best is None or tried[name] < tried[best[0]]:
+            best = (name, settings)
+    result = {"model": str(directory), "validation_wer": tried, "chosen": best[0], "was": decoding["chosen"],
+              "search_seconds": round(time.perf_counter() - started, 1)}
+    if best[0] != decoding["chosen"]:
+        task.use_decoding(net, best[1])
+        test = model.evaluate(str(GRID / "test.jsonl"))
+        result.update({k: test[k] for k in ("wer", "cer", "exact_match", "bleu", "rouge_l", "cider")})
+    else:
+        result["wer"] = model.metrics["test"]["wer"]
+    return result
+
+
+def search_after(directory: Path) -> dict:
+    """For a grid-s1 model trained without a validation file (the av config): rebuild the validation rows its fit
+    carved (the recipe's fraction and seed, whole rows), check them against the validation WER it recorded, learn
+    the lexicon and word bigram from the other training rows' texts, choose the CTC search on those validation rows,
+    then score the test split once (with the WER-vs-SNR curve)."""
+    import polymodal as pm
+    from polymodal.tasks.text import SPECIALS
+    from polymodal.tasks.text_decoding import WordModel
+
+    model = pm.load(directory)
+    rows, train_pos, validation = fit_validation_rows(model, directory)
     greedy = model.evaluate(str(validation), beam=1)["wer"]
     recorded = model.metrics.get("validation", {}).get("wer")
     if recorded is None or abs(greedy - recorded) > 1e-6:
@@ -351,7 +396,14 @@ def main() -> None:
     ap.add_argument("--search-after", type=Path, default=None,
                     help="a trained grid-s1 model directory (av): choose its CTC search on the validation rows its "
                     "fit held out, then score the test split once")
+    ap.add_argument("--rechoose", type=Path, default=None,
+                    help="a trained grid-s1 model directory with `search: validation`: score the searches the task "
+                    "offers now and the fit did not try on its validation rows; the test split again only if the "
+                    "choice changes")
     args = ap.parse_args()
+    if args.rechoose:
+        print(json.dumps(rechoose(args.rechoose)), flush=True)
+        return
     if args.search_after:
         print(json.dumps(search_after(args.search_after)), flush=True)
         return

@@ -18,7 +18,7 @@ import polymodal as pm
 from polymodal.cli import app
 from polymodal.errors import RecipeError
 from polymodal.tasks.text import TextTask, Vocabulary, pool_to
-from polymodal.tasks.text_decoding import WordModel, beam_search, ctc_decode, ctc_greedy, ctc_prefix_beam
+from polymodal.tasks.text_decoding import WordModel, beam_search, ctc_decode, ctc_greedy, ctc_prefix_beam, ctc_rescore
 from polymodal.tasks.text_metrics import bleu, cider_d, error_rate, exact_match, rouge_l, text_scores
 
 from ..conftest import caption_rows, write_jsonl
@@ -53,6 +53,31 @@ def _sentence_totals(lp: np.ndarray) -> dict[tuple, float]:
         labels = tuple(k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k))
         totals[labels] = totals.get(labels, 0.0) + math.exp(sum(lp[t, k] for t, k in enumerate(path)))
     return totals
+
+
+def test_ctc_rescore_keeps_the_text_the_members_agree_on():
+    """Two members spike 'a' on neighbouring steps (0.8 against blank 0.2, then blank 0.9): their mean has blank on
+    top at every step, so greedy reads ''. Rescored, each candidate gets the mean of the members' log-likelihoods,
+    summed over all alignments (worked out here by enumerating them): 'a' wins, and the scores are those sums."""
+    a = np.log([[0.2, 0.8], [0.9, 0.1], [0.9, 0.1]])
+    b = np.log([[0.9, 0.1], [0.2, 0.8], [0.9, 0.1]])
+    outputs = [(torch.tensor(lp, dtype=torch.float32)[None], torch.tensor([3])) for lp in (a, b)]
+    mean = torch.tensor(np.log((np.exp(a) + np.exp(b)) / 2), dtype=torch.float32)[None]
+    greedy = ctc_greedy(mean, torch.tensor([3]))
+    assert greedy == [[]]
+    best, scores = ctc_rescore(outputs, [greedy, [[1]], [[1]]])
+    assert best == [[1]]
+    want = {c: np.mean([math.log(_sentence_totals(lp)[c]) for lp in (a, b)]) for c in [(), (1,)]}
+    assert scores[0, 0].item() == pytest.approx(want[()], abs=1e-5)
+    assert scores[0, 1].item() == pytest.approx(want[(1,)], abs=1e-5)
+    assert scores[0, 2].item() == -math.inf  # a repeat of an earlier candidate keeps its first place only
+    words = WordModel.learn(["a"], lexicon=True, weight=2.0)  # the word model's score joins: "" ends at once
+    chars = [None, "a"]
+    _, with_words = ctc_rescore(outputs, [greedy, [[1]]], words, chars)
+    p = lambda prev, w: (words.bigrams.get((prev, w), 0) + 1) / (words.outgoing.get(prev, 0) + words.size)  # noqa: E731
+    assert with_words[0, 1].item() == pytest.approx(want[(1,)] + 2 * math.log(p("<s>", "a") * p("a", "</s>")),
+                                                    abs=1e-5)
+    assert with_words[0, 0].item() == pytest.approx(want[()] + 2 * math.log(p("<s>", "</s>")), abs=1e-5)
 
 
 def test_ctc_search_with_a_lexicon_and_word_bigrams_equals_brute_force():
@@ -604,7 +629,8 @@ def test_ctc_ensemble_reads_the_mean_of_its_members_step_probabilities(tone_dir,
     model = pm.fit(rec, out=tmp_path / "m")
     assert [m["seed"] for m in model.metrics["training"]["members"]] == [0, 1]
     decoding = model.metrics["training"]["decoding"]  # the ensemble's own choice (its members chose none)
-    assert len(decoding["validation"]) == 9 and "test" in model.metrics
+    assert len(decoding["validation"]) == 18 and "test" in model.metrics  # each search, averaged or rescored
+    assert "lexicon_lm0.0_beam2_rescore" in decoding["validation"]
     assert "decoding chosen" not in (tmp_path / "m" / "train.log").read_text().split("ensemble member 2")[0]
     net = model.parts.net
     assert len(net.members) == 2 and net.beam == model.parts.task.chosen["beam"]

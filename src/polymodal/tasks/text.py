@@ -26,7 +26,7 @@ from ..fusion import FUSIONS
 from ..registry import validate_config
 from ..types import Batch, Encoded
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan, present_weights
-from .text_decoding import WordModel, beam_search, ctc_decode
+from .text_decoding import WordModel, beam_search, ctc_decode, ctc_rescore
 from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, edit_distance, text_scores
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # PAD is also the CTC blank
@@ -93,6 +93,11 @@ class TextConfig(TaskConfig):
         "`beam` (8 when 1) held to the training words, or to their word pairs, with the word bigram at weights "
         "0, 0.5, 1 and 2; with a CTC head per input, each of those read by the fused head or the surest one). "
         "`metrics.training.decoding` lists what each scored.")
+    combine: Literal["mean", "rescore"] = Field(
+        "mean", description="ctc with training.ensemble: mean: the members' per-step token probabilities are averaged "
+        "and one search reads them; rescore: each member's search (and the mean's) proposes a text and the one the "
+        "members find most likely (the mean of their log-likelihoods, each summed over its alignments, plus the word "
+        "model's score) is kept. With `search: validation` both are tried.")
     max_length: int | None = Field(None, ge=1, description="Most tokens a prediction has (default: 1.5 x the longest "
                                    "training text, plus 4).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="attention: cross-entropy label smoothing.")
@@ -429,8 +434,11 @@ class TextNet(nn.Module):
 
 
 class CTCEnsembleNet(nn.Module):
-    """CTC networks trained apart (training.ensemble) as one: at every step the members' token probabilities are
-    averaged (each member's steps resampled to the first's where they differ), then one search reads the mean.
+    """CTC networks trained apart (training.ensemble) as one. combine "mean": at every step the members' token
+    probabilities are averaged (each member's steps resampled to the first's where they differ), then one search
+    reads the mean. combine "rescore": each member's search and the mean's propose a text, and the text with the
+    highest mean log-likelihood over the members (each summed over its own alignments) plus the word model's
+    score is kept: members whose CTC spikes fall on neighbouring steps agree on the text, not the step.
     A row left with one input is read, in each member, by that input's own head (as the member alone would)."""
 
     def __init__(self, members: list[TextNet]) -> None:
@@ -440,6 +448,7 @@ class CTCEnsembleNet(nn.Module):
         self.max_length, self.beam, self.words, self.chars = first.max_length, first.beam, first.words, first.chars
         self.aux = None  # the members' own heads are read inside `log_probs`; there is no surest head to pick
         self.read_by = "fused"
+        self.combine = "mean"
 
     @property
     def encoders(self) -> nn.ModuleDict:
@@ -463,12 +472,12 @@ class CTCEnsembleNet(nn.Module):
                 steps = torch.where(alone, own_steps, steps)
         return log_probs, steps
 
-    def log_probs(self, batch: Batch) -> tuple[Tensor, Tensor]:
+    def log_probs(self, batch: Batch, outputs: list[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
         """The log of the members' mean per-step token probabilities, and the steps per row (the first member's)."""
-        first, steps = self.member_log_probs(self.members[0], batch)
+        outputs = outputs or [self.member_log_probs(m, batch) for m in self.members]
+        first, steps = outputs[0]
         total = first.exp()
-        for member in self.members[1:]:
-            lp, st = self.member_log_probs(member, batch)
+        for lp, st in outputs[1:]:
             probs = lp.exp()
             if not torch.equal(st, steps) or probs.shape[1] != total.shape[1]:
                 probs = pool_to(probs, st.clamp_min(1), steps, total.shape[1])
@@ -476,8 +485,12 @@ class CTCEnsembleNet(nn.Module):
         return (total / len(self.members)).clamp_min(1e-30).log(), steps
 
     def decode_ids(self, batch: Batch, beam: int) -> list[list[int]]:
-        log_probs, steps = self.log_probs(batch)
-        return [seq[:self.max_length] for seq in ctc_decode(log_probs, steps, beam, self.words, self.chars)]
+        outputs = [self.member_log_probs(m, batch) for m in self.members]
+        seqs = ctc_decode(*self.log_probs(batch, outputs), beam, self.words, self.chars)
+        if self.combine == "rescore":
+            read = [seqs] + [ctc_decode(lp, st, beam, self.words, self.chars) for lp, st in outputs]
+            seqs, _ = ctc_rescore(outputs, read, self.words, self.chars)
+        return [seq[:self.max_length] for seq in seqs]
 
     forward = TextNet.forward
 
@@ -590,13 +603,16 @@ class TextTask(Task):
                   for w in self.LM_WEIGHTS]
         if self.aux and not isinstance(net, CTCEnsembleNet):
             tried += [{**t, "read_by": "confident"} for t in tried]
+        if isinstance(net, CTCEnsembleNet):
+            tried = [{**t, "combine": c} for c in ("mean", "rescore") for t in tried]
         return [{"read_by": "fused", **t} for t in tried]
 
     @staticmethod
     def decoding_name(settings: dict) -> str:
         name = "greedy" if settings["beam"] == 1 else \
             f"{'grammar' if settings['grammar'] else 'lexicon'}_lm{settings['lm_weight']}_beam{settings['beam']}"
-        return name + ("_confident" if settings.get("read_by") == "confident" else "")
+        return name + ("_confident" if settings.get("read_by") == "confident" else "") + \
+            ("_rescore" if settings.get("combine") == "rescore" else "")
 
     def use_decoding(self, net: nn.Module, settings: dict) -> None:
         """Decode with these search settings from now on (and keep them in the task's state)."""
@@ -621,6 +637,7 @@ class TextTask(Task):
         if self.chosen is not None and self.chosen.get("read_by") == "confident":  # (a refit member's choice)
             self.chosen = {**self.chosen, "read_by": "fused"}  # an ensemble has no surest head to read by
         net = CTCEnsembleNet(members)
+        net.combine = self.config.combine
         self._apply_search(net)
         return net
 
@@ -632,6 +649,8 @@ class TextTask(Task):
         net.chars = [None] * len(SPECIALS) + list(self.vocab.tokens)
         if getattr(net, "aux", None) is not None:
             net.read_by = self.chosen.get("read_by", "fused")
+        if isinstance(net, CTCEnsembleNet):
+            net.combine = self.chosen.get("combine", self.config.combine)
 
     def decoding_score(self, out: Tensor, target: Tensor) -> float:
         """The WER of decoded outputs against the targets (what `search: validation` minimises)."""

@@ -194,6 +194,53 @@ def ctc_decode(log_probs: Tensor, lengths: Tensor, beam: int = 1, words: WordMod
     return [ctc_prefix_beam(row[:n], beam, words=words, chars=chars) for row, n in zip(lp, lengths.tolist())]
 
 
+def text_log_likelihood(log_probs: Tensor, lengths: Tensor, candidates: list[list[int]]) -> Tensor:
+    """log P(candidate | input) under one CTC output, summed over every alignment (the CTC forward algorithm):
+    `log_probs` [B, T, V] with `lengths` [B] steps, one candidate token sequence per row; -inf where a candidate
+    cannot fit the row's steps."""
+    targets = [torch.tensor(c, dtype=torch.long) for c in candidates]
+    flat = torch.cat(targets) if any(len(c) for c in candidates) else torch.zeros(0, dtype=torch.long)
+    sizes = torch.tensor([len(c) for c in candidates], dtype=torch.long)
+    nll = torch.nn.functional.ctc_loss(log_probs.float().transpose(0, 1).cpu(), flat, lengths.cpu(), sizes,
+                                       blank=BLANK, reduction="none", zero_infinity=False)
+    return -nll
+
+
+def words_score(seq: list[int], words: WordModel | None, chars: list[str | None] | None) -> float:
+    """The word model's score of a whole text (its words' bigram scores and the end's), 0 without one."""
+    if words is None or chars is None or words.weight == 0:
+        return 0.0
+    spelt = "".join(c for c in (chars[k] for k in seq) if c is not None).split()
+    return sum(words.score(a, b) for a, b in zip([WordModel.START, *spelt], [*spelt, WordModel.END]))
+
+
+def ctc_rescore(outputs: list[tuple[Tensor, Tensor]], hypotheses: list[list[list[int]]], words: WordModel | None = None,
+                chars: list[str | None] | None = None) -> tuple[list[list[int]], Tensor]:
+    """A sentence-level ensemble of CTC outputs: each row's candidates (`hypotheses[j][row]`: what search j read)
+    ranked by the mean over the outputs (`(log_probs [B, T_m, V], lengths [B])` per member) of the candidate's log
+    likelihood, plus the word model's score of its words. Returns each row's best candidate and the scores
+    [B, candidates] (duplicates keep their first place)."""
+    rows = len(hypotheses[0])
+    scores = torch.full((rows, len(hypotheses)), -math.inf)
+    for row in range(rows):
+        seen: set[tuple[int, ...]] = set()
+        keep = []
+        for j, hyp in enumerate(hypotheses):
+            if tuple(hyp[row]) not in seen:
+                seen.add(tuple(hyp[row]))
+                keep.append(j)
+        total = torch.zeros(len(keep))
+        for log_probs, lengths in outputs:
+            picked = log_probs[row:row + 1].expand(len(keep), -1, -1)
+            total += text_log_likelihood(picked, lengths[row:row + 1].expand(len(keep)),
+                                         [hypotheses[j][row] for j in keep])
+        total /= len(outputs)
+        for i, j in enumerate(keep):
+            scores[row, j] = float(total[i]) + words_score(hypotheses[j][row], words, chars)
+    best = scores.argmax(1).tolist()
+    return [list(hypotheses[j][row]) for row, j in enumerate(best)], scores
+
+
 def beam_search(step: Callable[[Tensor, Tensor], Tensor], rows: int, bos: int, eos: int, max_length: int,
                 beam: int = 1, device: torch.device | str = "cpu") -> list[list[int]]:
     """Autoregressive search. `step(sequences [R, t], origin [R])` gives the next token's log-probabilities [R, V] for
