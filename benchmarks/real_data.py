@@ -136,6 +136,13 @@ DATASETS = {
                                                      "training": {**ROTATED, **SOUP, **REFIT, **ENS3}},
             "inertial_skeleton_depth_soup_refit_ens3": {"inputs": [masked(xyz(signal("inertial"))), MOVING, DEPTH],
                                                         "training": {**ROTATED, **SOUP, **REFIT, **ENS3}},
+            # the depth maps dropped from half the training rows, so the fusion cannot lean on them (they cost it)
+            "inertial_skeleton_depth_soup_dropdepth": {
+                "inputs": [masked(xyz(signal("inertial"))), MOVING, DEPTH],
+                "training": {**ROTATED, **SOUP, "modality_dropout": {"depth": 0.5}}},
+            "inertial_skeleton_depth_soup_dropdepth_refit_ens3": {
+                "inputs": [masked(xyz(signal("inertial"))), MOVING, DEPTH],
+                "training": {**ROTATED, **SOUP, **REFIT, **ENS3, "modality_dropout": {"depth": 0.5}}},
             "inertial_skeleton_centered_rotated_gru": {
                 "inputs": [gru(masked(xyz(signal("inertial")))), gru(xyz(CENTERED))], "training": ROTATED},
         },
