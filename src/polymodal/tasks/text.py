@@ -94,10 +94,11 @@ class TextConfig(TaskConfig):
         "0, 0.5, 1 and 2; with a CTC head per input, each of those read by the fused head or the surest one). "
         "`metrics.training.decoding` lists what each scored.")
     combine: Literal["mean", "rescore"] = Field(
-        "mean", description="ctc with training.ensemble: mean: the members' per-step token probabilities are averaged "
-        "and one search reads them; rescore: each member's search (and the mean's) proposes a text and the one the "
-        "members find most likely (the mean of their log-likelihoods, each summed over its alignments, plus the word "
-        "model's score) is kept. With `search: validation` both are tried.")
+        "rescore", description="ctc with training.ensemble: rescore: each member's search (and the mean's) proposes "
+        "a text and the one the members find most likely (the mean of their log-likelihoods, each summed over its "
+        "alignments, plus the word model's score) is kept; mean: the members' per-step token probabilities are "
+        "averaged and one search reads them (members whose CTC spikes fall on neighbouring steps blur into the "
+        "blank). With `search: validation` both are tried.")
     max_length: int | None = Field(None, ge=1, description="Most tokens a prediction has (default: 1.5 x the longest "
                                    "training text, plus 4).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="attention: cross-entropy label smoothing.")
@@ -448,7 +449,7 @@ class CTCEnsembleNet(nn.Module):
         self.max_length, self.beam, self.words, self.chars = first.max_length, first.beam, first.words, first.chars
         self.aux = None  # the members' own heads are read inside `log_probs`; there is no surest head to pick
         self.read_by = "fused"
-        self.combine = "mean"
+        self.combine = "rescore"
 
     @property
     def encoders(self) -> nn.ModuleDict:
