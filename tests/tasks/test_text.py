@@ -661,6 +661,7 @@ def test_ctc_ensemble_reads_the_mean_of_its_members_step_probabilities(tone_dir,
     loaded = pm.load(tmp_path / "m")
     assert loaded.predict(rows) == model.predict(rows)
     assert loaded.parts.net.beam == net.beam
+    assert loaded.parts.net.combine == net.combine == model.parts.task.chosen["combine"]  # the reading chosen, kept
     attention = tone_recipe(tone_dir, [AUDIO], epochs=1, ensemble=2)
     attention["target"]["options"] = {"decoder": "attention"}
     with pytest.raises(RecipeError, match="CTC decoder only"):
