@@ -658,6 +658,13 @@ def test_ctc_ensemble_reads_the_mean_of_its_members_step_probabilities(tone_dir,
     assert steps[5:].tolist() == alone_steps[5:].tolist()
     valid = torch.arange(mean.shape[1])[None] < steps[:, None]
     assert torch.allclose(mean.exp()[valid], expected[valid], atol=1e-5)
+    with torch.no_grad():  # rescore: of the mean's reading and each member's, the text the members find likeliest
+        net.combine = "rescore"
+        outputs = [net.member_log_probs(m, batch) for m in net.members]
+        read = [ctc_decode(mean, steps, net.beam, net.words, net.chars)] + \
+            [ctc_decode(lp, st, net.beam, net.words, net.chars) for lp, st in outputs]
+        assert net.decode_ids(batch, net.beam) == ctc_rescore(outputs, read, net.words, net.chars)[0]
+        net.combine = model.parts.task.chosen["combine"]
     loaded = pm.load(tmp_path / "m")
     assert loaded.predict(rows) == model.predict(rows)
     assert loaded.parts.net.beam == net.beam
