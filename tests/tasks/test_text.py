@@ -463,6 +463,57 @@ def test_read_by_confident_lets_the_surest_head_read_each_row(av_model, tone_dir
         net.read_by = "fused"
 
 
+def test_read_by_rescore_keeps_the_text_the_heads_find_likeliest(av_model, tone_dir):
+    """read_by: rescore: each head that may read a row (the fused one, each present input's own) proposes its
+    search's text and ctc_rescore over those heads' outputs picks one; a row left with one input is read by that
+    input's head alone; a head certain of "a" at every step outvotes the others."""
+    from polymodal.data import Collator, as_table, read_inputs
+    from polymodal.tasks.text import SPECIALS
+
+    net, parts = av_model.parts.net, av_model.parts
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:8]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    rows[5:] = [{k: v for k, v in r.items() if k != "signal"} for r in rows[5:]]  # three rows with the audio alone
+    table = read_inputs(as_table(rows), parts.inputs, parts.task, None, "error", require_target=False,
+                        show_progress=False)
+    batch, _ = Collator(table, parts.modalities, parts.task)(list(range(len(rows))))
+    net.eval()
+    try:
+        net.read_by = "rescore"
+        with torch.no_grad():
+            encoded = net.encode(batch)
+            fused = net.head(encoded)
+            heads = {n: net.aux[n](encoded) for n in net.aux}
+            both = [fused] + [heads[n] for n in net.aux]
+            outputs = [(lp[:5], st[:5]) for lp, st in both]
+            reads = [ctc_decode(lp, st, 1) for lp, st in outputs]
+            want = ctc_rescore(outputs, reads)[0] + ctc_decode(heads["audio"][0][5:], heads["audio"][1][5:], 1)
+            assert net.decode_ids(batch, 1) == want
+        assert [p["text"] for p in av_model.predict(rows)] == [parts.task.vocab.decode(w) for w in want]
+        out = net.aux["audio"].out
+        kept = {k: v.clone() for k, v in out.state_dict().items()}
+        try:
+            with torch.no_grad():  # the audio head certain of "a": no other text survives its log-likelihood
+                out.weight.zero_()
+                out.bias.fill_(-30.0)
+                out.bias[len(SPECIALS) + parts.task.vocab.tokens.index("a")] = 30.0
+            assert [p["text"] for p in av_model.predict(rows)] == ["a"] * len(rows)
+        finally:
+            out.load_state_dict(kept)
+    finally:
+        net.read_by = "fused"
+    task = parts.task
+    config = task.config
+    try:  # `search: validation` tries every search read each of the three ways
+        task.config = config.model_copy(update={"search": "validation"})
+        names = [task.decoding_name(c) for c in task.decoding_candidates(net)]
+    finally:
+        task.config = config
+    assert len(names) == 27 and names[0] == "greedy" and names[9] == "greedy_confident"
+    assert names[18] == "greedy_heads_rescored" and names[-1] == "grammar_lm2.0_beam8_heads_rescored"
+
+
 def test_wer_against_snr(av_model, tone_dir, tmp_path):
     rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:20]
     for r in rows:

@@ -82,11 +82,14 @@ class TextConfig(TaskConfig):
         "when, so a model trained on both reads the lips alone better. Inference does not need the teacher input.")
     distill_weight: float = Field(1.0, ge=0, description="Weight of the distillation loss (`distill_from`) beside "
                                   "the CTC losses.")
-    read_by: Literal["fused", "confident"] = Field(
+    read_by: Literal["fused", "confident", "rescore"] = Field(
         "fused", description="ctc with a head per input (2+ inputs, model.unimodal_heads): which head reads a row "
         "that has every input. fused: the fused head; confident: whichever of the fused head and the inputs' own "
         "heads is surest of its best path (the mean over its steps of the largest log-probability), so a clean "
-        "audio track is read by the audio's head and a noisy one by the fused head.")
+        "audio track is read by the audio's head and a noisy one by the fused head; rescore: every head that may "
+        "read the row (the fused one and each present input's own) proposes a text with its search, and the text "
+        "with the highest mean log-likelihood over those heads (each summed over its alignments, plus the word "
+        "model's score) is kept: evidence from the lips and from a noisy audio track multiplied, not picked.")
     search: Literal["fixed", "validation"] = Field(
         "fixed", description="ctc over characters: fixed: the search the fields above set; validation: after training "
         "the search that gives the lowest WER on the validation rows is chosen and kept (greedy, or a beam of "
@@ -322,7 +325,7 @@ class TextNet(nn.Module):
         # to lean on the other; with alone_by_head, a row with one input left is read by that input's head)
         self.aux: nn.ModuleDict | None = None
         self.alone_by_head = False
-        self.read_by = "fused"  # or "confident": rows with every input read by the surest head
+        self.read_by = "fused"  # "confident": read by the surest head; "rescore": the heads' texts rescored by all
         self.distill_from: str | None = None  # the input whose head teaches the others' heads (training only)
 
     def encode(self, batch: Batch) -> dict[str, Encoded]:
@@ -386,8 +389,9 @@ class TextNet(nn.Module):
         encoded = self.encode(batch)
         if isinstance(self.head, CTCHead):
             log_probs, steps = self.head(encoded)
-            if self.aux is not None and self.read_by == "confident":
-                return [seq[:self.max_length] for seq in self._confident(encoded, log_probs, steps, beam)]
+            if self.aux is not None and self.read_by in ("confident", "rescore"):
+                read = self._confident if self.read_by == "confident" else self._rescore
+                return [seq[:self.max_length] for seq in read(encoded, log_probs, steps, beam)]
             seqs = ctc_decode(log_probs, steps, beam, self.words, self.chars)
             if self.aux is not None and self.alone_by_head:
                 present = torch.stack([encoded[n].present for n in self.aux], 1)  # [B, inputs]
@@ -406,12 +410,35 @@ class TextNet(nn.Module):
 
         return beam_search(step, rows, BOS, EOS, self.max_length, beam, memory.device)
 
-    def _confident(self, encoded: dict[str, Encoded], log_probs: Tensor, steps: Tensor, beam: int) -> list[list[int]]:
-        """Each row read by the head (the fused one, or a present input's own) surest of its best path."""
+    def _heads(self, encoded: dict[str, Encoded], log_probs: Tensor,
+               steps: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """(log-probabilities, steps, which rows it may read) of the fused head and of each input's own head: the
+        fused head reads every row (with alone_by_head, those with 2+ inputs), an input's head the rows that have it."""
+        assert self.aux is not None
         present = torch.stack([encoded[n].present for n in self.aux], 1)  # [B, inputs]
         fused_reads = present.sum(1) > 1 if self.alone_by_head else torch.ones_like(present[:, 0])
-        heads = [(log_probs, steps, fused_reads)] + [(*self.aux[n](encoded), present[:, i])
-                                                     for i, n in enumerate(self.aux)]
+        return [(log_probs, steps, fused_reads)] + [(*self.aux[n](encoded), present[:, i])
+                                                    for i, n in enumerate(self.aux)]
+
+    def _rescore(self, encoded: dict[str, Encoded], log_probs: Tensor, steps: Tensor, beam: int) -> list[list[int]]:
+        """Each row: every head that may read it proposes its search's text, and the text with the highest mean
+        log-likelihood over those heads (plus the word model's score) is kept (`ctc_rescore`)."""
+        heads = self._heads(encoded, log_probs, steps)
+        may = torch.stack([m for _, _, m in heads], 1)  # [B, heads]
+        seqs: list[list[int]] = [[] for _ in range(len(steps))]
+        for pattern in torch.unique(may, dim=0):
+            rows = (may == pattern).all(1).nonzero().flatten()
+            used = [h for h in range(len(heads)) if bool(pattern[h])] or [0]
+            outputs = [(heads[h][0][rows], heads[h][1][rows]) for h in used]
+            reads = [ctc_decode(lp, st, beam, self.words, self.chars) for lp, st in outputs]
+            best, _ = ctc_rescore(outputs, reads, self.words, self.chars)
+            for row, seq in zip(rows.tolist(), best):
+                seqs[row] = seq
+        return seqs
+
+    def _confident(self, encoded: dict[str, Encoded], log_probs: Tensor, steps: Tensor, beam: int) -> list[list[int]]:
+        """Each row read by the head (the fused one, or a present input's own) surest of its best path."""
+        heads = self._heads(encoded, log_probs, steps)
         sureness = []
         for lp, st, may in heads:
             valid = torch.arange(lp.shape[1], device=lp.device)[None] < st[:, None]
@@ -603,7 +630,7 @@ class TextTask(Task):
         tried += [{"beam": beam, "lexicon": True, "grammar": g, "lm_weight": w} for g in (False, True)
                   for w in self.LM_WEIGHTS]
         if self.aux and not isinstance(net, CTCEnsembleNet):
-            tried += [{**t, "read_by": "confident"} for t in tried]
+            tried += [{**t, "read_by": r} for r in ("confident", "rescore") for t in tried]
         if isinstance(net, CTCEnsembleNet):
             tried = [{**t, "combine": c} for c in ("mean", "rescore") for t in tried]
         return [{"read_by": "fused", **t} for t in tried]
@@ -612,8 +639,9 @@ class TextTask(Task):
     def decoding_name(settings: dict) -> str:
         name = "greedy" if settings["beam"] == 1 else \
             f"{'grammar' if settings['grammar'] else 'lexicon'}_lm{settings['lm_weight']}_beam{settings['beam']}"
-        return name + ("_confident" if settings.get("read_by") == "confident" else "") + \
-            ("_rescore" if settings.get("combine") == "rescore" else "")
+        read_by = {"fused": "", "confident": "_confident", "rescore": "_heads_rescored"}[
+            settings.get("read_by", "fused")]
+        return name + read_by + ("_rescore" if settings.get("combine") == "rescore" else "")
 
     def use_decoding(self, net: nn.Module, settings: dict) -> None:
         """Decode with these search settings from now on (and keep them in the task's state)."""
@@ -635,7 +663,7 @@ class TextTask(Task):
                               "token by token")
         if not members:
             return None
-        if self.chosen is not None and self.chosen.get("read_by") == "confident":  # (a refit member's choice)
+        if self.chosen is not None and self.chosen.get("read_by", "fused") != "fused":  # (a refit member's choice)
             self.chosen = {**self.chosen, "read_by": "fused"}  # an ensemble has no surest head to read by
         net = CTCEnsembleNet(members)
         net.combine = self.config.combine
