@@ -94,8 +94,8 @@ class TextConfig(TaskConfig):
         "fixed", description="ctc over characters: fixed: the search the fields above set; validation: after training "
         "the search that gives the lowest WER on the validation rows is chosen and kept (greedy, or a beam of "
         "`beam` (8 when 1) held to the training words, or to their word pairs, with the word bigram at weights "
-        "0, 0.5, 1 and 2; with a CTC head per input, each of those read by the fused head or the surest one). "
-        "`metrics.training.decoding` lists what each scored.")
+        "0, 0.5, 1 and 2; with a CTC head per input, each of those read by the fused head, the surest one, or "
+        "every head rescored). `metrics.training.decoding` lists what each scored.")
     combine: Literal["mean", "rescore"] = Field(
         "rescore", description="ctc with training.ensemble: rescore: each member's search (and the mean's) proposes "
         "a text and the one the members find most likely (the mean of their log-likelihoods, each summed over its "
