@@ -26,7 +26,7 @@ from ..fusion import FUSIONS
 from ..registry import validate_config
 from ..types import Batch, Encoded
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan, present_weights
-from .text_decoding import WordModel, beam_search, ctc_decode, ctc_rescore
+from .text_decoding import WordModel, beam_search, ctc_decode, ctc_decode_rescored
 from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, edit_distance, text_scores
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # PAD is also the CTC blank
@@ -430,9 +430,7 @@ class TextNet(nn.Module):
             rows = (may == pattern).all(1).nonzero().flatten()
             used = [h for h in range(len(heads)) if bool(pattern[h])] or [0]
             outputs = [(heads[h][0][rows], heads[h][1][rows]) for h in used]
-            reads = [ctc_decode(lp, st, beam, self.words, self.chars) for lp, st in outputs]
-            best, _ = ctc_rescore(outputs, reads, self.words, self.chars)
-            for row, seq in zip(rows.tolist(), best):
+            for row, seq in zip(rows.tolist(), ctc_decode_rescored(outputs, beam, self.words, self.chars)):
                 seqs[row] = seq
         return seqs
 
@@ -516,8 +514,7 @@ class CTCEnsembleNet(nn.Module):
         outputs = [self.member_log_probs(m, batch) for m in self.members]
         seqs = ctc_decode(*self.log_probs(batch, outputs), beam, self.words, self.chars)
         if self.combine == "rescore":
-            read = [seqs] + [ctc_decode(lp, st, beam, self.words, self.chars) for lp, st in outputs]
-            seqs, _ = ctc_rescore(outputs, read, self.words, self.chars)
+            seqs = ctc_decode_rescored(outputs, beam, self.words, self.chars, first=seqs)
         return [seq[:self.max_length] for seq in seqs]
 
     forward = TextNet.forward

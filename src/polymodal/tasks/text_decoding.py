@@ -241,6 +241,17 @@ def ctc_rescore(outputs: list[tuple[Tensor, Tensor]], hypotheses: list[list[list
     return [list(hypotheses[j][row]) for row, j in enumerate(best)], scores
 
 
+def ctc_decode_rescored(outputs: list[tuple[Tensor, Tensor]], beam: int, words: WordModel | None = None,
+                        chars: list[str | None] | None = None,
+                        first: list[list[int]] | None = None) -> list[list[int]]:
+    """Each output's own search proposes a text (after `first`'s readings, where given) and `ctc_rescore` over all
+    the outputs keeps each row's likeliest; a single output with no `first` is read by its search alone."""
+    reads = ([first] if first is not None else []) + [ctc_decode(lp, st, beam, words, chars) for lp, st in outputs]
+    if len(reads) == 1:
+        return reads[0]
+    return ctc_rescore(outputs, reads, words, chars)[0]
+
+
 def beam_search(step: Callable[[Tensor, Tensor], Tensor], rows: int, bos: int, eos: int, max_length: int,
                 beam: int = 1, device: torch.device | str = "cpu") -> list[list[int]]:
     """Autoregressive search. `step(sequences [R, t], origin [R])` gives the next token's log-probabilities [R, V] for
