@@ -85,6 +85,14 @@ CONFIGS = {
                                   "options": {"distill_from": "audio", "search": "validation"},
                                   "training": {"modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.5,
                                                "augment_with": ["white_noise"]}},
+    # the same, trained as lips_distilled was for its lips head (60 epochs, the epoch chosen by the mean of the
+    # validation scores with both inputs and with each alone: `select: robust`), the audio's head teaching only on
+    # rows whose audio augmentation left clean (`distill_augmented: false`, the default since the eighth session)
+    "av_robust_noisy_choice": {"inputs": [WIDE_LIPS, NOISY_AUDIO], "snr": True, "read_by_under_noise": True,
+                               "options": {"distill_from": "audio", "search": "validation"},
+                               "training": {"epochs": 60, "patience": 15, "select": "robust",
+                                            "modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.5,
+                                            "augment_with": ["white_noise"]}},
     "whisper_zeroshot": {},
     "vqa_answers": {},
     "vqa_captions": {},

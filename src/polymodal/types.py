@@ -19,6 +19,7 @@ class ModalityBatch:
     mask: Tensor | None  # [U, T] True where a token/frame/step is real; None for fixed-size inputs
     present: Tensor  # [B] bool: False where the row has no value for this input
     index: Tensor  # [B] long: row -> position in data (any valid position where absent)
+    augmented: Tensor | None = None  # [B] bool: True where training augmentation corrupted the row's value
 
     def to(self, device: torch.device | str) -> "ModalityBatch":
         return ModalityBatch(
@@ -26,6 +27,7 @@ class ModalityBatch:
             None if self.mask is None else self.mask.to(device, non_blocking=True),
             self.present.to(device, non_blocking=True),
             self.index.to(device, non_blocking=True),
+            None if self.augmented is None else self.augmented.to(device, non_blocking=True),
         )
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import polymodal as pm
 from polymodal.data import Collator
@@ -34,6 +35,24 @@ def test_augment_with_draws_only_the_named_corruptions(tmp_path):
     clean, _ = Collator(data, {s.name: s.modality for s in specs}, None)(list(range(6)))
     assert not np.allclose(batch["a"].data.numpy(), clean["a"].data.numpy())  # the signal got its white noise
     assert (batch["b"].data == clean["b"].data).all()  # text has no white_noise: untouched
+    assert batch["a"].augmented.tolist() == [True] * 6 and batch["b"].augmented.tolist() == [False] * 6
+    assert clean["a"].augmented is None  # no augmentation: nothing to mark
+
+
+def test_the_batch_marks_exactly_the_rows_augmentation_corrupted(tmp_path):
+    rows = [{"a": [[float(i + j)] for j in range(20)]} for i in range(12)] + [{"a": [[5.0]] * 20}]  # 13 values
+    specs = [InputSpec("a", "a", make_modality("a", "signal", {}))]
+    data = read_inputs(Table(rows, tmp_path, "t"), specs, None, None, require_target=False, show_progress=False,
+                       keep_raw=True)
+    specs[0].modality.fit(list(data.items["a"]))
+    order = [3, 0, 12, 7, 3, 9, 1, 11, 5]  # a value twice: both its rows carry the same corrupted value
+    batch, _ = Collator(data, {"a": specs[0].modality}, None, augment=0.5, seed=1)(order)
+    clean, _ = Collator(data, {"a": specs[0].modality}, None)(order)
+    x, y = batch["a"].data[batch["a"].index], clean["a"].data[clean["a"].index]
+    changed = [not torch.equal(x[r], y[r]) for r in range(len(order))]
+    assert batch["a"].augmented.tolist() == changed and 0 < sum(changed) < len(order)
+    assert changed[0] == changed[4]
+    assert batch["a"].to("cpu").augmented.tolist() == changed
 
 
 def test_an_unknown_corruption_is_a_named_recipe_error(tmp_path):

@@ -669,6 +669,35 @@ def test_distill_from_teaches_the_other_inputs_head(tone_dir, tmp_path):
         pm.fit(one, out=tmp_path / "bad1")
 
 
+def test_distillation_skips_rows_whose_teacher_input_augmentation_corrupted(av_model, tone_dir):
+    """With `training.augment`, the teacher head teaches only on rows whose own input is uncorrupted (a noisy audio
+    track's head is a wrong teacher); `distill_augmented: true` teaches on every row that has both inputs."""
+    from polymodal.data import Collator, as_table, read_inputs
+    from polymodal.tasks.text import distill_divergence
+
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:6]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    parts, net = av_model.parts, av_model.parts.net.eval()
+    table = read_inputs(as_table(rows), parts.inputs, parts.task, "text", "error", show_progress=False)
+    batch, target = Collator(table, parts.modalities, parts.task)(list(range(6)))
+    batch["audio"].augmented = torch.tensor([True, False, False, True, False, False])
+    with torch.no_grad():
+        encoded = net.encode(batch)
+        teacher, student = net.aux["audio"](encoded), net.aux["signal"](encoded)
+        per_row = [float(distill_divergence(teacher, student, torch.arange(6) == i)) for i in range(6)]
+        try:
+            net.distill_from = "audio"
+            skipped = float(net.losses(batch, target)[2])
+            net.distill_augmented = True
+            every = float(net.losses(batch, target)[2])
+        finally:
+            net.distill_from, net.distill_augmented = None, False
+    assert skipped == pytest.approx(sum(per_row[i] for i in (1, 2, 4, 5)) / 4, rel=1e-5)
+    assert every == pytest.approx(sum(per_row) / 6, rel=1e-5)
+    assert abs(skipped - every) > 1e-4  # the corrupted rows' divergences differ from the rest's
+
+
 def test_ctc_ensemble_reads_the_mean_of_its_members_step_probabilities(tone_dir, tmp_path):
     """`training.ensemble: 2` over a CTC model: at every step the members' token probabilities are averaged, then
     one search reads them (chosen on the ensemble's validation outputs with `search: validation`); a row left with

@@ -75,10 +75,11 @@ class Collator:
             present = {name: p[take] for name, p in present.items()}
         batch: Batch = {}
         for name, modality in self.modalities.items():
-            items = self.data.items[name]
+            items, corrupted = self.data.items[name], None
             if self.augment > 0:
-                items = self._augmented(name, modality, ids[name].tolist(), items, rng)
-            batch[name] = collate_input(modality, ids[name], items, present[name])
+                items, changed = self._augmented(name, modality, ids[name].tolist(), items, rng)
+                corrupted = np.isin(ids[name], changed)
+            batch[name] = collate_input(modality, ids[name], items, present[name], corrupted)
         targets = None
         if self.task is not None and self.data.targets is not None:
             targets = self.task.collate([self.data.targets[r] for r in rows])
@@ -96,16 +97,17 @@ class Collator:
             self.rng = np.random.default_rng([self.seed, info.id + 1])  # [s, 0] would seed as s alone
 
     def _augmented(self, name: str, modality: Modality, ids: list[int], items: list[Any],
-                   rng: np.random.Generator) -> dict[int, Any] | list:
+                   rng: np.random.Generator) -> tuple[dict[int, Any] | list, list[int]]:
+        """The items with some of these ids' values corrupted, and the corrupted ids."""
         kinds = [fn for n, fn in modality.corruptions.items() if self.augment_with is None or n in self.augment_with]
         if not kinds:
-            return items
+            return items, []
         out = _Overlay(items)
         for i in sorted({i for i in ids if i >= 0}):
             if rng.random() < self.augment:
                 fn = kinds[int(rng.integers(len(kinds)))]
                 out[i] = modality.features(fn(self.data.raw[name][i], float(rng.uniform(0.1, 1.0)), rng))
-        return out
+        return out, list(out.keys())
 
 
 class _Overlay(dict):
@@ -120,9 +122,10 @@ class _Overlay(dict):
 
 
 def collate_input(modality: Modality, ids: np.ndarray | list[int], items: list[Any] | dict[int, Any],
-                  present: np.ndarray | None = None) -> ModalityBatch:
+                  present: np.ndarray | None = None, augmented: np.ndarray | None = None) -> ModalityBatch:
     """One input's batch from its rows' value ids (< 0: absent): the distinct values collated once (in id order)
-    and each row's position among them. `present` (default: ids >= 0) can mark more rows absent."""
+    and each row's position among them. `present` (default: ids >= 0) can mark more rows absent; `augmented` marks
+    the rows whose value training augmentation corrupted (None: no augmentation)."""
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     distinct, index = np.unique(ids, return_inverse=True)
     index = index.reshape(-1)
@@ -136,7 +139,8 @@ def collate_input(modality: Modality, ids: np.ndarray | list[int], items: list[A
             values[k] = modality.placeholder()
         present = present & ~np.isin(index, unreadable)
     data, mask = modality.collate(values)
-    return ModalityBatch(data, mask, torch.from_numpy(np.ascontiguousarray(present)), torch.from_numpy(index))
+    return ModalityBatch(data, mask, torch.from_numpy(np.ascontiguousarray(present)), torch.from_numpy(index),
+                         None if augmented is None else torch.from_numpy(np.ascontiguousarray(augmented, dtype=bool)))
 
 
 def drop_inputs(present: np.ndarray, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:

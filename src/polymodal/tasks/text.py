@@ -82,6 +82,10 @@ class TextConfig(TaskConfig):
         "when, so a model trained on both reads the lips alone better. Inference does not need the teacher input.")
     distill_weight: float = Field(1.0, ge=0, description="Weight of the distillation loss (`distill_from`) beside "
                                   "the CTC losses.")
+    distill_augmented: bool = Field(False, description="`distill_from` with `training.augment`: whether the teacher "
+                                    "also teaches on rows whose teacher input augmentation corrupted (a noisy audio "
+                                    "track's head is a wrong teacher for the lips; off: those rows train every head "
+                                    "on the text, and the teacher teaches only from its uncorrupted rows).")
     read_by: Literal["fused", "confident", "rescore"] = Field(
         "fused", description="ctc with a head per input (2+ inputs, model.unimodal_heads): which head reads a row "
         "that has every input. fused: the fused head; confident: whichever of the fused head and the inputs' own "
@@ -327,6 +331,7 @@ class TextNet(nn.Module):
         self.alone_by_head = False
         self.read_by = "fused"  # "confident": read by the surest head; "rescore": the heads' texts rescored by all
         self.distill_from: str | None = None  # the input whose head teaches the others' heads (training only)
+        self.distill_augmented = False  # whether it teaches on rows where augmentation corrupted its input
 
     def encode(self, batch: Batch) -> dict[str, Encoded]:
         return {name: enc(batch[name]) for name, enc in self.encoders.items()}
@@ -358,7 +363,11 @@ class TextNet(nn.Module):
         distill = None
         if self.distill_from is not None and self.distill_from in heads:
             teacher = heads[self.distill_from]
-            kl = [distill_divergence(teacher, heads[n], encoded[self.distill_from].present & encoded[n].present)
+            rows = encoded[self.distill_from].present
+            corrupted = batch[self.distill_from].augmented
+            if corrupted is not None and not self.distill_augmented:
+                rows = rows & ~corrupted
+            kl = [distill_divergence(teacher, heads[n], rows & encoded[n].present)
                   for n in heads if n != self.distill_from]
             distill = torch.stack(kl).mean() if kl else None
         return main, (torch.stack(parts).mean() if parts else None), distill
@@ -793,7 +802,7 @@ class TextTask(Task):
                 if c.distill_from not in kinds:
                     raise RecipeError(f"target.options.distill_from: no input '{c.distill_from}' (inputs: "
                                       f"{', '.join(names)})")
-                net.distill_from = c.distill_from
+                net.distill_from, net.distill_augmented = c.distill_from, c.distill_augmented
         elif c.distill_from is not None:
             raise RecipeError(DISTILL_NEEDS)
         self._apply_search(net)
