@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q -m "not slow" --durations=15
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadfile --durations=15
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,19 @@ from PIL import Image, ImageDraw
 import polymodal as pm
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+def _one_core_per_worker() -> None:
+    """Under pytest-xdist (`make test` runs a worker per core), each worker and what it starts runs on a core of its
+    own: torch's threads in two workers on two shared cores slow each other more than they gain."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+        torch.set_num_threads(1)
+
+
+_one_core_per_worker()
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
 

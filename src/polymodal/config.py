@@ -173,7 +173,8 @@ class TrainingConfig(_Strict):
                           "while the current one trains (0: in the training loop). For a model on a GPU, where the "
                           "CPU waits while it computes; on a CPU the thread competes with torch's own threads and "
                           "slows training (measured in the README).")
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: every core the process "
+                                "may run on, its CPU affinity).")
     steps_per_call: int = Field(1, ge=1, description="Batches handed to each Lightning training call, one optimizer "
                                 "step each (the same batches and updates as 1). For models whose step takes a few "
                                 "milliseconds on a CPU, where Lightning's per-call bookkeeping shows; predictive "

@@ -32,7 +32,7 @@ def _easy_vqa_splits(directory: Path | None, prefix: str, rows) -> dict[str, Pat
         if path.is_file():
             continue
         texts, answers, image_ids = questions()
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two processes may build it at once
         with tmp.open("w") as f:
             for row in rows(texts, answers, image_ids, images()):
                 f.write(json.dumps(row) + "\n")

@@ -17,8 +17,16 @@ HEAP_UP_TO = 32 << 20  # allocations up to this size come from the heap, not a f
 _kept: bool | None = None
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, a container's cpuset), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int | None) -> None:
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or available_cores())
 
 
 def keep_freed_memory() -> bool:
