@@ -93,6 +93,10 @@ CONFIGS = {
                                "training": {"epochs": 60, "patience": 15, "select": "robust",
                                             "modality_dropout": {"lips": 0.25, "audio": 0.25}, "augment": 0.5,
                                             "augment_with": ["white_noise"]}},
+    # audio alone trained as av_robust_noisy_choice is (60 epochs, the same noise), the search chosen by the fit on
+    # its validation rows: that model's reference at each SNR
+    "audio_noisy_60": {"inputs": [NOISY_AUDIO], "snr": True, "options": {"search": "validation"},
+                       "training": {"epochs": 60, "patience": 15, "augment": 0.5, "augment_with": ["white_noise"]}},
     "whisper_zeroshot": {},
     "vqa_answers": {},
     "vqa_captions": {},
