@@ -127,6 +127,22 @@ def test_ctc_search_with_a_lexicon_and_word_bigrams_equals_brute_force():
     assert differs  # the bigram weight changed at least one answer
 
 
+def test_ctc_search_survives_a_step_where_no_allowed_token_spells_a_word():
+    """Held to the lexicon {"ab"}, a step whose only tokens within the pruning margin are 'b' (no word starts with
+    it) and ' ' (nothing to end) leaves no prefix: every prefix reads that step as the blank, and the search still
+    answers "ab" from the other steps (it used to fail on an empty beam)."""
+    chars = [None, "a", "b", " "]
+    lp = np.log(np.array([[0.05, 0.9, 0.025, 0.025],   # a
+                          [1e-9, 1e-9, 0.5, 0.5],       # 'b' or ' ' at a word's start, the blank pruned
+                          [0.05, 0.9, 0.025, 0.025],    # a (after a blank: the same a again)
+                          [0.05, 0.025, 0.9, 0.025]]))  # b
+    lexicon = WordModel.learn(["ab"], lexicon=True, weight=0.0)
+    assert ctc_prefix_beam(lp[1:2], beam=4, words=lexicon, chars=chars) == []
+    assert ctc_prefix_beam(lp[1:], beam=4, words=lexicon, chars=chars) == [1, 2]
+    grammar = WordModel.learn(["ab"], lexicon=True, weight=0.0, grammar=True)
+    assert ctc_prefix_beam(lp[1:], beam=4, words=grammar, chars=chars) == [1, 2]
+
+
 def test_word_model_is_saved_with_the_task_and_needs_ctc_over_characters():
     task = TextTask(TextTask.Config(lexicon=True, lm_weight=0.5))
     task.fit(["bin blue at f two now", "set red by g nine soon"])

@@ -167,6 +167,8 @@ def ctc_prefix_beam(log_probs: np.ndarray, beam: int, prune: float = 10.0, words
                     same[1] = _logadd(same[1], pnb + p)
                 else:
                     entry[1] = _logadd(entry[1], total + p)
+        if not nxt:  # every token the step allows spells no word and the blank was pruned: all read it as blank
+            nxt = {prefix: [_logadd(pb, pnb) + float(step[BLANK]), -math.inf] for prefix, (pb, pnb) in beams.items()}
         ranked = sorted(nxt.items(), key=lambda kv: rank(kv[0], kv[1]), reverse=True)[:beam]
         beams = {k: (v[0], v[1]) for k, v in ranked}
     if words is None:
