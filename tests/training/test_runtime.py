@@ -1,3 +1,4 @@
+import os
 import platform
 import resource
 import sys
@@ -5,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from polymodal.training.runtime import keep_freed_memory
+from polymodal.training.runtime import available_cores, keep_freed_memory, set_threads
 
 glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
@@ -26,3 +27,22 @@ def test_freed_memory_is_reused_without_page_faults():
             torch.ones(4 << 20).sum()
         rounds.append(_faults() - before)
     assert min(rounds) < 1000, rounds
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity")
+def test_default_threads_follow_the_cores_the_process_may_use(monkeypatch):
+    """`training.threads` unset: torch gets one thread per core in the process's CPU affinity (taskset, a cpuset,
+    a pinned test worker), not one per core of the machine."""
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    try:
+        assert available_cores() == 1
+        set_threads(None)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+        set_threads(None)
+        assert torch.get_num_threads() == 3
+        set_threads(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
