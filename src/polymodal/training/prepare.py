@@ -126,7 +126,12 @@ def validation_keys(raw: ReadTable, column: str | None, group_input: str | None)
 
 
 def split_rows(keys: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Hold out about `fraction` of rows for validation, whole groups at a time (rows sharing a key stay together)."""
+    """Hold out about `fraction` of rows for validation, whole groups at a time (rows sharing a key stay together).
+
+    Groups are taken in a seeded random order; one that would overshoot the target by more rows than it fills is
+    passed over (a set whose largest event holds 80% of the rows must not lose it to validation). When every group
+    is that large, the first drawn that leaves at least half the rows to train is held out alone (four subjects:
+    one of them, as the seed draws), else the smallest."""
     groups: dict[Any, list[int]] = {}
     for row, key in enumerate(keys):
         groups.setdefault(key if key >= 0 else ("row", row), []).append(row)
@@ -137,7 +142,12 @@ def split_rows(keys: list[int], fraction: float, seed: int) -> tuple[list[int], 
     for g in order:
         if len(held) >= target:
             break
+        if len(held) + len(groups[g]) - target > target - len(held):
+            continue
         held.extend(groups[g])
+    if not held:
+        halves = [g for g in order if 2 * len(groups[g]) <= len(keys)]
+        held = list(groups[halves[0] if halves else min(order, key=lambda g: len(groups[g]))])
     held_set = set(held)
     train = [r for r in range(len(keys)) if r not in held_set]
     if not train:
