@@ -3,11 +3,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "fit", "load", "Model", "Recipe", "corrupt"]
+__all__ = ["__version__", "fit", "load", "ensemble", "Model", "Recipe", "corrupt"]
 
 
 def __getattr__(name: str):  # keep `import polymodal` light; torch loads on first use
-    if name in ("fit", "load", "Model"):
+    if name in ("fit", "load", "ensemble", "Model"):
         from . import api
 
         return getattr(api, name)

@@ -2,9 +2,12 @@
 encoders here, the rest by the task (`Task.build_net`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from .config import Recipe
@@ -15,16 +18,19 @@ from .fusion import FUSIONS
 from .modalities import MODALITIES, Modality
 from .registry import validate_config
 from .tasks import TASKS, Task
+from .types import restrict_batch, seen_by
 
 
 @dataclass
 class Parts:
-    """Everything a trained model is: its resolved recipe, its inputs (with fitted modalities), task and network."""
+    """Everything a trained model is: its resolved recipe, its inputs (with fitted modalities), task and network.
+    A model joined from others (`polymodal ensemble`) keeps them as `members`: its network is theirs combined."""
 
     recipe: Recipe
     inputs: list[InputSpec]
     task: Task
     net: nn.Module
+    members: list[Member] | None = None
 
     @property
     def modalities(self) -> dict[str, Modality]:
@@ -46,26 +52,110 @@ def encoder_type(modality: Modality, encoder: dict) -> str:
 
 
 class EnsembleNet(nn.Module):
-    """Networks trained apart (training.ensemble: other seeds) as one: the task combines their outputs (the mean of
-    their probabilities). Explanations look inside a single network: explain a member's model instead."""
+    """Networks trained apart as one: the task combines their outputs (the mean of their probabilities). Members
+    of `training.ensemble` share one recipe; members joined by `polymodal ensemble` may read different inputs (and
+    `views[m]` may hold member m to some of its inputs); each row is combined over the members that see one of
+    their inputs in it. Explanations look inside a single network: explain a member's model instead."""
 
     def __init__(self, members: list[nn.Module], task: Task) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.combine = task.combine
+        self.views: list[tuple[str, ...] | None] = [None] * len(members)
 
     @property
     def encoders(self) -> nn.ModuleDict:
         return self.members[0].encoders
 
+    def member_inputs(self) -> list[set[str]]:
+        return [set(m.encoders) & set(v) if v is not None else set(m.encoders)
+                for m, v in zip(self.members, self.views)]
+
     def forward(self, batch: Any) -> Any:
-        return self.combine([m(batch) for m in self.members])
+        outs = [m(restrict_batch(batch, v)) for m, v in zip(self.members, self.views)]
+        sees = seen_by(batch, self.member_inputs())
+        if bool(sees.all()):
+            return self.combine(outs)
+        combined = self.combine(outs).clone()
+        for pattern in torch.unique(sees, dim=0):  # rows a member does not see: combined without it
+            rows = (sees == pattern).all(1)
+            combined[rows] = self.combine([o[rows] for o, seen in zip(outs, pattern.tolist()) if seen])
+        return combined
 
     def encode(self, batch: Any) -> Any:
         raise PolymodalError("an ensemble (training.ensemble) has no single fused representation to explain; "
                              "train one member (training.ensemble: 1) to explain it")
 
     fuse = encode
+
+
+@dataclass
+class Member:
+    """A trained model joined into an ensemble: its parts, the inputs it reads there (None: all of its own) and
+    the metrics it was saved with."""
+
+    parts: Parts
+    reads: tuple[str, ...] | None = None
+    metrics: dict = field(default_factory=dict)
+    source: str = ""  # where it was loaded from (for messages)
+
+
+def join_parts(members: list[Member], task_state: dict | None = None) -> Parts:
+    """Trained models as one: the union of their inputs (an input of one name must be read the same way by every
+    member that has it: one batch feeds them all), the first member's task (their outputs must mean the same:
+    classes, vocabulary, target scale) with `task_state` (the ensemble's own choices: a search, a threshold), and a
+    network that combines theirs, each member held to `reads`. A member trained as an ensemble joins as its
+    networks."""
+    if len(members) < 2:
+        raise PolymodalError(f"an ensemble joins two models or more (got {len(members)})")
+    first = members[0]
+    names = [m.source or f"member {k}" for k, m in enumerate(members)]
+    inputs: dict[str, tuple[InputSpec, Any, str]] = {}
+    nets: list[nn.Module] = []
+    views: list[tuple[str, ...] | None] = []
+    for k, member in enumerate(members):
+        parts = member.parts
+        if parts.members:
+            raise PolymodalError(f"{names[k]}: a joined ensemble cannot join another; join its members instead")
+        if parts.task.registry_name != first.parts.task.registry_name:
+            raise PolymodalError(f"{names[k]} is a {parts.task.registry_name} model and {names[0]} a "
+                                 f"{first.parts.task.registry_name} one: an ensemble's members share one task")
+        if parts.task.outputs_key() != first.parts.task.outputs_key():
+            raise PolymodalError(f"{names[k]} and {names[0]} give outputs that do not mean the same "
+                                 f"({parts.task.registry_name}: other classes, vocabulary or target scale): "
+                                 "train the members on the same training table")
+        own = [s.name for s in parts.inputs]
+        if member.reads is not None:
+            unknown = sorted(set(member.reads) - set(own))
+            if unknown or not member.reads:
+                raise PolymodalError(f"{names[k]}: reads {', '.join(unknown) or 'nothing'}, which it has no input for "
+                                     f"(its inputs: {', '.join(own)})")
+        for spec, cfg in zip(parts.inputs, parts.recipe.inputs):
+            how = {"column": spec.column, "modality": spec.modality.registry_name, "options": cfg.options,
+                   "state": spec.modality.state()}
+            if spec.name in inputs and json.dumps(inputs[spec.name][1], sort_keys=True, default=str) != \
+                    json.dumps(how, sort_keys=True, default=str):
+                raise PolymodalError(
+                    f"input '{spec.name}' is read one way by {inputs[spec.name][2]} and another by {names[k]} (its "
+                    "column, modality, options or what it learnt from training data differ): members share one "
+                    "batch, so an input of one name must be read the same way by all")
+            inputs.setdefault(spec.name, (spec, how, names[k]))
+        member_nets = list(parts.net.members) if hasattr(parts.net, "members") else [parts.net]
+        nets += member_nets
+        views += [member.reads] * len(member_nets)
+    task = copy.deepcopy(first.parts.task)  # the ensemble's choices must not change the first member's
+    if task_state is not None:
+        task.load_state(task_state)
+    recipe = first.parts.recipe.model_copy(deep=True)
+    configs = {c.name: c for m in members for c in m.parts.recipe.inputs}
+    recipe.inputs = [configs[name].model_copy(deep=True) for name in inputs]
+    recipe.training.ensemble = 1
+    try:
+        net = ensemble_net(nets, task, views)
+    except PolymodalError as e:
+        raise PolymodalError(f"these models cannot be joined: {e}") from None
+    net.eval()
+    return Parts(recipe, [spec for spec, _, _ in inputs.values()], task, net, list(members))
 
 
 def build_net(recipe: Recipe, inputs: list[InputSpec], task: Task) -> nn.Module:
@@ -76,10 +166,14 @@ def build_net(recipe: Recipe, inputs: list[InputSpec], task: Task) -> nn.Module:
     return build_one(recipe, inputs, task)
 
 
-def ensemble_net(members: list[nn.Module], task: Task) -> nn.Module:
+def ensemble_net(members: list[nn.Module], task: Task, views: list[tuple[str, ...] | None] | None = None
+                 ) -> nn.Module:
     """The members as one network: the task's own (text: per-step probabilities averaged before the search), or
-    an `EnsembleNet` whose outputs the task combines."""
-    return task.ensemble_net(members) or EnsembleNet(members, task)
+    an `EnsembleNet` whose outputs the task combines; `views[m]`: the inputs member m reads (None: all of its)."""
+    net = task.ensemble_net(members) or EnsembleNet(members, task)
+    if views is not None:
+        net.views = [None if v is None else tuple(v) for v in views]
+    return net
 
 
 def build_one(recipe: Recipe, inputs: list[InputSpec], task: Task) -> nn.Module:

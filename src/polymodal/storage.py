@@ -16,15 +16,18 @@ from .config import Recipe
 from .data.dataset import InputSpec
 from .encoders import ENCODERS
 from .errors import PolymodalError
-from .model import Parts, build_net, encoder_type, make_modality, make_task
+from .model import Member, Parts, build_net, encoder_type, join_parts, make_modality, make_task
 
 FORMAT = "polymodal-model"
 MODEL_FILES = ("config.json", "model.safetensors", "metrics.json")
+MEMBERS = "members"  # a joined ensemble's member models
 
 
 def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None) -> Path:
     directory = Path(directory)
     tmp = staging_dir(directory)
+    if parts.members:
+        return _save_joined(parts, directory, tmp, metrics)
     config = {
         "format": FORMAT,
         "polymodal_version": __version__,
@@ -44,6 +47,29 @@ def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None)
         state[k] = v.clone() if key in seen and v.numel() else v
         seen.add(key)
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+    (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))  # written last: its presence = complete
+    swap_in(tmp, directory)
+    return directory
+
+
+def _save_joined(parts: Parts, directory: Path, tmp: Path, metrics: dict | None) -> Path:
+    """A joined ensemble: each member a whole model directory under members/K, and a config that names them (the
+    inputs each reads) with the ensemble's own task state (its search or threshold); no weights of its own."""
+    assert parts.members is not None
+    listed = []
+    for k, member in enumerate(parts.members):
+        save_parts(member.parts, tmp / MEMBERS / str(k), member.metrics)
+        listed.append({"directory": f"{MEMBERS}/{k}", "reads": list(member.reads) if member.reads else None,
+                       "source": member.source})
+    config = {
+        "format": FORMAT,
+        "polymodal_version": __version__,
+        "recipe": parts.recipe.model_dump(mode="json"),
+        "inputs": {s.name: {"modality": s.modality.registry_name, "state": s.modality.state()} for s in parts.inputs},
+        "task": {"name": parts.task.registry_name, "state": parts.task.state()},
+        "ensemble": {"members": listed},
+    }
     (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
     (tmp / "config.json").write_text(json.dumps(config, indent=2))  # written last: its presence = complete
     swap_in(tmp, directory)
@@ -135,7 +161,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _is_model_file(name: str) -> bool:
-    return name in MODEL_FILES or name.endswith(("tokenizer.json", "tokenizer", "pretrained", "whisper"))
+    return name in (*MODEL_FILES, MEMBERS) or name.endswith(("tokenizer.json", "tokenizer", "pretrained", "whisper"))
 
 
 def read_config(directory: str | Path) -> dict:
@@ -155,6 +181,8 @@ def read_config(directory: str | Path) -> dict:
 def load_parts(directory: str | Path) -> Parts:
     directory = Path(directory)
     config = read_config(directory)
+    if "ensemble" in config:
+        return _load_joined(directory, config)
     recipe = Recipe.model_validate(config["recipe"])
     inputs = []
     for cfg in recipe.inputs:
@@ -181,6 +209,21 @@ def load_parts(directory: str | Path) -> Parts:
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     net.eval()
     return Parts(recipe, inputs, task, net)
+
+
+def _load_joined(directory: Path, config: dict) -> Parts:
+    members = []
+    listed = config["ensemble"].get("members")
+    if not isinstance(listed, list) or not listed:
+        raise PolymodalError(f"{directory / 'config.json'}: an ensemble with no members listed")
+    for k, entry in enumerate(listed):
+        where = (directory / str(entry.get("directory", ""))).resolve()
+        if not where.is_relative_to(directory.resolve() / MEMBERS) or where == directory.resolve() / MEMBERS:
+            raise PolymodalError(f"{directory / 'config.json'}: member {k} lies outside {directory / MEMBERS}")
+        reads = entry.get("reads")
+        members.append(Member(load_parts(where), tuple(reads) if reads else None, read_metrics(where),
+                              str(entry.get("source") or where)))
+    return join_parts(members, config["task"]["state"])
 
 
 def read_metrics(directory: str | Path) -> dict:

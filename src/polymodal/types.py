@@ -1,7 +1,8 @@
 """The contracts between layers: what a modality batches, what an encoder returns, what a fusion returns."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -50,3 +51,27 @@ class Fused:
 
 
 Batch = dict[str, ModalityBatch]
+
+
+def restrict_batch(batch: Batch, reads: Collection[str] | None) -> Batch:
+    """The batch as an ensemble member that reads only `reads` sees it: every other input absent in every row
+    (None: the batch as it is)."""
+    if reads is None:
+        return batch
+    return {name: mb if name in reads else replace(mb, present=torch.zeros_like(mb.present))
+            for name, mb in batch.items()}
+
+
+def seen_by(batch: Batch, member_inputs: list[Collection[str]]) -> Tensor:
+    """[B, M] bool: True where member m has a value of one of its inputs in row b. A row no member sees counts as
+    seen by all (each gives its output for "nothing present")."""
+    present = next(iter(batch.values())).present
+    columns = []
+    for names in member_inputs:
+        col = torch.zeros_like(present)
+        for name in names:
+            if name in batch:
+                col = col | batch[name].present
+        columns.append(col)
+    sees = torch.stack(columns, 1)
+    return torch.where(sees.any(1, keepdim=True), sees, torch.ones_like(sees))

@@ -108,3 +108,52 @@ def test_fit_chooses_the_threshold_on_validation_and_the_reloaded_model_keeps_it
         a, b = model.predict({"txt": row["txt"]}), reloaded.predict({"txt": row["txt"]})
         assert a["label"] == b["label"]
         assert (a["label"] == "offensive") == (a["probabilities"]["offensive"] > chosen["threshold"])
+
+
+def test_consensus_gives_rows_sharing_a_value_their_mean_probabilities():
+    from polymodal.tasks.classification import Classification
+
+    task = Classification(Classification.Config(consensus_by="image"))
+    out = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0], [0.0, math.log(4.0)], [1.0, 2.0]])
+    # rows 0 and 1 share a value: (1/2, 1/2) and (3/4, 1/4) -> (5/8, 3/8); row 2 alone; row 3 has none
+    got = task.consensus(out, [7, 7, 3, -1]).exp()
+    assert got[0].tolist() == pytest.approx([0.625, 0.375]) and got[1].tolist() == pytest.approx([0.625, 0.375])
+    assert got[2].tolist() == pytest.approx([0.2, 0.8])
+    assert got[3].tolist() == pytest.approx(out[3].softmax(-1).tolist())
+
+
+def test_consensus_by_an_input_shares_predictions_across_its_rows(tmp_path):
+    import polymodal as pm
+    from polymodal.errors import RecipeError
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(160):
+        photo = f"photo{i % 20}"  # 20 photos, 8 rows each; the label belongs to the photo
+        words = " ".join(rng.choice(["look", "this", "wow", "see", "now"], 3))
+        label = "fake" if i % 20 < 10 else "real"
+        rows.append({"photo": photo, "txt": words + (" hoax" if label == "fake" and rng.random() < 0.6 else ""),
+                     "y": label})
+    rec = {"inputs": [{"name": "txt", "modality": "text", "encoder": {"type": "text_bow"}},
+                      {"name": "photo", "modality": "text", "encoder": {"type": "text_bow"}}],
+           "target": {"column": "y", "options": {"consensus_by": "photo"}},
+           "training": {"epochs": 2, "batch_size": 16, "progress": False}}
+    model = pm.fit(rec, train=rows[:120], out=tmp_path / "m")
+    test = [dict(r) for r in rows[120:]]
+    test[0]["photo"] = None  # no photo: the row keeps its own prediction
+    preds = model.predict(test)
+    by_photo: dict = {}
+    for r, p in zip(test, preds):
+        if r["photo"] is not None:
+            by_photo.setdefault(r["photo"], set()).add(round(p["probabilities"]["fake"], 6))
+    assert by_photo and all(len(v) == 1 for v in by_photo.values())
+    alone = pm.load(tmp_path / "m")
+    alone.parts.task.config.consensus_by = None
+    own = alone.predict(test)
+    assert preds[0] == own[0]  # the row without a photo
+    for photo in by_photo:
+        members = [p["probabilities"]["fake"] for r, p in zip(test, own) if r["photo"] == photo]
+        assert next(iter(by_photo[photo])) == pytest.approx(sum(members) / len(members), abs=1e-5)
+    rec["target"]["options"]["consensus_by"] = "picture"
+    with pytest.raises(RecipeError, match="consensus_by`: 'picture' is not an input"):
+        pm.fit(rec, train=rows[:120], out=tmp_path / "bad")

@@ -361,6 +361,50 @@ def test_av_fusion_with_either_input_missing(av_model, tone_dir):
     assert set(both["reliance"]) == {"signal", "audio"}
 
 
+def test_joined_ctc_models_read_each_row_from_the_members_that_see_it(av_model, tone_dir, tmp_path):
+    """`pm.ensemble` of CTC models: the av model held to its signal, and the av model whole. A row without the
+    signal is read from the whole model alone (its audio head); a row with both from both members (the mean of
+    their step probabilities, or each text rescored by the members that see the row); reloaded as it was."""
+    from polymodal.data import Collator, as_table, read_inputs
+
+    rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:6]
+    for r in rows:
+        r["audio"] = str(tone_dir / r["audio"])
+    rows[4:] = [{k: v for k, v in r.items() if k != "signal"} for r in rows[4:]]  # two rows with the audio alone
+    joined = pm.ensemble([(av_model, ["signal"]), av_model], out=tmp_path / "e")
+    parts, net = joined.parts, joined.parts.net
+    assert net.views == [("signal",), None]
+    table = read_inputs(as_table(rows), parts.inputs, parts.task, None, "error", require_target=False,
+                        show_progress=False)
+    batch, _ = Collator(table, parts.modalities, parts.task)(list(range(len(rows))))
+    with torch.no_grad():
+        assert net.sees(batch).tolist() == [[True, True]] * 4 + [[False, True]] * 2
+        mean, steps = net.log_probs(batch)
+        member = av_model.parts.net
+        encoded = member.encode(batch)
+        signal_alone, signal_steps = member.aux["signal"](encoded)
+        fused, fused_steps = member.head(encoded)
+        audio_alone, audio_steps = member.aux["audio"](encoded)
+        for i in range(4):  # both members, on the signal's steps (the first member that sees the row)
+            n = int(steps[i])
+            assert n == int(signal_steps[i])
+            expected = (signal_alone[i, :n].exp() + fused[i, :n].exp()) / 2  # same rate: both on the signal's steps
+            assert torch.allclose(mean[i, :n].exp(), expected, atol=1e-5)
+        for i in (4, 5):  # the whole model alone, read by its audio head
+            n = int(audio_steps[i])
+            assert int(steps[i]) == n and torch.allclose(mean[i, :n], audio_alone[i, :n], atol=1e-5)
+        net.combine = "rescore"
+        outputs = net.member_outputs(batch)
+        read = [ctc_decode(mean, steps, net.beam, net.words, net.chars)] + \
+            [ctc_decode(lp, st, net.beam, net.words, net.chars) for lp, st in outputs]
+        weights = torch.tensor([[1.0, 1.0]] * 4 + [[0.0, 1.0]] * 2)
+        assert net.decode_ids(batch, net.beam) == ctc_rescore(outputs, read, net.words, net.chars, weights)[0]
+    loaded = pm.load(tmp_path / "e")
+    loaded.parts.net.combine = "rescore"
+    assert loaded.predict(rows) == joined.predict(rows)
+    assert [p["text"] for p in joined.predict(rows[4:])] == [p["text"] for p in av_model.predict(rows[4:])]
+
+
 def test_explained_value_is_the_share_of_the_full_models_text():
     task = TextTask(TextTask.Config())
     task.fit(["abcd", "abxde"])  # characters a b c d e x

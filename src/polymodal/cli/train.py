@@ -1,4 +1,4 @@
-"""Training commands: fit (a recipe and/or quick flags) and demo."""
+"""Training commands: fit (a recipe and/or quick flags), ensemble (trained models joined) and demo."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -106,6 +106,54 @@ def fit(
     model = api_fit(rec, out=out, resume=resume)
     if model.metrics:  # under DDP the other processes return without a report: the first prints it
         _print_summary(model.metrics, out)
+
+
+def parse_member(spec: str) -> tuple[str, list[str] | None]:
+    """DIR, or DIR:INPUT[+INPUT...] for a member held to some of its inputs (a directory named with a colon is
+    taken whole when it exists)."""
+    if ":" in spec and not Path(spec).exists():
+        path, _, reads = spec.rpartition(":")
+        names = [r for r in reads.split("+") if r]
+        if not path or not names:
+            raise typer.BadParameter(f"'{spec}': expected DIR or DIR:INPUT[+INPUT...]")
+        return path, names
+    return spec, None
+
+
+@app.command()
+def ensemble(
+    members: list[str] = typer.Argument(..., help="Model directories to join (two or more); DIR:lips reads that "
+                                        "model's lips alone, DIR:lips+audio those two."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (members under OUT/members/K)."),
+    validation: Optional[str] = typer.Option(None, "--validation", help="Labelled table none of the members "
+                                             "trained on: the ensemble's CTC search or decision threshold is "
+                                             "chosen there (where its task chooses one), and it is scored."),
+    test: Optional[str] = typer.Option(None, "--test", help="Labelled table scored once, after every choice."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Rows per batch when scoring."),
+    allow_root: list[str] = typer.Option([], "--allow-root", help="File cells may name files only under this "
+                                         "folder (repeat for several; symlinks and `..` resolved first)."),
+) -> None:
+    """Join trained models into one ensemble (late fusion of whole models): members may read different inputs
+    (audio alone, lips alone, both); each row is combined over the members that see one of their inputs in it."""
+    from ..api import ensemble as api_ensemble
+    from ..api import load
+
+    joined = []
+    for spec in members:
+        path, reads = parse_member(spec)
+        if not (Path(path) / "config.json").is_file():
+            raise PolymodalError(f"{path}: not a polymodal model directory (no config.json)")
+        joined.append((load(path), reads) if reads else load(path))
+    model = api_ensemble(joined, validation=validation, test=test, out=out, batch_size=batch_size,
+                         allow_roots=[str(Path(r).resolve()) for r in allow_root])
+    typer.echo(f"ensemble of {len(members)} models saved to {out}", err=True)
+    chosen = model.metrics["ensemble"].get("decoding", {}).get("chosen")
+    if chosen:
+        typer.echo(f"search chosen on validation: {chosen}", err=True)
+    for split in ("validation", "test"):
+        if split in model.metrics:
+            shown = {k: v for k, v in model.metrics[split].items() if isinstance(v, (int, float))}
+            typer.echo(f"{split}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()), err=True)
 
 
 def _print_summary(metrics: dict, out: Path) -> None:

@@ -29,7 +29,14 @@ def run_outputs(parts: Parts, data: ReadTable, batch_size: int = 256) -> tuple[T
         if target is not None:
             targets.append(target)
     pad = getattr(parts.task, "target_pad", 0)
-    return cat_padded(outs, pad), (cat_padded(targets, pad) if targets else None)
+    out = cat_padded(outs, pad)
+    by = getattr(parts.task.config, "consensus_by", None)
+    if by:  # rows sharing a value of that input share their prediction (classification's consensus_by)
+        if by not in data.ids:
+            raise PolymodalError(f"field `target.options.consensus_by`: '{by}' is not an input of this model "
+                                 f"(its inputs: {', '.join(data.ids)})")
+        out = parts.task.consensus(out, data.ids[by])
+    return out, (cat_padded(targets, pad) if targets else None)
 
 
 def cat_padded(tensors: list[Tensor], value: float) -> Tensor:

@@ -100,6 +100,10 @@ class Task:
     def load_state(self, state: dict) -> None:
         pass
 
+    def outputs_key(self) -> Any:
+        """What two models' outputs must share to be combined in one ensemble (by default the task's state)."""
+        return self.state()
+
     def describe(self) -> dict:
         return self.state()
 

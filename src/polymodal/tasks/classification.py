@@ -67,6 +67,12 @@ class ClassificationConfig(TaskConfig):
                                        "default: the rarer class in the training targets.")
     threshold_metric: Literal["f1", "accuracy", "balanced_accuracy", "f1_macro"] = Field(
         "f1", description="What `threshold: validation` maximises: f1 is the positive class's F1.")
+    consensus_by: str | None = Field(
+        None, description="An input whose rows are about one thing (tweets sharing a photo whose misuse is the "
+        "label; the slices of one scan): when predicting and scoring a table, each row gets the mean class "
+        "probabilities of the table's rows that share its value of this input (a row without it keeps its own). "
+        "Training and the epoch chosen on validation are unchanged; a threshold chosen on validation sees the "
+        "shared probabilities.")
 
     @field_validator("threshold")
     @classmethod
@@ -179,6 +185,24 @@ class Classification(PredictiveTask):
         self.positive, self.cutoff = state.get("positive"), state.get("threshold")
         if self.positive is not None and self.positive not in self._index:
             raise PolymodalError(f"the task state's positive class '{self.positive}' is not one of its classes")
+
+    def outputs_key(self) -> Any:
+        return self.classes
+
+    def consensus(self, out: Tensor, ids: list[int]) -> Tensor:
+        """`consensus_by`: each row's log class probabilities replaced by the log of the mean probabilities of the
+        rows sharing its value (`ids[row]`, -1: none, the row keeps its own)."""
+        probs = out.float().softmax(-1)
+        key = torch.tensor(ids, dtype=torch.long)
+        shared = key >= 0
+        if not bool(shared.any()):
+            return out.float().log_softmax(-1)
+        groups, index = torch.unique(key[shared], return_inverse=True)
+        sums = torch.zeros(len(groups), probs.shape[1]).index_add_(0, index, probs[shared])
+        counts = torch.zeros(len(groups)).index_add_(0, index, torch.ones(len(index)))
+        mixed = probs.clone()
+        mixed[shared] = (sums / counts[:, None])[index]
+        return mixed.clamp_min(1e-30).log()
 
     def state(self) -> dict:
         return {"classes": self.classes, **({"weights": self.weights} if self.weights else {}),

@@ -24,7 +24,7 @@ from torchmetrics import MetricCollection
 from ..errors import PolymodalError, RecipeError
 from ..fusion import FUSIONS
 from ..registry import validate_config
-from ..types import Batch, Encoded
+from ..types import Batch, Encoded, restrict_batch, seen_by
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan, present_weights
 from .text_decoding import WordModel, beam_search, ctc_decode, ctc_decode_rescored
 from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, edit_distance, text_scores
@@ -474,11 +474,14 @@ class CTCEnsembleNet(nn.Module):
     reads the mean. combine "rescore": each member's search and the mean's propose a text, and the text with the
     highest mean log-likelihood over the members (each summed over its own alignments) plus the word model's
     score is kept: members whose CTC spikes fall on neighbouring steps agree on the text, not the step.
-    A row left with one input is read, in each member, by that input's own head (as the member alone would)."""
+    A row left with one input is read, in each member, by that input's own head (as the member alone would).
+    Members joined by `polymodal ensemble` may read different inputs (`views[m]` may hold member m to some of its
+    own): each row is read from the members that see one of their inputs in it."""
 
     def __init__(self, members: list[TextNet]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.views: list[tuple[str, ...] | None] = [None] * len(members)
         first = members[0]
         self.max_length, self.beam, self.words, self.chars = first.max_length, first.beam, first.words, first.chars
         self.aux = None  # the members' own heads are read inside `log_probs`; there is no surest head to pick
@@ -507,23 +510,36 @@ class CTCEnsembleNet(nn.Module):
                 steps = torch.where(alone, own_steps, steps)
         return log_probs, steps
 
+    def member_outputs(self, batch: Batch) -> list[tuple[Tensor, Tensor]]:
+        return [self.member_log_probs(m, restrict_batch(batch, v)) for m, v in zip(self.members, self.views)]
+
+    def sees(self, batch: Batch) -> Tensor:
+        """[B, M]: which members see each row (one of the inputs they read has a value in it)."""
+        return seen_by(batch, [set(m.encoders) & set(v) if v is not None else set(m.encoders)
+                               for m, v in zip(self.members, self.views)])
+
     def log_probs(self, batch: Batch, outputs: list[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
-        """The log of the members' mean per-step token probabilities, and the steps per row (the first member's)."""
-        outputs = outputs or [self.member_log_probs(m, batch) for m in self.members]
-        first, steps = outputs[0]
-        total = first.exp()
-        for lp, st in outputs[1:]:
+        """The log of the mean per-step token probabilities of the members that see each row, and the steps per
+        row (of the first member that sees it)."""
+        outputs = outputs or self.member_outputs(batch)
+        weights = self.sees(batch).float()
+        first_seeing = weights.argmax(1)
+        steps = torch.stack([st for _, st in outputs], 1).gather(1, first_seeing[:, None]).squeeze(1)
+        # the first member's width where it sees every row (as training.ensemble's members do), else the widest
+        width = outputs[0][0].shape[1] if bool((first_seeing == 0).all()) else max(lp.shape[1] for lp, _ in outputs)
+        total = 0.0
+        for m, (lp, st) in enumerate(outputs):
             probs = lp.exp()
-            if not torch.equal(st, steps) or probs.shape[1] != total.shape[1]:
-                probs = pool_to(probs, st.clamp_min(1), steps, total.shape[1])
-            total = total + probs
-        return (total / len(self.members)).clamp_min(1e-30).log(), steps
+            if not torch.equal(st, steps) or probs.shape[1] != width:
+                probs = pool_to(probs, st.clamp_min(1), steps, width)
+            total = total + probs * weights[:, m, None, None]
+        return (total / weights.sum(1)[:, None, None]).clamp_min(1e-30).log(), steps
 
     def decode_ids(self, batch: Batch, beam: int) -> list[list[int]]:
-        outputs = [self.member_log_probs(m, batch) for m in self.members]
+        outputs = self.member_outputs(batch)
         seqs = ctc_decode(*self.log_probs(batch, outputs), beam, self.words, self.chars)
         if self.combine == "rescore":
-            seqs = ctc_decode_rescored(outputs, beam, self.words, self.chars, first=seqs)
+            seqs = ctc_decode_rescored(outputs, beam, self.words, self.chars, first=seqs, weights=self.sees(batch))
         return [seq[:self.max_length] for seq in seqs]
 
     forward = TextNet.forward
@@ -702,6 +718,9 @@ class TextTask(Task):
         for i, v in enumerate(values):
             out[i, :len(v)] = torch.tensor(v, dtype=torch.long)
         return out
+
+    def outputs_key(self) -> Any:
+        return [self.vocab.unit, self.vocab.lowercase, list(getattr(self.vocab, "tokens", None) or [])]
 
     def state(self) -> dict:
         state = {"unit": self.vocab.unit, "lowercase": self.vocab.lowercase, "tokens": self.vocab.tokens,

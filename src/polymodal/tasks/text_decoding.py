@@ -217,11 +217,13 @@ def words_score(seq: list[int], words: WordModel | None, chars: list[str | None]
 
 
 def ctc_rescore(outputs: list[tuple[Tensor, Tensor]], hypotheses: list[list[list[int]]], words: WordModel | None = None,
-                chars: list[str | None] | None = None) -> tuple[list[list[int]], Tensor]:
+                chars: list[str | None] | None = None,
+                weights: Tensor | None = None) -> tuple[list[list[int]], Tensor]:
     """A sentence-level ensemble of CTC outputs: each row's candidates (`hypotheses[j][row]`: what search j read)
-    ranked by the mean over the outputs (`(log_probs [B, T_m, V], lengths [B])` per member) of the candidate's log
-    likelihood, plus the word model's score of its words. Returns each row's best candidate and the scores
-    [B, candidates] (duplicates keep their first place)."""
+    ranked by the mean over the outputs (`(log_probs [B, T_m, V], lengths [B])` per member; `weights [B, M]`: a
+    weighted mean, e.g. 0 for a member that does not see the row) of the candidate's log likelihood, plus the word
+    model's score of its words. Returns each row's best candidate and the scores [B, candidates] (duplicates keep
+    their first place)."""
     rows = len(hypotheses[0])
     scores = torch.full((rows, len(hypotheses)), -math.inf)
     for row in range(rows):
@@ -231,12 +233,16 @@ def ctc_rescore(outputs: list[tuple[Tensor, Tensor]], hypotheses: list[list[list
             if tuple(hyp[row]) not in seen:
                 seen.add(tuple(hyp[row]))
                 keep.append(j)
-        total = torch.zeros(len(keep))
-        for log_probs, lengths in outputs:
+        total, weight = torch.zeros(len(keep)), 0.0
+        for m, (log_probs, lengths) in enumerate(outputs):
+            w = 1.0 if weights is None else float(weights[row, m])
+            if w == 0.0:
+                continue
             picked = log_probs[row:row + 1].expand(len(keep), -1, -1)
-            total += text_log_likelihood(picked, lengths[row:row + 1].expand(len(keep)),
-                                         [hypotheses[j][row] for j in keep])
-        total /= len(outputs)
+            total += w * text_log_likelihood(picked, lengths[row:row + 1].expand(len(keep)),
+                                             [hypotheses[j][row] for j in keep])
+            weight += w
+        total /= weight
         for i, j in enumerate(keep):
             scores[row, j] = float(total[i]) + words_score(hypotheses[j][row], words, chars)
     best = scores.argmax(1).tolist()
@@ -245,13 +251,14 @@ def ctc_rescore(outputs: list[tuple[Tensor, Tensor]], hypotheses: list[list[list
 
 def ctc_decode_rescored(outputs: list[tuple[Tensor, Tensor]], beam: int, words: WordModel | None = None,
                         chars: list[str | None] | None = None,
-                        first: list[list[int]] | None = None) -> list[list[int]]:
+                        first: list[list[int]] | None = None, weights: Tensor | None = None) -> list[list[int]]:
     """Each output's own search proposes a text (after `first`'s readings, where given) and `ctc_rescore` over all
-    the outputs keeps each row's likeliest; a single output with no `first` is read by its search alone."""
+    the outputs (`weights` as there) keeps each row's likeliest; a single output with no `first` is read by its
+    search alone."""
     reads = ([first] if first is not None else []) + [ctc_decode(lp, st, beam, words, chars) for lp, st in outputs]
     if len(reads) == 1:
         return reads[0]
-    return ctc_rescore(outputs, reads, words, chars)[0]
+    return ctc_rescore(outputs, reads, words, chars, weights)[0]
 
 
 def beam_search(step: Callable[[Tensor, Tensor], Tensor], rows: int, bos: int, eos: int, max_length: int,

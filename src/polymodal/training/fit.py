@@ -264,10 +264,10 @@ def greedy_soup(parts: Parts, validation: ReadTable, top: list[dict], batch_size
     return result
 
 
-def choose_decoding(parts: Parts, prep: Prepared, batch_size: int, log_path: Path) -> dict:
+def choose_decoding(parts: Parts, validation: ReadTable, batch_size: int, log_path: Path) -> dict:
     """Let the task choose how it decodes (a search) among its candidates, on the validation rows."""
     task = parts.task
-    if not len(prep.validation):
+    if not len(validation):
         message = "the task chooses its search on validation rows, and there are none: it keeps the fixed one"
         log.warning(message)
         append_line(log_path, "warning: " + message)
@@ -276,7 +276,7 @@ def choose_decoding(parts: Parts, prep: Prepared, batch_size: int, log_path: Pat
     best: tuple[float, dict] | None = None
     for settings in task.decoding_candidates(parts.net):
         task.use_decoding(parts.net, settings)
-        out, target = run_outputs(parts, prep.validation, batch_size)
+        out, target = run_outputs(parts, validation, batch_size)
         score = task.decoding_score(out, target)
         tried[task.decoding_name(settings)] = round(score, 6)
         if best is None or score < best[0]:
@@ -289,15 +289,15 @@ def choose_decoding(parts: Parts, prep: Prepared, batch_size: int, log_path: Pat
     return {"chosen": chosen, "settings": best[1], "validation": tried}
 
 
-def calibrate(parts: Parts, prep: Prepared, batch_size: int, log_path: Path) -> dict:
+def calibrate(parts: Parts, validation: ReadTable, batch_size: int, log_path: Path) -> dict:
     """Let the task choose its decisions (a threshold) on the validation rows' outputs of the trained network."""
-    if not len(prep.validation):
+    if not len(validation):
         message = ("the task chooses its decision threshold on validation rows, and there are none (data.validation "
                    "or data.validation_fraction > 0): it keeps its default")
         log.warning(message)
         append_line(log_path, "warning: " + message)
         return {"skipped": message}
-    out, target = run_outputs(parts, prep.validation, batch_size)
+    out, target = run_outputs(parts, validation, batch_size)
     chosen = parts.task.calibrate(out, target)
     append_line(log_path, "chosen on the validation rows: " + ", ".join(f"{k} {v}" for k, v in chosen.items()))
     log.info("chosen on the validation rows: %s", chosen)
@@ -429,9 +429,9 @@ def fit_ensemble(recipe: Recipe, tables: dict[str, Table | None], out: Path, res
     with feature_cache_dir(cache_dir):
         if not cfg.refit and len(prep.validation):  # refit members have trained on the validation rows
             if parts.task.decoding_candidates(parts.net):
-                metrics["training"]["decoding"] = choose_decoding(parts, prep, cfg.batch_size, log_path)
+                metrics["training"]["decoding"] = choose_decoding(parts, prep.validation, cfg.batch_size, log_path)
             if parts.task.calibrates():
-                metrics["training"]["calibrated"] = calibrate(parts, prep, cfg.batch_size, log_path)
+                metrics["training"]["calibrated"] = calibrate(parts, prep.validation, cfg.batch_size, log_path)
             metrics["validation"] = evaluate_parts(parts, prep.validation, cfg.batch_size)
         elif parts.task.calibrates() or parts.task.decoding_candidates(parts.net):
             append_line(log_path, "the ensemble keeps the first member's threshold or search (its members refit on "
@@ -528,9 +528,9 @@ def _fit(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resum
             metrics["training"]["soup"] = greedy_soup(parts, prep.validation, best.top, cfg.batch_size,
                                                       out / "train.log")
         if parts.task.decoding_candidates(parts.net) and (cfg.refit or not member):
-            metrics["training"]["decoding"] = choose_decoding(parts, prep, cfg.batch_size, out / "train.log")
+            metrics["training"]["decoding"] = choose_decoding(parts, prep.validation, cfg.batch_size, out / "train.log")
         if parts.task.calibrates():
-            metrics["training"]["calibrated"] = calibrate(parts, prep, cfg.batch_size, out / "train.log")
+            metrics["training"]["calibrated"] = calibrate(parts, prep.validation, cfg.batch_size, out / "train.log")
         if len(prep.validation):
             metrics["validation"] = evaluate_parts(parts, prep.validation, cfg.batch_size)
         if cfg.refit:

@@ -162,6 +162,10 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None], split_seed: int | N
     recipe = resolve_recipe(recipe, train_table)
     inputs = [InputSpec(c.name, c.source, make_modality(c.name, c.modality, c.options)) for c in recipe.inputs]
     task = make_task(recipe)
+    by = getattr(task.config, "consensus_by", None)
+    if by and by not in {s.name for s in inputs}:
+        raise RecipeError(f"field `target.options.consensus_by`: '{by}' is not an input (the inputs: "
+                          f"{', '.join(s.name for s in inputs)})")
     known = {n for s in inputs for n in s.modality.corruptions}
     unknown = sorted(set(recipe.training.augment_with or []) - known)
     if unknown:

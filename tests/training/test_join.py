@@ -1,0 +1,115 @@
+"""`polymodal ensemble` / `pm.ensemble`: trained models joined into one after the fact. Members may read different
+inputs (one input each, both, or a model held to some of its inputs); each row is the mean of the probabilities of
+the members that see one of their inputs in it; saved as member directories, reloaded as it was."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import polymodal as pm
+from polymodal.errors import PolymodalError
+
+WORDS_A = ["red", "blue", "green", "dark", "light"]
+WORDS_B = ["cat", "dog", "fish", "bird", "frog"]
+
+
+def rows(n: int = 200, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        a, b = " ".join(rng.choice(WORDS_A, 2)), " ".join(rng.choice(WORDS_B, 2))
+        out.append({"a": a, "b": b, "y": "warm" if ("red" in a) or ("dog" in b) else "cold"})
+    return out
+
+
+def recipe(*inputs: str, epochs: int = 4) -> dict:
+    return {"inputs": [{"name": n, "modality": "text", "encoder": {"type": "text_bow"}} for n in inputs],
+            "target": {"column": "y"}, "data": {"validation_fraction": 0.25},
+            "training": {"epochs": epochs, "batch_size": 16, "progress": False, "seed": 0}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("join")
+    train = rows()
+    return {name: pm.fit(recipe(*inputs), train=train, out=d / name)
+            for name, inputs in (("a", ["a"]), ("b", ["b"]), ("ab", ["a", "b"]))}
+
+
+def probs(model, sample: list[dict]) -> list[float]:
+    return [p["probabilities"]["warm"] for p in model.predict(sample)]
+
+
+def test_each_row_is_the_mean_of_the_members_that_see_it(trained, tmp_path):
+    test = rows(12, seed=1)
+    test[4]["b"] = None  # b missing: the b member does not see the row
+    test[5]["a"] = None  # a missing: neither the a member nor the ab member held to a sees it
+    joined = pm.ensemble([trained["a"], trained["b"], (trained["ab"], ["a"])], out=tmp_path / "e")
+    got = probs(joined, test)
+    a, b = probs(trained["a"], test), probs(trained["b"], test)
+    ab_a = probs(trained["ab"], [{**r, "b": None} for r in test])  # the ab model reading a alone
+    for i in range(len(test)):
+        seen = [p[i] for p, sees in ((a, test[i]["a"] is not None), (b, test[i]["b"] is not None),
+                                     (ab_a, test[i]["a"] is not None)) if sees]
+        assert got[i] == pytest.approx(sum(seen) / len(seen), abs=1e-5), i
+    assert got[5] == pytest.approx(b[5], abs=1e-5) and got[4] == pytest.approx((a[4] + ab_a[4]) / 2, abs=1e-5)
+    config = json.loads((tmp_path / "e" / "config.json").read_text())
+    assert [m["reads"] for m in config["ensemble"]["members"]] == [None, None, ["a"]]
+    assert [m["directory"] for m in config["ensemble"]["members"]] == ["members/0", "members/1", "members/2"]
+    assert not (tmp_path / "e" / "model.safetensors").exists()  # the weights are the members'
+    loaded = pm.load(tmp_path / "e")
+    assert probs(loaded, test) == got
+    assert sorted(loaded.inputs) == ["a", "b"]
+    assert "member 2: " in (tmp_path / "e" / "join.log").read_text()
+
+
+def test_validation_and_test_are_scored_and_the_ensemble_beats_a_lone_input(trained, tmp_path):
+    val, test = rows(60, seed=2), rows(80, seed=3)
+    joined = pm.ensemble([trained["a"], trained["b"]], validation=val, test=test, out=tmp_path / "e")
+    assert joined.metrics["test"]["accuracy"] == pytest.approx(pm.load(tmp_path / "e").evaluate(test)["accuracy"])
+    # y needs both inputs: the two one-input models together do better than either alone
+    alone = max(trained[k].evaluate(test)["accuracy"] for k in ("a", "b"))
+    assert joined.metrics["test"]["accuracy"] > alone
+    assert set(joined.metrics["validation"]) >= {"accuracy", "f1_macro"}
+    assert [m["source"] for m in joined.metrics["ensemble"]["members"]] == \
+        [str(trained["a"].directory), str(trained["b"].directory)]
+
+
+def test_members_that_cannot_be_joined_are_refused_by_name(trained, tmp_path):
+    with pytest.raises(PolymodalError, match="two models or more"):
+        pm.ensemble([trained["a"]])
+    with pytest.raises(PolymodalError, match=r"reads c, which it has no input for \(its inputs: a, b\)"):
+        pm.ensemble([trained["a"], (trained["ab"], ["c"])])
+    other = rows()
+    for r in other:
+        r["y"] = "yes" if "red" in r["a"] else "no"
+    labels = pm.fit(recipe("a"), train=other, out=tmp_path / "labels")
+    with pytest.raises(PolymodalError, match="do not mean the same"):
+        pm.ensemble([trained["a"], labels])
+    shorter = recipe("a")
+    shorter["inputs"][0]["options"] = {"max_length": 3}  # the same column cut to 3 tokens: read another way
+    cut = pm.fit(shorter, train=rows(), out=tmp_path / "cut")
+    with pytest.raises(PolymodalError, match=f"input 'a' is read one way by {trained['a'].directory} and another "
+                                             f"by {tmp_path / 'cut'}"):
+        pm.ensemble([trained["a"], cut], out=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_cli_ensemble_joins_directories_and_holds_a_member_to_its_inputs(trained, tmp_path):
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows(30, seed=4)))
+    out = tmp_path / "e"
+    done = subprocess.run([sys.executable, "-m", "polymodal", "ensemble", str(trained["b"].directory),
+                           f"{trained['ab'].directory}:a", "--out", str(out), "--test", str(test)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"ensemble of 2 models saved to {out}" in done.stderr and "test: accuracy=" in done.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert [m["reads"] for m in config["ensemble"]["members"]] == [None, ["a"]]
+    bad = subprocess.run([sys.executable, "-m", "polymodal", "ensemble", str(trained["b"].directory),
+                          str(tmp_path / "missing"), "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "missing: not a polymodal model directory" in bad.stderr
