@@ -414,6 +414,60 @@ def search_after(directory: Path) -> dict:
             "wer_vs_snr": report["wer_vs_snr"], "examples": report.get("examples", [])[:5]}
 
 
+def join_run(name: str, specs: list[str], out: Path, alone: str | None, score_test: bool) -> dict:
+    """Trained grid-s1 models joined into one (`pm.ensemble`), each spec DIR or DIR:INPUT[+INPUT]. The members must
+    share one fit validation split (no validation file, the same seed and fraction): those rows are rebuilt and the
+    ensemble's CTC search chosen on them (read from `alone` only, when given). Without `alone`, the reading (step
+    probabilities averaged, or texts rescored) is then kept by the mean validation WER over clean and each SNR, as
+    `read_by_under_noise` does for one model. The test split is scored once, with `score_test` only."""
+    import polymodal as pm
+
+    members, models = [], []
+    for spec in specs:
+        path, _, reads = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
+        model = pm.load(path)
+        models.append(model)
+        members.append((model, reads.split("+")) if reads else model)
+    splits = {(m.parts.recipe.training.seed, m.parts.recipe.data.validation_fraction, m.parts.recipe.data.validation,
+               m.parts.recipe.data.validation_group) for m in models}
+    if len(splits) != 1:
+        raise SystemExit(f"the members' fits held out different validation rows: {splits}")
+    _, _, validation = fit_validation_rows(models[0], out / name)
+    val_rows = only(validation, alone) if alone else str(validation)
+    started = time.perf_counter()
+    joined = pm.ensemble(members, validation=val_rows, out=out / name)
+    result: dict = {"join": name, "members": specs, "alone": alone,
+                    "decoding": joined.metrics["ensemble"].get("decoding", {}).get("chosen"),
+                    "validation_wer": joined.metrics["validation"]["wer"],
+                    "choose_seconds": round(time.perf_counter() - started, 1)}
+    task, net = joined.parts.task, joined.parts.net
+    if not alone:
+        tried = {}
+        for combine in ("mean", "rescore"):
+            task.use_decoding(net, {**task.chosen, "combine": combine})
+            curve = joined.evaluate(str(validation), snr=SNRS)["wer_vs_snr"]
+            tried[combine] = {"wer": dict(zip(map(str, curve["snr_db"]), curve["all"])),
+                              "mean": round(sum(curve["all"]) / len(curve["all"]), 6)}
+            print(f"{name} {combine}: validation WER {tried[combine]}", file=sys.stderr, flush=True)
+        best = min(tried, key=lambda c: tried[c]["mean"])
+        task.use_decoding(net, {**task.chosen, "combine": best})
+        joined.metrics["ensemble"]["under_noise"] = {"validation": tried, "chosen": best}
+        joined.save(out / name)
+        result.update(under_noise=tried, combine=best)
+    if score_test:
+        if alone:
+            test_rows = only(GRID / "test.jsonl", alone)
+            report = joined.evaluate(test_rows)
+            said, truth = [p["text"] for p in joined.predict(test_rows)], [r["text"] for r in test_rows]
+            result["slots"] = slot_accuracy(said, truth)
+        else:
+            report = joined.evaluate(str(GRID / "test.jsonl"), snr=SNRS, out=out / (name + "-snr"))
+            result["wer_vs_snr"] = report["wer_vs_snr"]
+        result.update({k: report[k] for k in ("wer", "cer", "exact_match")})
+        result["speed"] = decode_speed(out / name, GRID / "test.jsonl")
+    return result
+
+
 DIGITS = {str(i): w for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                                            "nine"])}
 
@@ -468,7 +522,15 @@ def main() -> None:
                     help="a trained grid-s1 model directory with `search: validation`: score the searches the task "
                     "offers now and the fit did not try on its validation rows; the test split again only if the "
                     "choice changes")
+    ap.add_argument("--join", default=None, help="NAME: join the --member models into one ensemble (pm.ensemble), "
+                    "its search chosen on their shared fit validation rows; the test split only with --score-test")
+    ap.add_argument("--member", action="append", default=[], help="a trained grid-s1 model: DIR or DIR:INPUT[+INPUT]")
+    ap.add_argument("--alone", default=None, help="with --join: read from this input alone (validation and test)")
+    ap.add_argument("--score-test", action="store_true", help="with --join: score the test split once")
     args = ap.parse_args()
+    if args.join:
+        print(json.dumps(join_run(args.join, args.member, Path(args.out), args.alone, args.score_test)), flush=True)
+        return
     if args.rechoose:
         print(json.dumps(rechoose(args.rechoose)), flush=True)
         return
