@@ -279,6 +279,7 @@ def choose_decoding(parts: Parts, validation: ReadTable, batch_size: int, log_pa
         out, target = run_outputs(parts, validation, batch_size)
         score = task.decoding_score(out, target)
         tried[task.decoding_name(settings)] = round(score, 6)
+        append_line(log_path, f"  search {task.decoding_name(settings)} on the validation rows: {score:.4f}")
         if best is None or score < best[0]:
             best = (score, settings)
     assert best is not None
