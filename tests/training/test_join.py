@@ -110,6 +110,8 @@ def test_cli_ensemble_joins_directories_and_holds_a_member_to_its_inputs(trained
     assert f"ensemble of 2 models saved to {out}" in done.stderr and "test: accuracy=" in done.stderr
     config = json.loads((out / "config.json").read_text())
     assert [m["reads"] for m in config["ensemble"]["members"]] == [None, ["a"]]
+    info = subprocess.run([sys.executable, "-m", "polymodal", "info", str(out)], capture_output=True, text=True)
+    assert f"member 1: {trained['ab'].directory}, reading a" in info.stdout.replace("\n", "")
     bad = subprocess.run([sys.executable, "-m", "polymodal", "ensemble", str(trained["b"].directory),
                           str(tmp_path / "missing"), "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and "missing: not a polymodal model directory" in bad.stderr

@@ -56,6 +56,8 @@ def info(
         "architecture": TASKS.get(recipe["target"]["task"]).architecture(recipe),
         "search": config["task"]["state"].get("search"),  # a text model's CTC search chosen on validation
         "ensemble": recipe["training"].get("ensemble", 1), "refit": bool(recipe["training"].get("refit")),
+        "joined": [{"source": m.get("source"), "reads": m.get("reads")} for m in
+                   config.get("ensemble", {}).get("members", [])] or None,  # a `polymodal ensemble` of models
         "metrics": read_metrics(model_dir)}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -76,6 +78,8 @@ def info(
         console.print(f"  decision: '{d['positive_class']}' when its probability is above {d['threshold']:.4g}")
     if summary["search"]:
         console.print("  search (chosen on validation): " + ", ".join(f"{k} {v}" for k, v in summary["search"].items()))
+    for k, m in enumerate(summary["joined"] or []):
+        console.print(f"  member {k}: {m['source']}" + (f", reading {', '.join(m['reads'])}" if m["reads"] else ""))
     if summary["ensemble"] > 1 or summary["refit"]:
         console.print(f"  trained: {summary['ensemble']} model(s) (training.ensemble)"
                       + (", each trained again on training + validation rows (training.refit)" if summary["refit"]
