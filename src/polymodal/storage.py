@@ -26,8 +26,6 @@ MEMBERS = "members"  # a joined ensemble's member models
 def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None) -> Path:
     directory = Path(directory)
     tmp = staging_dir(directory)
-    if parts.members:
-        return _save_joined(parts, directory, tmp, metrics)
     config = {
         "format": FORMAT,
         "polymodal_version": __version__,
@@ -35,6 +33,17 @@ def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None)
         "inputs": {s.name: {"modality": s.modality.registry_name, "state": s.modality.state()} for s in parts.inputs},
         "task": {"name": parts.task.registry_name, "state": parts.task.state()},
     }
+    if parts.members:
+        config["ensemble"] = {"members": _save_members(parts, tmp)}
+    else:
+        _save_weights(parts, tmp)
+    (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))  # written last: its presence = complete
+    swap_in(tmp, directory)
+    return directory
+
+
+def _save_weights(parts: Parts, tmp: Path) -> None:
     for spec in parts.inputs:
         spec.modality.save_files(tmp, f"{spec.name}.")
         if spec.name in parts.net.encoders:  # a generated input has no encoder
@@ -47,33 +56,18 @@ def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None)
         state[k] = v.clone() if key in seen and v.numel() else v
         seen.add(key)
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
-    (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))  # written last: its presence = complete
-    swap_in(tmp, directory)
-    return directory
 
 
-def _save_joined(parts: Parts, directory: Path, tmp: Path, metrics: dict | None) -> Path:
-    """A joined ensemble: each member a whole model directory under members/K, and a config that names them (the
-    inputs each reads) with the ensemble's own task state (its search or threshold); no weights of its own."""
+def _save_members(parts: Parts, tmp: Path) -> list[dict]:
+    """A joined ensemble: each member a whole model directory under members/K (the config lists them and the inputs
+    each reads; the ensemble's own task state holds its search or threshold); no weights of its own."""
     assert parts.members is not None
     listed = []
     for k, member in enumerate(parts.members):
         save_parts(member.parts, tmp / MEMBERS / str(k), member.metrics)
         listed.append({"directory": f"{MEMBERS}/{k}", "reads": list(member.reads) if member.reads else None,
                        "source": member.source})
-    config = {
-        "format": FORMAT,
-        "polymodal_version": __version__,
-        "recipe": parts.recipe.model_dump(mode="json"),
-        "inputs": {s.name: {"modality": s.modality.registry_name, "state": s.modality.state()} for s in parts.inputs},
-        "task": {"name": parts.task.registry_name, "state": parts.task.state()},
-        "ensemble": {"members": listed},
-    }
-    (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))  # written last: its presence = complete
-    swap_in(tmp, directory)
-    return directory
+    return listed
 
 
 def staging_dir(directory: Path) -> Path:
