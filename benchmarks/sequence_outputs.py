@@ -417,9 +417,11 @@ def search_after(directory: Path) -> dict:
 def join_run(name: str, specs: list[str], out: Path, alone: str | None, score_test: bool) -> dict:
     """Trained grid-s1 models joined into one (`pm.ensemble`), each spec DIR or DIR:INPUT[+INPUT]. The members must
     share one fit validation split (no validation file, the same seed and fraction): those rows are rebuilt and the
-    ensemble's CTC search chosen on them (read from `alone` only, when given). Without `alone`, the reading (step
-    probabilities averaged, or texts rescored) is then kept by the mean validation WER over clean and each SNR, as
-    `read_by_under_noise` does for one model. The test split is scored once, with `score_test` only."""
+    ensemble's CTC search chosen on them (read from `alone` only, when given). Without `alone`, the searches within
+    half a point of the best (step probabilities averaged or texts rescored, each held to the lexicon or grammar)
+    are then tried on the same rows with white noise on the audio, and the one with the lowest mean WER over clean
+    and each SNR kept, as `read_by_under_noise` does for one model. The test split is scored once, with
+    `score_test` only."""
     import polymodal as pm
 
     members, models = [], []
@@ -441,19 +443,23 @@ def join_run(name: str, specs: list[str], out: Path, alone: str | None, score_te
                     "validation_wer": joined.metrics["validation"]["wer"],
                     "choose_seconds": round(time.perf_counter() - started, 1)}
     task, net = joined.parts.task, joined.parts.net
-    if not alone:
-        tried = {}
-        for combine in ("mean", "rescore"):
-            task.use_decoding(net, {**task.chosen, "combine": combine})
+    if not alone:  # the searches within half a point of the best on clean validation, kept by their noisy mean
+        clean = joined.metrics["ensemble"]["decoding"]["validation"]
+        near = [c for c in task.decoding_candidates(net) if clean[task.decoding_name(c)] <= min(clean.values()) + 0.005]
+        tried, settings = {}, {}
+        for candidate in near:
+            key = task.decoding_name(candidate)
+            task.use_decoding(net, candidate)
             curve = joined.evaluate(str(validation), snr=SNRS)["wer_vs_snr"]
-            tried[combine] = {"wer": dict(zip(map(str, curve["snr_db"]), curve["all"])),
-                              "mean": round(sum(curve["all"]) / len(curve["all"]), 6)}
-            print(f"{name} {combine}: validation WER {tried[combine]}", file=sys.stderr, flush=True)
-        best = min(tried, key=lambda c: tried[c]["mean"])
-        task.use_decoding(net, {**task.chosen, "combine": best})
+            tried[key] = {"wer": dict(zip(map(str, curve["snr_db"]), curve["all"])),
+                          "mean": round(sum(curve["all"]) / len(curve["all"]), 6)}
+            settings[key] = candidate
+            print(f"{name} {key}: validation WER {tried[key]}", file=sys.stderr, flush=True)
+        best = min(tried, key=lambda k: tried[k]["mean"])  # ties to the earlier (plainer) candidate
+        task.use_decoding(net, settings[best])
         joined.metrics["ensemble"]["under_noise"] = {"validation": tried, "chosen": best}
         joined.save(out / name)
-        result.update(under_noise=tried, combine=best)
+        result.update(under_noise=tried, chosen_under_noise=best)
     if score_test:
         if alone:
             test_rows = only(GRID / "test.jsonl", alone)
