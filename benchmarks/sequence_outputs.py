@@ -424,6 +424,16 @@ def join_run(name: str, specs: list[str], out: Path, alone: str | None, score_te
     `score_test` only."""
     import polymodal as pm
 
+    if score_test and (out / name / "config.json").is_file():  # joined and chosen on validation by an earlier run
+        joined = pm.load(out / name)
+        chosen = joined.metrics["ensemble"]
+        result = {"join": name, "members": specs, "alone": alone, "reloaded": True,
+                  "decoding": chosen.get("decoding", {}).get("chosen"),
+                  "validation_wer": joined.metrics["validation"]["wer"]}
+        if "under_noise" in chosen:
+            result.update(under_noise=chosen["under_noise"]["validation"],
+                          chosen_under_noise=chosen["under_noise"]["chosen"])
+        return {**result, **join_test(joined, out, name, alone)}
     members, models = [], []
     for spec in specs:
         path, _, reads = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
@@ -460,17 +470,23 @@ def join_run(name: str, specs: list[str], out: Path, alone: str | None, score_te
         joined.metrics["ensemble"]["under_noise"] = {"validation": tried, "chosen": best}
         joined.save(out / name)
         result.update(under_noise=tried, chosen_under_noise=best)
-    if score_test:
-        if alone:
-            test_rows = only(GRID / "test.jsonl", alone)
-            report = joined.evaluate(test_rows)
-            said, truth = [p["text"] for p in joined.predict(test_rows)], [r["text"] for r in test_rows]
-            result["slots"] = slot_accuracy(said, truth)
-        else:
-            report = joined.evaluate(str(GRID / "test.jsonl"), snr=SNRS, out=out / (name + "-snr"))
-            result["wer_vs_snr"] = report["wer_vs_snr"]
-        result.update({k: report[k] for k in ("wer", "cer", "exact_match")})
-        result["speed"] = decode_speed(out / name, GRID / "test.jsonl")
+    return {**result, **(join_test(joined, out, name, alone) if score_test else {})}
+
+
+def join_test(joined, out: Path, name: str, alone: str | None) -> dict:
+    """A joined model's test report, scored once: read from `alone` only (with each word slot's accuracy), or
+    with both inputs and the WER-vs-SNR curve; and its decoding speed."""
+    result: dict = {}
+    if alone:
+        test_rows = only(GRID / "test.jsonl", alone)
+        report = joined.evaluate(test_rows)
+        said, truth = [p["text"] for p in joined.predict(test_rows)], [r["text"] for r in test_rows]
+        result["slots"] = slot_accuracy(said, truth)
+    else:
+        report = joined.evaluate(str(GRID / "test.jsonl"), snr=SNRS, out=out / (name + "-snr"))
+        result["wer_vs_snr"] = report["wer_vs_snr"]
+    result.update({k: report[k] for k in ("wer", "cer", "exact_match")})
+    result["speed"] = decode_speed(out / name, GRID / "test.jsonl")
     return result
 
 
