@@ -102,6 +102,9 @@ def export_model(parts: Parts, out: str | Path, fmt: Format = "torch", data: Any
         raise PolymodalError(f"export covers {', '.join(EXPORTABLE)} models; this one is {task}")
     if fmt not in ("torch", "onnx"):
         raise PolymodalError(f"--format {fmt}: choose torch or onnx")
+    if parts.members:
+        raise PolymodalError("a joined ensemble (polymodal ensemble) is not one graph: export each member "
+                             "(MODEL/members/K) and average their outputs, or serve the joined model")
     specs = _specs(parts, inputs)
     if data is not None:
         table = as_table(data)

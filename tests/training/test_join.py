@@ -112,6 +112,8 @@ def test_cli_ensemble_joins_directories_and_holds_a_member_to_its_inputs(trained
     assert [m["reads"] for m in config["ensemble"]["members"]] == [None, ["a"]]
     info = subprocess.run([sys.executable, "-m", "polymodal", "info", str(out)], capture_output=True, text=True)
     assert f"member 1: {trained['ab'].directory}, reading a" in info.stdout.replace("\n", "")
+    export = subprocess.run([sys.executable, "-m", "polymodal", "export", str(out)], capture_output=True, text=True)
+    assert export.returncode == 2 and "a joined ensemble (polymodal ensemble) is not one graph" in export.stderr
     bad = subprocess.run([sys.executable, "-m", "polymodal", "ensemble", str(trained["b"].directory),
                           str(tmp_path / "missing"), "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and "missing: not a polymodal model directory" in bad.stderr
