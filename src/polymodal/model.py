@@ -147,7 +147,10 @@ def join_parts(members: list[Member], task_state: dict | None = None) -> Parts:
     if task_state is not None:
         task.load_state(task_state)
     recipe = first.parts.recipe.model_copy(deep=True)
-    configs = {c.name: c for m in members for c in m.parts.recipe.inputs}
+    configs: dict[str, Any] = {}
+    for m in members:  # each input as its first member has it (its encoder: that member's)
+        for c in m.parts.recipe.inputs:
+            configs.setdefault(c.name, c)
     recipe.inputs = [configs[name].model_copy(deep=True) for name in inputs]
     recipe.training.ensemble = 1
     try:
