@@ -65,6 +65,13 @@ def test_each_row_is_the_mean_of_the_members_that_see_it(trained, tmp_path):
     assert probs(loaded, test) == got
     assert sorted(loaded.inputs) == ["a", "b"]
     assert "member 2: " in (tmp_path / "e" / "join.log").read_text()
+    # held to a: a table without column b is enough for these two; without a, it is refused by name
+    only_a = [{k: v for k, v in r.items() if k != "b"} for r in rows(20, seed=6)]
+    held = pm.ensemble([trained["a"], (trained["ab"], ["a"])], validation=only_a, test=only_a)
+    assert held.metrics["test"]["rows"] == 20
+    with pytest.raises(PolymodalError, match="no column 'a'"):
+        pm.ensemble([trained["a"], (trained["ab"], ["a"])], test=[{k: v for k, v in r.items() if k != "a"}
+                                                                   for r in rows(20, seed=6)])
 
 
 def test_validation_and_test_are_scored_and_the_ensemble_beats_a_lone_input(trained, tmp_path):

@@ -17,9 +17,12 @@ from .progress_log import append_line
 
 
 def read_for(parts: Parts, table: Table, allow_roots: list | None = None) -> ReadTable:
-    """A table with the target, read through the ensemble's inputs (the union of its members')."""
+    """A table with the target, read through the ensemble's inputs (the union of its members'). The columns of the
+    inputs some member reads are required; an input no member reads (a lips model's audio, held to its lips) may be
+    absent from the table."""
     column = parts.recipe.target.column
-    check_columns(table, parts.inputs, column)
+    read = {name for m in parts.members or [] for name in (m.reads or [s.name for s in m.parts.inputs])}
+    check_columns(table, [s for s in parts.inputs if s.name in read], column)
     return read_inputs(table, parts.inputs, parts.task, column, parts.recipe.data.on_bad_input,
                        show_progress=False, allow_roots=allow_roots or parts.recipe.data.allow_root)
 
