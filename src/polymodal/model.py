@@ -18,7 +18,7 @@ from .fusion import FUSIONS
 from .modalities import MODALITIES, Modality
 from .registry import validate_config
 from .tasks import TASKS, Task
-from .types import restrict_batch, seen_by
+from .types import member_inputs, restrict_batch, seen_by
 
 
 @dataclass
@@ -67,13 +67,9 @@ class EnsembleNet(nn.Module):
     def encoders(self) -> nn.ModuleDict:
         return self.members[0].encoders
 
-    def member_inputs(self) -> list[set[str]]:
-        return [set(m.encoders) & set(v) if v is not None else set(m.encoders)
-                for m, v in zip(self.members, self.views)]
-
     def forward(self, batch: Any) -> Any:
         outs = [m(restrict_batch(batch, v)) for m, v in zip(self.members, self.views)]
-        sees = seen_by(batch, self.member_inputs())
+        sees = seen_by(batch, member_inputs(list(self.members), self.views))
         if bool(sees.all()):
             return self.combine(outs)
         combined = self.combine(outs).clone()

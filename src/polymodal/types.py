@@ -62,6 +62,11 @@ def restrict_batch(batch: Batch, reads: Collection[str] | None) -> Batch:
             for name, mb in batch.items()}
 
 
+def member_inputs(members: list, views: list[tuple[str, ...] | None]) -> list[set[str]]:
+    """The inputs each ensemble member reads: its encoders' inputs, held to `views[m]` where given."""
+    return [set(m.encoders) & set(v) if v is not None else set(m.encoders) for m, v in zip(members, views)]
+
+
 def seen_by(batch: Batch, member_inputs: list[Collection[str]]) -> Tensor:
     """[B, M] bool: True where member m has a value of one of its inputs in row b. A row no member sees counts as
     seen by all (each gives its output for "nothing present")."""

@@ -150,10 +150,8 @@ def ensemble(
     chosen = model.metrics["ensemble"].get("decoding", {}).get("chosen")
     if chosen:
         typer.echo(f"search chosen on validation: {chosen}", err=True)
-    for split in ("validation", "test"):
-        if split in model.metrics:
-            shown = {k: v for k, v in model.metrics[split].items() if isinstance(v, (int, float))}
-            typer.echo(f"{split}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()), err=True)
+    for line in _score_lines(model.metrics):
+        typer.echo(line, err=True)
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
@@ -162,10 +160,18 @@ def _print_summary(metrics: dict, out: Path) -> None:
     console = Console(stderr=True)
     t = metrics.get("training", {})
     console.print(f"trained {t.get('epochs')} epochs in {t.get('seconds')} s; model saved to {out}")
+    for line in _score_lines(metrics):
+        console.print(line)
+
+
+def _score_lines(metrics: dict) -> list[str]:
+    """A line of numeric scores per split the report has (validation, test)."""
+    lines = []
     for split in ("validation", "test"):
         if split in metrics:
             shown = {k: v for k, v in metrics[split].items() if isinstance(v, (int, float))}
-            console.print(f"{split}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+            lines.append(f"{split}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+    return lines
 
 
 @app.command()

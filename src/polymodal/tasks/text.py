@@ -24,7 +24,7 @@ from torchmetrics import MetricCollection
 from ..errors import PolymodalError, RecipeError
 from ..fusion import FUSIONS
 from ..registry import validate_config
-from ..types import Batch, Encoded, restrict_batch, seen_by
+from ..types import Batch, Encoded, member_inputs, restrict_batch, seen_by
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan, present_weights
 from .text_decoding import WordModel, beam_search, ctc_decode, ctc_decode_rescored
 from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, edit_distance, text_scores
@@ -515,8 +515,7 @@ class CTCEnsembleNet(nn.Module):
 
     def sees(self, batch: Batch) -> Tensor:
         """[B, M]: which members see each row (one of the inputs they read has a value in it)."""
-        return seen_by(batch, [set(m.encoders) & set(v) if v is not None else set(m.encoders)
-                               for m, v in zip(self.members, self.views)])
+        return seen_by(batch, member_inputs(list(self.members), self.views))
 
     def log_probs(self, batch: Batch, outputs: list[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
         """The log of the mean per-step token probabilities of the members that see each row, and the steps per

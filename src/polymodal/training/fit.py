@@ -264,7 +264,7 @@ def greedy_soup(parts: Parts, validation: ReadTable, top: list[dict], batch_size
     return result
 
 
-def choose_decoding(parts: Parts, validation: ReadTable, batch_size: int, log_path: Path) -> dict:
+def choose_decoding(parts: Parts, validation: ReadTable, batch_size: int, log_path: Path | None) -> dict:
     """Let the task choose how it decodes (a search) among its candidates, on the validation rows."""
     task = parts.task
     if not len(validation):
@@ -290,7 +290,7 @@ def choose_decoding(parts: Parts, validation: ReadTable, batch_size: int, log_pa
     return {"chosen": chosen, "settings": best[1], "validation": tried}
 
 
-def calibrate(parts: Parts, validation: ReadTable, batch_size: int, log_path: Path) -> dict:
+def calibrate(parts: Parts, validation: ReadTable, batch_size: int, log_path: Path | None) -> dict:
     """Let the task choose its decisions (a threshold) on the validation rows' outputs of the trained network."""
     if not len(validation):
         message = ("the task chooses its decision threshold on validation rows, and there are none (data.validation "

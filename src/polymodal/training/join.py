@@ -35,7 +35,7 @@ def join_models(members: list[Member], out: Path | None = None, validation: Tabl
     whole model directory) with a log of what was chosen (out/join.log)."""
     started = time.perf_counter()
     parts = join_parts(members)
-    log_path = (out or Path(".")) / "join.log"
+    log_path = out / "join.log" if out is not None else None  # no directory: no log
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         log_path.write_text("")

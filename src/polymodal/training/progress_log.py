@@ -9,8 +9,10 @@ from pathlib import Path
 import lightning as L
 
 
-def append_line(path: Path, line: str) -> None:
-    """One line at the end of train.log (written as it happens: `tail -f` it)."""
+def append_line(path: Path | None, line: str) -> None:
+    """One line at the end of train.log (written as it happens: `tail -f` it); None: no log kept."""
+    if path is None:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
         f.write(line + "\n")
