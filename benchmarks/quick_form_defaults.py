@@ -37,6 +37,8 @@ CONFIGS: dict[str, dict] = {
     "mlp_heads": {"inputs": ["audio", "image"], "set": ["model.unimodal_head=mlp"]},
     "heads2": {"inputs": ["audio", "image"], "set": ["model.unimodal_heads=2.0"]},
     "robust": {"inputs": ["audio", "image"], "set": ["training.select=robust"]},
+    # a model of each input alone beside the full model, each row read by the model of the inputs it has
+    "fallback": {"inputs": ["audio", "image"], "set": ["training.fallback=true"]},
 }
 
 

@@ -179,14 +179,17 @@ def fit(recipe: str | Path | dict | Recipe | Any | None = None, *, train: Any = 
 
 
 def ensemble(members: list[Any], *, validation: Any = None, test: Any = None, out: str | Path | None = None,
-             batch_size: int = 64, allow_roots: list[str | Path] | None = None) -> Model:
+             batch_size: int = 64, allow_roots: list[str | Path] | None = None, rows: str = "all") -> Model:
     """Join trained models into one ensemble: each member a Model or a model directory, or (that, [inputs]) to
     hold it to some of its inputs (an audio + lips model read from the lips alone). Members may read different
     inputs (audio alone, lips alone, both): each row is combined over the members that see one of their inputs in
     it (mean probabilities; text: CTC step probabilities averaged, or whole texts rescored). With `validation` (a
     table none of the members trained on), the ensemble's CTC search or decision threshold is chosen there, where
     its task chooses one; `test` is scored once. `out`: the model directory (members under out/members/K);
-    `allow_roots`: file cells of those tables may name files only under these folders."""
+    `allow_roots`: file cells of those tables may name files only under these folders. `rows`: "all" combines each
+    row over every member that sees it; "closest" over the members whose inputs best match the row's (a model of
+    the inputs the row has, when one is joined: an audio + image model for rows with both, an image model for rows
+    without their audio)."""
     from .model import Member
     from .training.join import join_models
 
@@ -201,7 +204,7 @@ def ensemble(members: list[Any], *, validation: Any = None, test: Any = None, ou
         joined.append(Member(model.parts, reads, model.metrics, source))
     out_dir = Path(out) if out is not None else None
     tables = [None if t is None else as_table(t) for t in (validation, test)]
-    parts, metrics = join_models(joined, out_dir, *tables, batch_size, list(allow_roots or []))
+    parts, metrics = join_models(joined, out_dir, *tables, batch_size, list(allow_roots or []), rows)
     return Model(parts, out_dir, metrics)
 
 

@@ -18,7 +18,7 @@ from .fusion import FUSIONS
 from .modalities import MODALITIES, Modality
 from .registry import validate_config
 from .tasks import TASKS, Task
-from .types import member_inputs, restrict_batch, seen_by
+from .types import ROW_RULES, member_inputs, reading_members, restrict_batch
 
 
 @dataclass
@@ -55,13 +55,16 @@ class EnsembleNet(nn.Module):
     """Networks trained apart as one: the task combines their outputs (the mean of their probabilities). Members
     of `training.ensemble` share one recipe; members joined by `polymodal ensemble` may read different inputs (and
     `views[m]` may hold member m to some of its inputs); each row is combined over the members that see one of
-    their inputs in it. Explanations look inside a single network: explain a member's model instead."""
+    their inputs in it (`rows: all`), or over the members whose inputs best match the row's (`rows: closest`: a
+    model of the inputs the row has, when there is one). Explanations look inside a single network: explain a
+    member's model instead."""
 
     def __init__(self, members: list[nn.Module], task: Task) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.combine = task.combine
         self.views: list[tuple[str, ...] | None] = [None] * len(members)
+        self.rows = "all"
 
     @property
     def encoders(self) -> nn.ModuleDict:
@@ -69,7 +72,7 @@ class EnsembleNet(nn.Module):
 
     def forward(self, batch: Any) -> Any:
         outs = [m(restrict_batch(batch, v)) for m, v in zip(self.members, self.views)]
-        sees = seen_by(batch, member_inputs(list(self.members), self.views))
+        sees = reading_members(batch, member_inputs(list(self.members), self.views), self.rows)
         if bool(sees.all()):
             return self.combine(outs)
         combined = self.combine(outs).clone()
@@ -96,12 +99,14 @@ class Member:
     source: str = ""  # where it was loaded from (for messages)
 
 
-def join_parts(members: list[Member], task_state: dict | None = None) -> Parts:
+def join_parts(members: list[Member], task_state: dict | None = None, rows: str = "all") -> Parts:
     """Trained models as one: the union of their inputs (an input of one name must be read the same way by every
     member that has it: one batch feeds them all), the first member's task (their outputs must mean the same:
     classes, vocabulary, target scale) with `task_state` (the ensemble's own choices: a search, a threshold), and a
     network that combines theirs, each member held to `reads`. A member trained as an ensemble joins as its
-    networks."""
+    networks. `rows`: which members read each row (`reading_members`: all that see it, or the closest match)."""
+    if rows not in ROW_RULES:
+        raise PolymodalError(f"rows: '{rows}' is not a rule for an ensemble's rows (one of {', '.join(ROW_RULES)})")
     if len(members) < 2:
         raise PolymodalError(f"an ensemble joins two models or more (got {len(members)})")
     first = members[0]
@@ -150,7 +155,7 @@ def join_parts(members: list[Member], task_state: dict | None = None) -> Parts:
     recipe.inputs = [configs[name].model_copy(deep=True) for name in inputs]
     recipe.training.ensemble = 1
     try:
-        net = ensemble_net(nets, task, views)
+        net = ensemble_net(nets, task, views, rows)
     except PolymodalError as e:
         raise PolymodalError(f"these models cannot be joined: {e}") from None
     net.eval()
@@ -165,13 +170,15 @@ def build_net(recipe: Recipe, inputs: list[InputSpec], task: Task) -> nn.Module:
     return build_one(recipe, inputs, task)
 
 
-def ensemble_net(members: list[nn.Module], task: Task, views: list[tuple[str, ...] | None] | None = None
-                 ) -> nn.Module:
+def ensemble_net(members: list[nn.Module], task: Task, views: list[tuple[str, ...] | None] | None = None,
+                 rows: str = "all") -> nn.Module:
     """The members as one network: the task's own (text: per-step probabilities averaged before the search), or
-    an `EnsembleNet` whose outputs the task combines; `views[m]`: the inputs member m reads (None: all of its)."""
+    an `EnsembleNet` whose outputs the task combines; `views[m]`: the inputs member m reads (None: all of its);
+    `rows`: which members read a row (all that see it, or the closest match: `reading_members`)."""
     net = task.ensemble_net(members) or EnsembleNet(members, task)
     if views is not None:
         net.views = [None if v is None else tuple(v) for v in views]
+    net.rows = rows
     return net
 
 

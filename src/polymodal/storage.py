@@ -34,7 +34,7 @@ def save_parts(parts: Parts, directory: str | Path, metrics: dict | None = None)
         "task": {"name": parts.task.registry_name, "state": parts.task.state()},
     }
     if parts.members:
-        config["ensemble"] = {"members": _save_members(parts, tmp)}
+        config["ensemble"] = {"members": _save_members(parts, tmp), "rows": getattr(parts.net, "rows", "all")}
     else:
         _save_weights(parts, tmp)
     (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=2))
@@ -217,7 +217,11 @@ def _load_joined(directory: Path, config: dict) -> Parts:
         reads = entry.get("reads")
         members.append(Member(load_parts(where), tuple(reads) if reads else None, read_metrics(where),
                               str(entry.get("source") or where)))
-    return join_parts(members, config["task"]["state"])
+    rows = config["ensemble"].get("rows", "all")  # (saved before `rows` existed: all)
+    try:
+        return join_parts(members, config["task"]["state"], rows)
+    except PolymodalError as e:
+        raise PolymodalError(f"{directory / 'config.json'}: {e}") from None
 
 
 def read_metrics(directory: str | Path) -> dict:

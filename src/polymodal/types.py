@@ -80,3 +80,27 @@ def seen_by(batch: Batch, member_inputs: list[Collection[str]]) -> Tensor:
         columns.append(col)
     sees = torch.stack(columns, 1)
     return torch.where(sees.any(1, keepdim=True), sees, torch.ones_like(sees))
+
+
+ROW_RULES = ("all", "closest")
+
+
+def reading_members(batch: Batch, member_inputs: list[Collection[str]], rule: str = "all") -> Tensor:
+    """[B, M] bool: the members an ensemble combines for each row. all: every member that sees the row (`seen_by`).
+    closest: of those, the members whose inputs best match the row's: the most of their inputs present, less the
+    ones absent (an audio + image model for a row with both, the image model alone for a row without its audio;
+    ties combined)."""
+    sees = seen_by(batch, member_inputs)
+    if rule == "all":
+        return sees
+    if rule != "closest":
+        raise ValueError(f"unknown ensemble row rule {rule!r} (one of {', '.join(ROW_RULES)})")
+    present = next(iter(batch.values())).present
+    match = []
+    for names in member_inputs:
+        score = torch.zeros(present.shape, dtype=torch.long, device=present.device)
+        for name in names:
+            score = score + (batch[name].present.long() * 2 - 1 if name in batch else -1)
+        match.append(score)
+    scores = torch.stack(match, 1).masked_fill(~sees, torch.iinfo(torch.long).min)
+    return scores == scores.max(1, keepdim=True).values

@@ -74,6 +74,52 @@ def test_each_row_is_the_mean_of_the_members_that_see_it(trained, tmp_path):
                                                                    for r in rows(20, seed=6)])
 
 
+def test_the_closest_rule_keeps_the_members_whose_inputs_best_match_each_row():
+    import torch
+
+    from polymodal.types import ModalityBatch, reading_members
+
+    present = {"a": [True, True, False, True, False], "b": [True, False, True, True, False],
+               "c": [False, False, False, True, False]}
+    batch = {n: ModalityBatch(torch.zeros(5, 1), None, torch.tensor(p), torch.arange(5)) for n, p in present.items()}
+    members = [{"a", "b"}, {"a"}, {"b"}, {"a", "b", "c"}]
+    sees = reading_members(batch, members, "all")
+    assert sees.tolist() == [[True, True, True, True], [True, True, False, True], [True, False, True, True],
+                             [True, True, True, True], [True, True, True, True]]  # row 4: nobody sees it: all
+    # row 0 (a, b): the a+b model (2 present, 0 absent) over a+b+c (2, 1) and the single ones (1, 0); row 1 (a):
+    # the a model (1, 0) over a+b (1, 1) and a+b+c (1, 2); row 3 (a, b, c): a+b+c; row 4 (nothing): a tie of all
+    closest = reading_members(batch, members, "closest")
+    assert closest.tolist() == [[True, False, False, False], [False, True, False, False],
+                                [False, False, True, False], [False, False, False, True],
+                                [False, True, True, False]]
+    with pytest.raises(ValueError, match="unknown ensemble row rule 'some'"):
+        reading_members(batch, members, "some")
+
+
+def test_a_closest_ensemble_reads_each_row_by_the_model_of_its_inputs(trained, tmp_path):
+    test = rows(12, seed=5)
+    test[2]["b"] = None  # a alone: the a model only
+    test[7]["a"] = None  # b alone: the b model only
+    joined = pm.ensemble([trained["ab"], trained["a"], trained["b"]], out=tmp_path / "e", rows="closest")
+    got = probs(joined, test)
+    ab, a, b = probs(trained["ab"], test), probs(trained["a"], test), probs(trained["b"], test)
+    for i in range(len(test)):
+        want = a[i] if i == 2 else b[i] if i == 7 else ab[i]
+        assert got[i] == pytest.approx(want, abs=1e-6), i
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["ensemble"]["rows"] == "closest"
+    assert "rows read by: closest" in (tmp_path / "e" / "join.log").read_text()
+    assert probs(pm.load(tmp_path / "e"), test) == got
+    every = probs(pm.ensemble([trained["ab"], trained["a"], trained["b"]]), test)  # rows: all, the default
+    assert every[2] == pytest.approx((ab[2] + a[2]) / 2, abs=1e-6)
+    with pytest.raises(PolymodalError, match="rows: 'nearest' is not a rule"):
+        pm.ensemble([trained["ab"], trained["a"]], rows="nearest")
+    config = json.loads((tmp_path / "e" / "config.json").read_text())
+    config["ensemble"]["rows"] = "nearest"
+    (tmp_path / "e" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PolymodalError, match=r"e/config.json: rows: 'nearest' is not a rule"):
+        pm.load(tmp_path / "e")
+
+
 def test_validation_and_test_are_scored_and_the_ensemble_beats_a_lone_input(trained, tmp_path):
     val, test = rows(60, seed=2), rows(80, seed=3)
     joined = pm.ensemble([trained["a"], trained["b"]], validation=val, test=test, out=tmp_path / "e")
@@ -111,7 +157,8 @@ def test_cli_ensemble_joins_directories_and_holds_a_member_to_its_inputs(trained
     test.write_text("".join(json.dumps(r) + "\n" for r in rows(30, seed=4)))
     out = tmp_path / "e"
     done = subprocess.run([sys.executable, "-m", "polymodal", "ensemble", str(trained["b"].directory),
-                           f"{trained['ab'].directory}:a", "--out", str(out), "--test", str(test)],
+                           f"{trained['ab'].directory}:a", "--out", str(out), "--test", str(test), "--rows",
+                           "closest"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"ensemble of 2 models saved to {out}" in done.stderr and "test: accuracy=" in done.stderr
@@ -119,6 +166,7 @@ def test_cli_ensemble_joins_directories_and_holds_a_member_to_its_inputs(trained
     assert [m["reads"] for m in config["ensemble"]["members"]] == [None, ["a"]]
     info = subprocess.run([sys.executable, "-m", "polymodal", "info", str(out)], capture_output=True, text=True)
     assert f"member 1: {trained['ab'].directory}, reading a" in info.stdout.replace("\n", "")
+    assert "rows read by: closest" in info.stdout and config["ensemble"]["rows"] == "closest"
     export = subprocess.run([sys.executable, "-m", "polymodal", "export", str(out)], capture_output=True, text=True)
     assert export.returncode == 2 and "a joined ensemble (polymodal ensemble) is not one graph" in export.stderr
     bad = subprocess.run([sys.executable, "-m", "polymodal", "ensemble", str(trained["b"].directory),

@@ -58,6 +58,7 @@ def info(
         "ensemble": recipe["training"].get("ensemble", 1), "refit": bool(recipe["training"].get("refit")),
         "joined": [{"source": m.get("source"), "reads": m.get("reads")} for m in
                    config.get("ensemble", {}).get("members", [])] or None,  # a `polymodal ensemble` of models
+        "rows": config.get("ensemble", {}).get("rows"),  # which of them read a row (all, closest)
         "metrics": read_metrics(model_dir)}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -80,6 +81,9 @@ def info(
         console.print("  search (chosen on validation): " + ", ".join(f"{k} {v}" for k, v in summary["search"].items()))
     for k, m in enumerate(summary["joined"] or []):
         console.print(f"  member {k}: {m['source']}" + (f", reading {', '.join(m['reads'])}" if m["reads"] else ""))
+    if summary["joined"] and summary["rows"]:
+        console.print(f"  rows read by: {summary['rows']} (the members that see a row"
+                      + (", those whose inputs best match it)" if summary["rows"] == "closest" else ")"))
     if summary["ensemble"] > 1 or summary["refit"]:
         console.print(f"  trained: {summary['ensemble']} model(s) (training.ensemble)"
                       + (", each trained again on training + validation rows (training.refit)" if summary["refit"]

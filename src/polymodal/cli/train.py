@@ -58,6 +58,9 @@ def fit(
                                "train again on training + validation rows for those epochs and keep that model."),
     ensemble: Optional[int] = typer.Option(None, "--ensemble", help="Train N models (seeds seed .. seed + N - 1) "
                                            "and keep them as one model of their mean probability."),
+    fallback: bool = typer.Option(False, "--fallback", help="Also train a model of each input alone and read a row "
+                                  "that lost inputs by the model of the inputs it has (rows with every input: the "
+                                  "full model, unchanged); costs those fits."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per batch."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
@@ -98,6 +101,8 @@ def fit(
         base["training.progress"] = False
     if refit:
         base["training.refit"] = True
+    if fallback:
+        base["training.fallback"] = True
     if allow_root:
         base["data.allow_root"] = [str(Path(r).resolve()) for r in allow_root]
     from ..config import build_recipe
@@ -132,9 +137,13 @@ def ensemble(
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per batch when scoring."),
     allow_root: list[str] = typer.Option([], "--allow-root", help="File cells may name files only under this "
                                          "folder (repeat for several; symlinks and `..` resolved first)."),
+    rows: str = typer.Option("all", "--rows", help="Which members read a row: all (every member that sees one of "
+                             "its inputs in it) or closest (the members whose inputs best match the row's: an audio + "
+                             "image model for rows with both, an image model for rows without their audio)."),
 ) -> None:
     """Join trained models into one ensemble (late fusion of whole models): members may read different inputs
-    (audio alone, lips alone, both); each row is combined over the members that see one of their inputs in it."""
+    (audio alone, lips alone, both); each row is combined over the members that see one of their inputs in it, or
+    (--rows closest) over the members whose inputs best match the row's."""
     from ..api import ensemble as api_ensemble
     from ..api import load
 
@@ -145,7 +154,7 @@ def ensemble(
             raise PolymodalError(f"{path}: not a polymodal model directory (no config.json)")
         joined.append((load(path), reads) if reads else load(path))
     model = api_ensemble(joined, validation=validation, test=test, out=out, batch_size=batch_size,
-                         allow_roots=[str(Path(r).resolve()) for r in allow_root])
+                         allow_roots=[str(Path(r).resolve()) for r in allow_root], rows=rows)
     typer.echo(f"ensemble of {len(members)} models saved to {out}", err=True)
     chosen = model.metrics["ensemble"].get("decoding", {}).get("chosen")
     if chosen:

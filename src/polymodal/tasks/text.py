@@ -24,7 +24,7 @@ from torchmetrics import MetricCollection
 from ..errors import PolymodalError, RecipeError
 from ..fusion import FUSIONS
 from ..registry import validate_config
-from ..types import Batch, Encoded, member_inputs, restrict_batch, seen_by
+from ..types import Batch, Encoded, member_inputs, reading_members, restrict_batch
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan, present_weights
 from .text_decoding import WordModel, beam_search, ctc_decode, ctc_decode_rescored
 from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, edit_distance, text_scores
@@ -482,6 +482,7 @@ class CTCEnsembleNet(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.views: list[tuple[str, ...] | None] = [None] * len(members)
+        self.rows = "all"  # or "closest" (`EnsembleNet`)
         first = members[0]
         self.max_length, self.beam, self.words, self.chars = first.max_length, first.beam, first.words, first.chars
         self.aux = None  # the members' own heads are read inside `log_probs`; there is no surest head to pick
@@ -514,8 +515,9 @@ class CTCEnsembleNet(nn.Module):
         return [self.member_log_probs(m, restrict_batch(batch, v)) for m, v in zip(self.members, self.views)]
 
     def sees(self, batch: Batch) -> Tensor:
-        """[B, M]: which members see each row (one of the inputs they read has a value in it)."""
-        return seen_by(batch, member_inputs(list(self.members), self.views))
+        """[B, M]: the members that read each row: those that see it (one of the inputs they read has a value in
+        it), or with `rows: closest` those of them whose inputs best match the row's."""
+        return reading_members(batch, member_inputs(list(self.members), self.views), self.rows)
 
     def log_probs(self, batch: Batch, outputs: list[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
         """The log of the mean per-step token probabilities of the members that see each row, and the steps per

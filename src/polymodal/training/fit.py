@@ -382,6 +382,10 @@ def refit(parts: Parts, prep: Prepared, plan, chosen: dict, out: Path, seconds_l
 
 def fit_model(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resume: bool = False) -> tuple[
         Parts, dict]:
+    if recipe.training.fallback:
+        from .fallback import fit_fallback
+
+        return fit_fallback(recipe, tables, Path(out), resume, fit_model)
     if recipe.training.ensemble > 1:
         return fit_ensemble(recipe, tables, Path(out), resume)
     parts, metrics, _ = _fit(recipe, tables, out, resume)

@@ -29,12 +29,13 @@ def read_for(parts: Parts, table: Table, allow_roots: list | None = None) -> Rea
 
 def join_models(members: list[Member], out: Path | None = None, validation: Table | None = None,
                 test: Table | None = None, batch_size: int = 64,
-                allow_roots: list | None = None) -> tuple[Parts, dict]:
+                allow_roots: list | None = None, rows: str = "all") -> tuple[Parts, dict]:
     """The members as one model; with `validation`, its search or threshold chosen there (where its task chooses
     one) and its validation report; with `test`, the test report. Saved to `out` (members under out/members/K, each a
-    whole model directory) with a log of what was chosen (out/join.log)."""
+    whole model directory) with a log of what was chosen (out/join.log). `rows`: which members read each row
+    (`reading_members`: all that see it, or the closest match)."""
     started = time.perf_counter()
-    parts = join_parts(members)
+    parts = join_parts(members, rows=rows)
     log_path = out / "join.log" if out is not None else None  # no directory: no log
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -42,7 +43,8 @@ def join_models(members: list[Member], out: Path | None = None, validation: Tabl
         for k, m in enumerate(members):
             reads = m.reads or [s.name for s in m.parts.inputs]
             append_line(log_path, f"member {k}: {m.source} reads {', '.join(reads)}")
-    metrics: dict = {"ensemble": {"members": [
+        append_line(log_path, f"rows read by: {rows}")
+    metrics: dict = {"ensemble": {"rows": rows, "members": [
         {"source": m.source, "reads": list(m.reads) if m.reads else None, "validation": m.metrics.get("validation"),
          "test": m.metrics.get("test")} for m in members]}}
     if validation is not None:
