@@ -187,9 +187,10 @@ def ensemble(members: list[Any], *, validation: Any = None, test: Any = None, ou
     table none of the members trained on), the ensemble's CTC search or decision threshold is chosen there, where
     its task chooses one; `test` is scored once. `out`: the model directory (members under out/members/K);
     `allow_roots`: file cells of those tables may name files only under these folders. `rows`: "all" combines each
-    row over every member that sees it; "closest" over the members whose inputs best match the row's (a model of
-    the inputs the row has, when one is joined: an audio + image model for rows with both, an image model for rows
-    without their audio)."""
+    row over every member that sees it; "closest" over the members whose inputs best match the row's (an audio +
+    image model for rows with both, an image model for rows without their audio); "widest" over every member that
+    sees it but those covered by a wider member with all its inputs in the row (rows with both: the audio + image
+    model; rows without their audio: the image model and the audio + image model reading the image)."""
     from .model import Member
     from .training.join import join_models
 

@@ -158,12 +158,13 @@ class TrainingConfig(_Strict):
                           "included); the decision threshold and a text model's search (`search: validation`) are "
                           "chosen on the ensemble's validation outputs.")
     fallback: bool = Field(False, description="Also train a model of each input alone (after the model of every "
-                           "input, on the same validation split) and keep them all as one model that reads each row "
-                           "by the model of the inputs it has (`polymodal ensemble --rows closest`): rows with every "
-                           "input get the full model's predictions unchanged, and a row that lost an input costs no "
-                           "more than the model of the inputs left. Classification, multilabel and regression with "
-                           "two inputs or more; costs the fits of the inputs alone (time, disk); `time_limit` is "
-                           "shared among the fits. The model directory holds them as members/K.")
+                           "input, on the same validation split) and keep them all as one model (`polymodal "
+                           "ensemble --rows widest`): a row with every input is read by the full model alone (its "
+                           "predictions unchanged); a row that lost an input by the models of the inputs left (the "
+                           "image model, and the full model reading the image: the mean of their probabilities). "
+                           "Classification, multilabel and regression with two inputs or more; costs the fits of the "
+                           "inputs alone (time, disk); `time_limit` is shared among the fits. The model directory "
+                           "holds them as members/K.")
     seed: int = Field(0, description="Seeds data order, splits and weights.")
     patience: int = Field(5, ge=1, description="Stop after this many epochs without validation improvement.")
     group_by: str | None = Field("auto", description="Batch rows that share this input's value together so it is "

@@ -82,8 +82,10 @@ class EnsembleNet(nn.Module):
         return combined
 
     def encode(self, batch: Any) -> Any:
-        raise PolymodalError("an ensemble (training.ensemble) has no single fused representation to explain; "
-                             "train one member (training.ensemble: 1) to explain it")
+        raise PolymodalError("an ensemble (training.ensemble, training.fallback or polymodal ensemble) has no single "
+                             "fused representation to explain: explain one of its models (MODEL/members/K of a "
+                             "joined model; members/0 is a fallback model's model of every input), or train one "
+                             "(training.ensemble: 1)")
 
     fuse = encode
 

@@ -82,25 +82,40 @@ def seen_by(batch: Batch, member_inputs: list[Collection[str]]) -> Tensor:
     return torch.where(sees.any(1, keepdim=True), sees, torch.ones_like(sees))
 
 
-ROW_RULES = ("all", "closest")
+ROW_RULES = ("all", "closest", "widest")
 
 
 def reading_members(batch: Batch, member_inputs: list[Collection[str]], rule: str = "all") -> Tensor:
     """[B, M] bool: the members an ensemble combines for each row. all: every member that sees the row (`seen_by`).
     closest: of those, the members whose inputs best match the row's: the most of their inputs present, less the
     ones absent (an audio + image model for a row with both, the image model alone for a row without its audio;
-    ties combined)."""
+    ties combined). widest: of those, every member but the ones a wider member covers: a member gives way to one
+    whose inputs include its own and are all present in the row (a row with both inputs: the audio + image model
+    alone; a row without its audio: the image model and the audio + image model reading its image)."""
     sees = seen_by(batch, member_inputs)
     if rule == "all":
         return sees
-    if rule != "closest":
+    if rule not in ROW_RULES:
         raise ValueError(f"unknown ensemble row rule {rule!r} (one of {', '.join(ROW_RULES)})")
     present = next(iter(batch.values())).present
-    match = []
-    for names in member_inputs:
-        score = torch.zeros(present.shape, dtype=torch.long, device=present.device)
-        for name in names:
-            score = score + (batch[name].present.long() * 2 - 1 if name in batch else -1)
-        match.append(score)
-    scores = torch.stack(match, 1).masked_fill(~sees, torch.iinfo(torch.long).min)
-    return scores == scores.max(1, keepdim=True).values
+
+    def has(name: str) -> Tensor:
+        return batch[name].present if name in batch else torch.zeros_like(present)
+
+    if rule == "closest":
+        match = []
+        for names in member_inputs:
+            score = torch.zeros(present.shape, dtype=torch.long, device=present.device)
+            for name in names:
+                score = score + has(name).long() * 2 - 1
+            match.append(score)
+        scores = torch.stack(match, 1).masked_fill(~sees, torch.iinfo(torch.long).min)
+        return scores == scores.max(1, keepdim=True).values
+    complete = [torch.stack([has(n) for n in names], 1).all(1) if names else torch.ones_like(present)
+                for names in member_inputs]
+    keep = sees.clone()
+    for m, names in enumerate(member_inputs):
+        for w, wider in enumerate(member_inputs):
+            if set(names) < set(wider):  # m gives way where the wider member has all its inputs
+                keep[:, m] &= ~(complete[w] & sees[:, w])
+    return keep

@@ -92,6 +92,11 @@ def test_the_closest_rule_keeps_the_members_whose_inputs_best_match_each_row():
     assert closest.tolist() == [[True, False, False, False], [False, True, False, False],
                                 [False, False, True, False], [False, False, False, True],
                                 [False, True, True, False]]
+    # widest: a member gives way to a wider one whose inputs are all in the row (row 0: a+b covers a and b, a+b+c
+    # lacks c so it stays; row 1: no wider member is complete, every seer stays; row 3: a+b+c covers the rest)
+    widest = reading_members(batch, members, "widest")
+    assert widest.tolist() == [[True, False, False, True], [True, True, False, True], [True, False, True, True],
+                               [False, False, False, True], [True, True, True, True]]
     with pytest.raises(ValueError, match="unknown ensemble row rule 'some'"):
         reading_members(batch, members, "some")
 

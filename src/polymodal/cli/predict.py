@@ -82,8 +82,10 @@ def info(
     for k, m in enumerate(summary["joined"] or []):
         console.print(f"  member {k}: {m['source']}" + (f", reading {', '.join(m['reads'])}" if m["reads"] else ""))
     if summary["joined"] and summary["rows"]:
-        console.print(f"  rows read by: {summary['rows']} (the members that see a row"
-                      + (", those whose inputs best match it)" if summary["rows"] == "closest" else ")"))
+        console.print(f"  rows read by: {summary['rows']} (" + {
+            "closest": "the members whose inputs best match the row's)",
+            "widest": "the members that see a row, but those a wider member with all its inputs there covers)"}.get(
+            summary["rows"], "the members that see a row)"))
     if summary["ensemble"] > 1 or summary["refit"]:
         console.print(f"  trained: {summary['ensemble']} model(s) (training.ensemble)"
                       + (", each trained again on training + validation rows (training.refit)" if summary["refit"]

@@ -58,8 +58,8 @@ def fit(
                                "train again on training + validation rows for those epochs and keep that model."),
     ensemble: Optional[int] = typer.Option(None, "--ensemble", help="Train N models (seeds seed .. seed + N - 1) "
                                            "and keep them as one model of their mean probability."),
-    fallback: bool = typer.Option(False, "--fallback", help="Also train a model of each input alone and read a row "
-                                  "that lost inputs by the model of the inputs it has (rows with every input: the "
+    fallback: bool = typer.Option(False, "--fallback", help="Also train a model of each input alone; a row that lost "
+                                  "inputs is read by the models of the inputs it has (rows with every input: the "
                                   "full model, unchanged); costs those fits."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per batch."),
@@ -138,12 +138,15 @@ def ensemble(
     allow_root: list[str] = typer.Option([], "--allow-root", help="File cells may name files only under this "
                                          "folder (repeat for several; symlinks and `..` resolved first)."),
     rows: str = typer.Option("all", "--rows", help="Which members read a row: all (every member that sees one of "
-                             "its inputs in it) or closest (the members whose inputs best match the row's: an audio + "
-                             "image model for rows with both, an image model for rows without their audio)."),
+                             "its inputs in it); closest (the members whose inputs best match the row's: an audio + "
+                             "image model for rows with both, an image model for rows without their audio); widest "
+                             "(every member that sees it but those a wider member with all its inputs in the row "
+                             "covers: rows with both, the audio + image model; rows without audio, the image model "
+                             "and the audio + image model reading the image)."),
 ) -> None:
     """Join trained models into one ensemble (late fusion of whole models): members may read different inputs
     (audio alone, lips alone, both); each row is combined over the members that see one of their inputs in it, or
-    (--rows closest) over the members whose inputs best match the row's."""
+    (--rows closest, widest) over the members that match it best."""
     from ..api import ensemble as api_ensemble
     from ..api import load
 
