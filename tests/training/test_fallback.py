@@ -1,6 +1,6 @@
-"""`training.fallback` / `fit --fallback`: beside the model of every input, a model of each input alone, joined so
-each row is read by the model of the inputs it has. Rows with every input get the plain model's predictions
-exactly; a row that lost an input gets the model of the inputs left."""
+"""`training.fallback` / `fit --fallback`: beside the model of every input, a model of each input alone, joined with
+`rows: widest`. Rows with every input get the plain model's predictions exactly; a row that lost an input gets the
+mean of the model of the inputs left and the full model reading them."""
 from __future__ import annotations
 
 import json
@@ -25,27 +25,41 @@ def fitted(tmp_path_factory):
             "fallback": pm.fit(with_fallback, train=rows(), test=rows(40, seed=3), out=d / "fallback")}
 
 
-def test_complete_rows_read_by_the_full_model_and_the_others_by_the_model_of_their_inputs(fitted):
+def test_complete_rows_read_by_the_full_model_and_the_others_also_by_the_model_of_their_inputs(fitted):
     model, out = fitted["fallback"], fitted["fallback"].directory
     test = rows(12, seed=4)
     test[3]["a"] = None
     test[8]["b"] = None
-    got = probs(model, test)
-    plain = probs(fitted["plain"], test)
+    plain = probs(fitted["plain"], test)  # rows 3 and 8: the plain model reading its one input left
     only_b, only_a = probs(pm.load(out / "members" / "2"), test), probs(pm.load(out / "members" / "1"), test)
-    for i in range(len(test)):
-        want = only_b[i] if i == 3 else only_a[i] if i == 8 else plain[i]
-        assert got[i] == pytest.approx(want, abs=1e-6), i
+    expected = {"closest": lambda i: only_b[i] if i == 3 else only_a[i] if i == 8 else plain[i],
+                "widest": lambda i: (plain[i] + only_b[i]) / 2 if i == 3 else (plain[i] + only_a[i]) / 2 if i == 8
+                else plain[i]}
+    chosen = model.metrics["training"]["fallback_rows"]
+    tried = chosen["validation"]
+    assert set(tried) == {"closest", "widest"} and set(tried["closest"]["without"]) == {"a", "b"}
+    best = max(tried.values(), key=lambda t: t["mean"])["mean"]
+    assert tried[chosen["chosen"]]["mean"] == best  # the better mean on validation
+    assert chosen["chosen"] == "closest" or tried["closest"]["mean"] < best  # ties go to closest
+    for rule in ("closest", "widest"):
+        model.parts.net.rows = rule
+        got = probs(model, test)
+        for i in range(len(test)):
+            assert got[i] == pytest.approx(expected[rule](i), abs=1e-6), (rule, i)
+    model.parts.net.rows = chosen["chosen"]
+    got = probs(model, test)
     assert got[0] == plain[0]  # the same fit as without fallback, to the last digit
     config = json.loads((out / "config.json").read_text())
-    assert config["ensemble"]["rows"] == "closest"
+    assert config["ensemble"]["rows"] == chosen["chosen"]
+    log = (out / "train.log").read_text()
+    assert "rows closest: validation accuracy with each input removed" in log
+    assert f"joined: rows {chosen['chosen']}" in log
     assert [m["source"] for m in config["ensemble"]["members"]] == [
         "every input (training.fallback)", "a alone (training.fallback)", "b alone (training.fallback)"]
     assert [sorted(json.loads((out / "members" / str(k) / "config.json").read_text())["inputs"]) for k in range(3)] \
         == [["a", "b"], ["a"], ["b"]]
     assert all((out / "members" / str(k) / "train.log").is_file() for k in range(3))
     assert not (out / "fits").exists()
-    log = (out / "train.log").read_text()
     assert "fallback fit 3 of 3 (b alone)" in log and "model with 2 fallback models saved" in log
     fits = model.metrics["training"]["fallback"]
     assert [f["inputs"] for f in fits] == [["a", "b"], ["a"], ["b"]] and all(f["epochs"] == 4 for f in fits)
@@ -96,6 +110,7 @@ def test_cli_fallback_flag(tmp_path):
                            "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     config = json.loads((out / "config.json").read_text())
-    assert config["ensemble"]["rows"] == "closest" and len(config["ensemble"]["members"]) == 3
+    assert config["ensemble"]["rows"] in ("closest", "widest") and len(config["ensemble"]["members"]) == 3
     info = subprocess.run([sys.executable, "-m", "polymodal", "info", str(out)], capture_output=True, text=True)
-    assert "member 1: a alone (training.fallback)" in info.stdout and "rows read by: closest" in info.stdout
+    assert "member 1: a alone (training.fallback)" in info.stdout
+    assert f"rows read by: {config['ensemble']['rows']}" in info.stdout

@@ -1,11 +1,12 @@
-"""`training.fallback`: beside the model of every input, a model of each input alone, joined as one ensemble whose
-rows are read by the widest models that have all their inputs in them (`rows: widest`). A row with every input is
-read by the full model alone (its predictions unchanged); a row that lost its audio by the image model together with
-the full model reading the image (the mean of their probabilities). Chosen over `closest` (the image model alone
-there) on held-out training rows of avdigits and avdigits-hard. Each fit is a whole fit (its own epochs, soup,
+"""`training.fallback`: beside the model of every input, a model of each input alone, joined as one ensemble. A row
+with every input is read by the full model alone (its predictions unchanged); a row that lost an input by the model
+of the inputs left (`rows: closest`), or by that model and the full model reading those inputs, the mean of their
+probabilities (`rows: widest`): the rule that scores best on the validation rows with each input removed in turn
+(ties to closest, which is the model of the inputs left exactly). Each fit is a whole fit (its own epochs, soup,
 refit) on the same validation split; the test split is scored once, by the joined model."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 from ..config import Recipe
 from ..data import Table
 from ..errors import RecipeError
-from ..model import Member, Parts, make_task
+from ..model import Member, Parts, join_parts, make_task
 from ..storage import MEMBERS, load_parts, read_metrics, save_parts
 from ..tasks.base import Task
 from .join import join_models
@@ -50,6 +51,45 @@ def member_recipe(recipe: Recipe, inputs: list[str] | None, fits: int) -> Recipe
     return Recipe.model_validate(data)
 
 
+RULES = ("closest", "widest")  # the plainer first: ties go to it
+
+
+def choose_rows(parts: Parts, recipe: Recipe, tables: dict[str, Table | None], log_path: Path) -> dict:
+    """The row rule whose mean validation score over "each input removed in turn" is best (rows with every input
+    read the same under both). The validation rows are read again as the fits split them; without validation rows
+    the fits did not train on (refit, none carved), closest."""
+    from ..evaluation.evaluate import score
+    from ..evaluation.reliance import without
+    from .prepare import prepare
+
+    full = member_recipe(recipe, None, 1)
+    if full.training.refit or (tables.get("validation") is None and full.data.validation_fraction == 0):
+        append_line(log_path, "rows: closest (no validation rows the fits did not train on to choose by)")
+        return {"chosen": "closest", "validation": None}
+    prep = prepare(full, {**tables, "test": None})
+    val = prep.validation
+    if not len(val):
+        append_line(log_path, "rows: closest (no validation rows to choose by)")
+        return {"chosen": "closest", "validation": None}
+    state = {s.name: json.dumps(s.modality.state(), sort_keys=True, default=str) for s in parts.inputs}
+    if {s.name: json.dumps(s.modality.state(), sort_keys=True, default=str) for s in prep.parts.inputs} != state:
+        append_line(log_path, "rows: closest (the validation rows read again do not match the trained inputs)")
+        return {"chosen": "closest", "validation": None}
+    task, names = parts.task, list(val.ids)
+    tried = {}
+    for rule in RULES:
+        parts.net.rows = rule
+        each = {n: round(score(parts, without(val, {n}), recipe.training.batch_size)[task.monitor], 6) for n in names}
+        tried[rule] = {"without": each, "mean": round(sum(each.values()) / len(each), 6)}
+        append_line(log_path, f"rows {rule}: validation {task.monitor} with each input removed {each} "
+                              f"(mean {tried[rule]['mean']})")
+    pick = max if task.monitor_mode == "max" else min
+    best = pick(RULES, key=lambda r: (tried[r]["mean"], -RULES.index(r)) if pick is max
+                else (tried[r]["mean"], RULES.index(r)))
+    append_line(log_path, f"joined: rows {best} (a row with every input read by the full model alone)")
+    return {"chosen": best, "validation": tried, "monitor": task.monitor}
+
+
 def fit_fallback(recipe: Recipe, tables: dict[str, Table | None], out: Path, resume: bool,
                  fit_one: Callable[[Recipe, dict, Path, bool], tuple[Parts, dict]]) -> tuple[Parts, dict]:
     """The model of every input and one per input alone (`fit_one(recipe, tables, out, resume)` each, in
@@ -73,10 +113,9 @@ def fit_fallback(recipe: Recipe, tables: dict[str, Table | None], out: Path, res
                                      resume)
         members.append(Member(parts, None, metrics, f"{what} (training.fallback)"))
         fitted.append(metrics)
-    append_line(log_path, "joined: a row with every input read by the full model, a row without some by the "
-                          "models of the inputs it has (rows: widest)")
+    chosen = choose_rows(join_parts(members, rows="closest"), recipe, tables, log_path)
     parts, joined = join_models(members, None, None, tables.get("test"), recipe.training.batch_size,
-                                list(recipe.data.allow_root or []), rows="widest")
+                                list(recipe.data.allow_root or []), rows=chosen["chosen"])
     full = fitted[0]
     metrics = {**{k: v for k, v in full.items() if k not in ("test",)}, **joined}
     metrics["training"] = {**full.get("training", {}),
@@ -84,7 +123,8 @@ def fit_fallback(recipe: Recipe, tables: dict[str, Table | None], out: Path, res
                            "fallback": [{"inputs": plan[k] or names,
                                          **{key: m.get("training", {}).get(key) for key in
                                             ("epochs", "best_epoch", "seconds")},
-                                         "validation": m.get("validation")} for k, m in enumerate(fitted)]}
+                                         "validation": m.get("validation")} for k, m in enumerate(fitted)],
+                           "fallback_rows": chosen}
     save_parts(parts, out, metrics)
     for k in range(len(plan)):  # each fit's log beside its member; checkpoints are not needed any more
         log = out / FITS / str(k) / "train.log"
