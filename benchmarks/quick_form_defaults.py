@@ -73,7 +73,9 @@ def run(data: Path, config: str, seed: int, out: Path) -> dict:
     clean = test["accuracy"]
     without = {f"without_{name}": round(clean - change, 4) for name, change in test.get("reliance", {}).items()}
     return {"config": config, "seed": seed, "clean": round(clean, 4), **without,
-            "epochs": model.metrics["training"]["epochs"], "seconds": round(seconds, 1)}
+            "epochs": model.metrics["training"]["epochs"], "seconds": round(seconds, 1),
+            **({"rows": model.metrics["training"]["fallback_rows"]["chosen"]}
+               if "fallback_rows" in model.metrics["training"] else {})}
 
 
 def main() -> None:
