@@ -58,7 +58,7 @@ def info(
         "ensemble": recipe["training"].get("ensemble", 1), "refit": bool(recipe["training"].get("refit")),
         "joined": [{"source": m.get("source"), "reads": m.get("reads")} for m in
                    config.get("ensemble", {}).get("members", [])] or None,  # a `polymodal ensemble` of models
-        "rows": config.get("ensemble", {}).get("rows"),  # which of them read a row (all, closest)
+        "rows": config.get("ensemble", {}).get("rows"),  # which of them read a row (all, closest, widest)
         "metrics": read_metrics(model_dir)}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

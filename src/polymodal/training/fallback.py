@@ -63,8 +63,8 @@ def choose_rows(parts: Parts, recipe: Recipe, tables: dict[str, Table | None], l
     from .prepare import prepare
 
     full = member_recipe(recipe, None, 1)
-    if full.training.refit or (tables.get("validation") is None and full.data.validation_fraction == 0):
-        append_line(log_path, "rows: closest (no validation rows the fits did not train on to choose by)")
+    if full.training.refit:
+        append_line(log_path, "rows: closest (the fits refit on their validation rows: none left to choose by)")
         return {"chosen": "closest", "validation": None}
     prep = prepare(full, {**tables, "test": None})
     val = prep.validation
@@ -93,8 +93,8 @@ def choose_rows(parts: Parts, recipe: Recipe, tables: dict[str, Table | None], l
 def fit_fallback(recipe: Recipe, tables: dict[str, Table | None], out: Path, resume: bool,
                  fit_one: Callable[[Recipe, dict, Path, bool], tuple[Parts, dict]]) -> tuple[Parts, dict]:
     """The model of every input and one per input alone (`fit_one(recipe, tables, out, resume)` each, in
-    out/fits/K until the end), joined with `rows: widest`, the test split scored once, saved to `out` (members
-    under out/members/K with their training logs)."""
+    out/fits/K until the end), joined with the row rule `choose_rows` picks, the test split scored once, saved to
+    `out` (members under out/members/K with their training logs)."""
     check_fallback(recipe)
     log_path = out / "train.log"
     names = [i.name for i in recipe.inputs]
