@@ -114,3 +114,13 @@ def test_cli_fallback_flag(tmp_path):
     info = subprocess.run([sys.executable, "-m", "polymodal", "info", str(out)], capture_output=True, text=True)
     assert "member 1: a alone (training.fallback)" in info.stdout
     assert f"rows read by: {config['ensemble']['rows']}" in info.stdout
+
+
+def test_a_refit_fallback_keeps_closest_for_it_has_no_rows_to_choose_by(tmp_path):
+    from polymodal.config import build_recipe
+
+    rec = recipe("a", "b")
+    rec["training"].update(fallback=True, refit=True)
+    chosen = fallback_mod.choose_rows(None, build_recipe(rec), {}, tmp_path / "train.log")
+    assert chosen == {"chosen": "closest", "validation": None}
+    assert "rows: closest (the fits refit on their validation rows" in (tmp_path / "train.log").read_text()
