@@ -143,7 +143,8 @@ def fit(recipe: str | Path | dict | Recipe | Any | None = None, *, train: Any = 
     the encoders of inputs that name none (auto, the default: the frozen efficientnet for photos, the frozen MiniLM
     for natural language, small encoders from scratch otherwise); `threshold=` ("validation", "argmax" or a
     probability) and `positive_class=` set how a two-class model decides. Keyword arguments that name training fields
-    (epochs, batch_size, lr, seed, ...) override the recipe.
+    (epochs, batch_size, lr, seed, fallback=True for a model of each input alone beside the full one, ...)
+    override the recipe.
     """
     from .training import fit_model
 
