@@ -224,6 +224,8 @@ def run_one(args) -> None:
         "members_validation_accuracy": [(m.get("validation") or {}).get("accuracy")
                                         for m in model.metrics["training"].get("members", [])] or None,
         "wall_seconds": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "test_reliance": test.get("reliance"),  # accuracy lost with each input removed
+        "fallback_rows": (model.metrics["training"].get("fallback_rows") or {}).get("chosen"),
     }), flush=True)
 
 
