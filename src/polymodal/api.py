@@ -191,7 +191,8 @@ def ensemble(members: list[Any], *, validation: Any = None, test: Any = None, ou
     row over every member that sees it; "closest" over the members whose inputs best match the row's (an audio +
     image model for rows with both, an image model for rows without their audio); "widest" over every member that
     sees it but those covered by a wider member with all its inputs in the row (rows with both: the audio + image
-    model; rows without their audio: the image model and the audio + image model reading the image)."""
+    model; rows without their audio: the image model and the audio + image model reading the image); "first" by
+    the first member listed that sees it, alone."""
     from .model import Member
     from .training.join import join_models
 

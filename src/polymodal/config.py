@@ -160,9 +160,10 @@ class TrainingConfig(_Strict):
     fallback: bool = Field(False, description="Also train a model of each input alone (after the model of every "
                            "input, on the same validation split) and keep them all as one model: a row with every "
                            "input is read by the full model alone (its predictions unchanged); a row that lost an "
-                           "input by the model of the inputs left (`polymodal ensemble --rows closest`), or by that "
-                           "model and the full model reading those inputs (`--rows widest`), whichever scores better "
-                           "on the validation rows with each input removed in turn (ties: closest). "
+                           "input by the model of the inputs left (`polymodal ensemble --rows closest`), by that "
+                           "model and the full model reading those inputs (`--rows widest`) or by the full model "
+                           "alone (`--rows first`), whichever scores best on the validation rows with each input "
+                           "removed in turn (ties: closest). "
                            "Classification, multilabel and regression with two inputs or more; costs the fits of the "
                            "inputs alone (time, disk); `time_limit` is shared among the fits. The model directory "
                            "holds them as members/K.")

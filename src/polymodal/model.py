@@ -55,7 +55,7 @@ class EnsembleNet(nn.Module):
     """Networks trained apart as one: the task combines their outputs (the mean of their probabilities). Members
     of `training.ensemble` share one recipe; members joined by `polymodal ensemble` may read different inputs (and
     `views[m]` may hold member m to some of its inputs); each row is combined over the members that see one of
-    their inputs in it (`rows: all`), or over those that match it best (`rows: closest`, `widest`:
+    their inputs in it (`rows: all`), or over those that match it best (`rows: closest`, `widest`, `first`:
     `reading_members`). Explanations look inside a single network: explain a member's model instead."""
 
     def __init__(self, members: list[nn.Module], task: Task) -> None:
@@ -105,7 +105,7 @@ def join_parts(members: list[Member], task_state: dict | None = None, rows: str 
     member that has it: one batch feeds them all), the first member's task (their outputs must mean the same:
     classes, vocabulary, target scale) with `task_state` (the ensemble's own choices: a search, a threshold), and a
     network that combines theirs, each member held to `reads`. A member trained as an ensemble joins as its
-    networks. `rows`: which members read each row (`reading_members`: all, closest, widest)."""
+    networks. `rows`: which members read each row (`reading_members`: all, closest, widest, first)."""
     if rows not in ROW_RULES:
         raise PolymodalError(f"rows: '{rows}' is not a rule for an ensemble's rows (one of {', '.join(ROW_RULES)})")
     if len(members) < 2:
@@ -175,7 +175,7 @@ def ensemble_net(members: list[nn.Module], task: Task, views: list[tuple[str, ..
                  rows: str = "all") -> nn.Module:
     """The members as one network: the task's own (text: per-step probabilities averaged before the search), or
     an `EnsembleNet` whose outputs the task combines; `views[m]`: the inputs member m reads (None: all of its);
-    `rows`: which members read a row (all, closest, widest: `reading_members`)."""
+    `rows`: which members read a row (all, closest, widest, first: `reading_members`)."""
     net = task.ensemble_net(members) or EnsembleNet(members, task)
     if views is not None:
         net.views = [None if v is None else tuple(v) for v in views]

@@ -82,7 +82,7 @@ def seen_by(batch: Batch, member_inputs: list[Collection[str]]) -> Tensor:
     return torch.where(sees.any(1, keepdim=True), sees, torch.ones_like(sees))
 
 
-ROW_RULES = ("all", "closest", "widest")
+ROW_RULES = ("all", "closest", "widest", "first")
 
 
 def reading_members(batch: Batch, member_inputs: list[Collection[str]], rule: str = "all") -> Tensor:
@@ -91,10 +91,14 @@ def reading_members(batch: Batch, member_inputs: list[Collection[str]], rule: st
     ones absent (an audio + image model for a row with both, the image model alone for a row without its audio;
     ties combined). widest: of those, every member but the ones a wider member covers: a member gives way to one
     whose inputs include its own and are all present in the row (a row with both inputs: the audio + image model
-    alone; a row without its audio: the image model and the audio + image model reading its image)."""
+    alone; a row without its audio: the image model and the audio + image model reading its image). first: the
+    first member (in the order given) that sees the row, alone."""
     sees = seen_by(batch, member_inputs)
     if rule == "all":
         return sees
+    if rule == "first":
+        first = torch.arange(sees.shape[1], 0, -1, device=sees.device)[None] * sees  # earlier members score higher
+        return torch.zeros_like(sees).scatter_(1, first.argmax(1, keepdim=True), True)
     if rule not in ROW_RULES:
         raise ValueError(f"unknown ensemble row rule {rule!r} (one of {', '.join(ROW_RULES)})")
     present = next(iter(batch.values())).present

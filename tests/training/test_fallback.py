@@ -34,14 +34,15 @@ def test_complete_rows_read_by_the_full_model_and_the_others_also_by_the_model_o
     only_b, only_a = probs(pm.load(out / "members" / "2"), test), probs(pm.load(out / "members" / "1"), test)
     expected = {"closest": lambda i: only_b[i] if i == 3 else only_a[i] if i == 8 else plain[i],
                 "widest": lambda i: (plain[i] + only_b[i]) / 2 if i == 3 else (plain[i] + only_a[i]) / 2 if i == 8
-                else plain[i]}
+                else plain[i],
+                "first": lambda i: plain[i]}  # the full model alone, as without fallback
     chosen = model.metrics["training"]["fallback_rows"]
     tried = chosen["validation"]
-    assert set(tried) == {"closest", "widest"} and set(tried["closest"]["without"]) == {"a", "b"}
+    assert set(tried) == {"closest", "widest", "first"} and set(tried["closest"]["without"]) == {"a", "b"}
     best = max(tried.values(), key=lambda t: t["mean"])["mean"]
     assert tried[chosen["chosen"]]["mean"] == best  # the better mean on validation
     assert chosen["chosen"] == "closest" or tried["closest"]["mean"] < best  # ties go to closest
-    for rule in ("closest", "widest"):
+    for rule in ("closest", "widest", "first"):
         model.parts.net.rows = rule
         got = probs(model, test)
         for i in range(len(test)):
@@ -110,7 +111,7 @@ def test_cli_fallback_flag(tmp_path):
                            "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     config = json.loads((out / "config.json").read_text())
-    assert config["ensemble"]["rows"] in ("closest", "widest") and len(config["ensemble"]["members"]) == 3
+    assert config["ensemble"]["rows"] in ("closest", "widest", "first") and len(config["ensemble"]["members"]) == 3
     info = subprocess.run([sys.executable, "-m", "polymodal", "info", str(out)], capture_output=True, text=True)
     assert "member 1: a alone (training.fallback)" in info.stdout
     assert f"rows read by: {config['ensemble']['rows']}" in info.stdout

@@ -97,6 +97,11 @@ def test_the_closest_rule_keeps_the_members_whose_inputs_best_match_each_row():
     widest = reading_members(batch, members, "widest")
     assert widest.tolist() == [[True, False, False, True], [True, True, False, True], [True, False, True, True],
                                [False, False, False, True], [True, True, True, True]]
+    # first: the first member listed that sees the row (row 2: the a model does not see it, the b model does)
+    first = reading_members(batch, members, "first")
+    assert first.tolist() == [[True, False, False, False]] * 5
+    assert reading_members(batch, members[1:], "first").tolist() == [
+        [True, False, False], [True, False, False], [False, True, False], [True, False, False], [True, False, False]]
     with pytest.raises(ValueError, match="unknown ensemble row rule 'some'"):
         reading_members(batch, members, "some")
 

@@ -58,7 +58,7 @@ def info(
         "ensemble": recipe["training"].get("ensemble", 1), "refit": bool(recipe["training"].get("refit")),
         "joined": [{"source": m.get("source"), "reads": m.get("reads")} for m in
                    config.get("ensemble", {}).get("members", [])] or None,  # a `polymodal ensemble` of models
-        "rows": config.get("ensemble", {}).get("rows"),  # which of them read a row (all, closest, widest)
+        "rows": config.get("ensemble", {}).get("rows"),  # which of them read a row (all, closest, widest, first)
         "metrics": read_metrics(model_dir)}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -84,7 +84,8 @@ def info(
     if summary["joined"] and summary["rows"]:
         console.print(f"  rows read by: {summary['rows']} (" + {
             "closest": "the members whose inputs best match the row's)",
-            "widest": "the members that see a row, but those a wider member with all its inputs there covers)"}.get(
+            "widest": "the members that see a row, but those a wider member with all its inputs there covers)",
+            "first": "the first member that sees a row)"}.get(
             summary["rows"], "the members that see a row)"))
     if summary["ensemble"] > 1 or summary["refit"]:
         console.print(f"  trained: {summary['ensemble']} model(s) (training.ensemble)"

@@ -142,11 +142,12 @@ def ensemble(
                              "image model for rows with both, an image model for rows without their audio); widest "
                              "(every member that sees it but those a wider member with all its inputs in the row "
                              "covers: rows with both, the audio + image model; rows without audio, the image model "
-                             "and the audio + image model reading the image)."),
+                             "and the audio + image model reading the image); first (the first member listed that "
+                             "sees the row, alone)."),
 ) -> None:
     """Join trained models into one ensemble (late fusion of whole models): members may read different inputs
     (audio alone, lips alone, both); each row is combined over the members that see one of their inputs in it, or
-    (--rows closest, widest) over the members that match it best."""
+    (--rows closest, widest, first) over the members that match it best."""
     from ..api import ensemble as api_ensemble
     from ..api import load
 

@@ -482,7 +482,7 @@ class CTCEnsembleNet(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.views: list[tuple[str, ...] | None] = [None] * len(members)
-        self.rows = "all"  # or closest, widest (`reading_members`)
+        self.rows = "all"  # or closest, widest, first (`reading_members`)
         first = members[0]
         self.max_length, self.beam, self.words, self.chars = first.max_length, first.beam, first.words, first.chars
         self.aux = None  # the members' own heads are read inside `log_probs`; there is no surest head to pick
@@ -516,7 +516,7 @@ class CTCEnsembleNet(nn.Module):
 
     def sees(self, batch: Batch) -> Tensor:
         """[B, M]: the members that read each row: those that see it (one of the inputs they read has a value in
-        it), or with `rows: closest` / `widest` those of them that match it best (`reading_members`)."""
+        it), or with `rows: closest` / `widest` / `first` those of them that match it best (`reading_members`)."""
         return reading_members(batch, member_inputs(list(self.members), self.views), self.rows)
 
     def log_probs(self, batch: Batch, outputs: list[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:

@@ -1,8 +1,9 @@
 """`training.fallback`: beside the model of every input, a model of each input alone, joined as one ensemble. A row
 with every input is read by the full model alone (its predictions unchanged); a row that lost an input by the model
-of the inputs left (`rows: closest`), or by that model and the full model reading those inputs, the mean of their
-probabilities (`rows: widest`): the rule that scores best on the validation rows with each input removed in turn
-(ties to closest, which is the model of the inputs left exactly). Each fit is a whole fit (its own epochs, soup,
+of the inputs left (`rows: closest`), by that model and the full model reading those inputs, the mean of their
+probabilities (`rows: widest`), or by the full model alone as without fallback (`rows: first`): the rule that
+scores best on the validation rows with each input removed in turn (ties to closest, which is the model of the
+inputs left exactly). Each fit is a whole fit (its own epochs, soup,
 refit) on the same validation split; the test split is scored once, by the joined model."""
 from __future__ import annotations
 
@@ -51,12 +52,12 @@ def member_recipe(recipe: Recipe, inputs: list[str] | None, fits: int) -> Recipe
     return Recipe.model_validate(data)
 
 
-RULES = ("closest", "widest")  # the plainer first: ties go to it
+RULES = ("closest", "widest", "first")  # ties go to the earlier: closest is the model of the inputs left, exactly
 
 
 def choose_rows(parts: Parts, recipe: Recipe, tables: dict[str, Table | None], log_path: Path) -> dict:
     """The row rule whose mean validation score over "each input removed in turn" is best (rows with every input
-    read the same under both). The validation rows are read again as the fits split them; without validation rows
+    read the same under each). The validation rows are read again as the fits split them; without validation rows
     the fits did not train on (refit, none carved), closest."""
     from ..evaluation.evaluate import score
     from ..evaluation.reliance import without

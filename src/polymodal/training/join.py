@@ -33,7 +33,7 @@ def join_models(members: list[Member], out: Path | None = None, validation: Tabl
     """The members as one model; with `validation`, its search or threshold chosen there (where its task chooses
     one) and its validation report; with `test`, the test report. Saved to `out` (members under out/members/K, each a
     whole model directory) with a log of what was chosen (out/join.log). `rows`: which members read each row
-    (`reading_members`: all, closest, widest)."""
+    (`reading_members`: all, closest, widest, first)."""
     started = time.perf_counter()
     parts = join_parts(members, rows=rows)
     log_path = out / "join.log" if out is not None else None  # no directory: no log
