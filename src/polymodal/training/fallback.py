@@ -19,6 +19,7 @@ from ..errors import RecipeError
 from ..model import Member, Parts, join_parts, make_task
 from ..storage import MEMBERS, load_parts, read_metrics, save_parts
 from ..tasks.base import Task
+from .fit import several_processes
 from .join import join_models
 from .progress_log import append_line
 
@@ -35,7 +36,7 @@ def check_fallback(recipe: Recipe) -> None:
     if type(task).combine is Task.combine or type(task).ensemble_net is not Task.ensemble_net:
         raise RecipeError(f"field `training.fallback`: the {task.registry_name} task does not combine models "
                           "row by row (classification, multilabel and regression do)")
-    if cfg.strategy == "ddp" or cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1):
+    if several_processes(cfg):
         raise RecipeError("field `training.fallback`: the models train one after another in one process")
 
 
@@ -57,7 +58,8 @@ RULES = ("closest", "widest", "first")  # ties go to the earlier: closest is the
 
 def choose_rows(parts: Parts, recipe: Recipe, tables: dict[str, Table | None], log_path: Path) -> dict:
     """The row rule whose mean validation score over "each input removed in turn" is best (rows with every input
-    read the same under each). The validation rows are read again as the fits split them; without validation rows
+    read the same under each). The validation rows are read again as the fits split them (keeping the first fit's
+    would hold every decoded training value through the other fits: a split shares them); without validation rows
     the fits did not train on (refit, none carved), closest."""
     from ..evaluation.evaluate import score
     from ..evaluation.reliance import without
@@ -84,9 +86,8 @@ def choose_rows(parts: Parts, recipe: Recipe, tables: dict[str, Table | None], l
         tried[rule] = {"without": each, "mean": round(sum(each.values()) / len(each), 6)}
         append_line(log_path, f"rows {rule}: validation {task.monitor} with each input removed {each} "
                               f"(mean {tried[rule]['mean']})")
-    pick = max if task.monitor_mode == "max" else min
-    best = pick(RULES, key=lambda r: (tried[r]["mean"], -RULES.index(r)) if pick is max
-                else (tried[r]["mean"], RULES.index(r)))
+    sign = 1 if task.monitor_mode == "max" else -1  # the best mean; ties to the earlier rule
+    best = max(RULES, key=lambda r: (sign * tried[r]["mean"], -RULES.index(r)))
     append_line(log_path, f"joined: rows {best} (a row with every input read by the full model alone)")
     return {"chosen": best, "validation": tried, "monitor": task.monitor}
 

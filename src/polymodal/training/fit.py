@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
-from ..config import Recipe
+from ..config import Recipe, TrainingConfig
 from ..data import (
     ChunkCollator,
     ChunkedBatchSampler,
@@ -317,6 +317,11 @@ class KeepEpochs(L.Callback):
             self.states.append({k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()})
 
 
+def several_processes(cfg: TrainingConfig) -> bool:
+    """Whether the training config asks for more than one process (DDP, several nodes or devices)."""
+    return cfg.strategy == "ddp" or cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
+
+
 def check_refit(recipe: Recipe, tables: dict[str, Table | None]) -> None:
     """`training.refit` needs validation rows carved from the training table, and one process."""
     cfg = recipe.training
@@ -326,7 +331,7 @@ def check_refit(recipe: Recipe, tables: dict[str, Table | None]) -> None:
         raise RecipeError("field `training.refit`: the refit trains on the training and validation rows together, "
                           "so the validation rows must be carved from the training table (data.validation_fraction "
                           "> 0, no separate validation table)")
-    if cfg.strategy == "ddp" or cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1):
+    if several_processes(cfg):
         raise RecipeError("field `training.refit`: the refit runs in one process (not under ddp)")
 
 
@@ -403,7 +408,7 @@ def fit_ensemble(recipe: Recipe, tables: dict[str, Table | None], out: Path, res
         task.ensemble_net([])  # raises now where the recipe already says this task's networks cannot be ensembled
     elif type(task).combine is Task.combine:
         task.combine([])  # raises: this task's outputs are not averaged
-    if cfg.strategy == "ddp" or cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1):
+    if several_processes(cfg):
         raise RecipeError("field `training.ensemble`: the members train one after another in one process")
     log_path = out / "train.log"
     members: list[tuple[Parts, dict, Prepared]] = []
