@@ -81,6 +81,11 @@ def test_fallback_is_refused_where_it_cannot_work(tmp_path):
     with pytest.raises(PolymodalError, match="`training.fallback`: the text task does not combine"):
         pm.fit(text, train=rows(), out=tmp_path / "text")
     assert not (tmp_path / "text" / "fits").exists()
+    ddp = recipe("a", "b")
+    ddp["training"].update(fallback=True, strategy="ddp")
+    with pytest.raises(PolymodalError, match="`training.fallback`: the models train one after another in one process"):
+        pm.fit(ddp, train=rows(), out=tmp_path / "ddp")
+    assert not (tmp_path / "ddp" / "fits").exists()
 
 
 def test_resume_keeps_the_fits_that_finished(tmp_path, monkeypatch):
