@@ -80,6 +80,54 @@ def test_ctc_rescore_keeps_the_text_the_members_agree_on():
     assert with_words[0, 0].item() == pytest.approx(want[()] + 2 * math.log(p("<s>", "</s>")), abs=1e-5)
 
 
+def test_word_model_neighbours_are_the_one_word_changes_it_allows():
+    """Texts "a b", "b a", "a a": with the lexicon alone any word may replace any other; with the grammar only
+    those whose pairs with the words on either side (and the start and end) were seen."""
+    texts = ["a b", "b a", "a a"]
+    lexicon = WordModel.learn(texts, lexicon=True, weight=0.0)
+    assert lexicon.neighbours(["a", "b"]) == [["b", "b"], ["a", "a"]]
+    grammar = WordModel.learn(texts, lexicon=True, weight=0.0, grammar=True)
+    assert grammar.neighbours(["a", "b"]) == [["a", "a"]]  # "b b": the pair (b, b) was never seen
+    assert grammar.neighbours(["b", "a"]) == [["a", "a"]]  # "b b" again
+    assert WordModel.learn(texts, lexicon=False, weight=1.0).neighbours(["a", "b"]) == []
+
+
+def test_rescoring_with_neighbours_reaches_a_text_no_search_proposed():
+    """Two members over tokens blank, 'a', 'b', ' ' (grammar of "a b", "b a", "a a", "b b"): rescoring keeps the
+    likelier of their own readings; with neighbours, the kept text's one-word changes are scored the same way (the
+    mean of the members' log-likelihoods, each summed over every alignment: worked out here by enumerating them)
+    until none is likelier. The answer never scores below the plain one, has no likelier neighbour, and in some of
+    the random draws is a text neither member's search spelt."""
+    from polymodal.tasks.text_decoding import ctc_decode_rescored
+
+    chars = [None, "a", "b", " "]
+    grammar = WordModel.learn(["a b", "b a", "a a", "b b"], lexicon=True, weight=0.0, grammar=True)
+    ids = {"a": 1, "b": 2, " ": 3}
+    rng = np.random.default_rng(3)
+    reached = 0
+    for _ in range(12):
+        lps = []
+        for _ in range(2):
+            logits = rng.normal(0, 2.0, (5, 4))
+            lps.append(logits - np.log(np.exp(logits).sum(1, keepdims=True)))
+        totals = [_sentence_totals(lp) for lp in lps]
+
+        def score(seq: list[int]) -> float:
+            return float(np.mean([math.log(t.get(tuple(seq), 1e-300)) for t in totals]))
+
+        outputs = [(torch.tensor(lp, dtype=torch.float32)[None], torch.tensor([5])) for lp in lps]
+        reads = [ctc_decode(lp, st, 8, grammar, chars)[0] for lp, st in outputs]
+        plain = ctc_decode_rescored(outputs, 8, grammar, chars)[0]
+        assert plain == max(reads, key=score)
+        near = ctc_decode_rescored(outputs, 8, grammar, chars, neighbours=True)[0]
+        assert score(near) >= score(plain) - 1e-5
+        text = "".join(chars[k] for k in near).split()
+        for other in grammar.neighbours(text):
+            assert score([ids[c] for c in " ".join(other)]) <= score(near) + 1e-5
+        reached += near not in reads
+    assert reached  # a text that only the neighbours brought
+
+
 def test_ctc_search_with_a_lexicon_and_word_bigrams_equals_brute_force():
     """Tokens blank, 'a', 'b', ' ' over 5 steps. Held to the lexicon of the texts "ab b" and "ba" (words ab, b, ba),
     or to their grammar (only their word pairs: the two texts themselves),
@@ -366,6 +414,8 @@ def test_joined_ctc_models_read_each_row_from_the_members_that_see_it(av_model, 
     signal is read from the whole model alone (its audio head); a row with both from both members (the mean of
     their step probabilities, or each text rescored by the members that see the row); reloaded as it was."""
     from polymodal.data import Collator, as_table, read_inputs
+    from polymodal.tasks.text import SPECIALS
+    from polymodal.tasks.text_decoding import ctc_rescore_neighbours
 
     rows = [json.loads(x) for x in (tone_dir / "test.jsonl").read_text().splitlines()][:6]
     for r in rows:
@@ -399,6 +449,15 @@ def test_joined_ctc_models_read_each_row_from_the_members_that_see_it(av_model, 
             [ctc_decode(lp, st, net.beam, net.words, net.chars) for lp, st in outputs]
         weights = torch.tensor([[1.0, 1.0]] * 4 + [[0.0, 1.0]] * 2)
         assert net.decode_ids(batch, net.beam) == ctc_rescore(outputs, read, net.words, net.chars, weights)[0]
+        # neighbours: that text, then its one-word changes the lexicon allows weighed by the same members
+        texts = [json.loads(x)["text"] for x in (tone_dir / "train.jsonl").read_text().splitlines()]
+        net.words, net.chars = WordModel.learn(texts, True, 0.0), [None] * len(SPECIALS) + list(parts.task.vocab.tokens)
+        net.neighbours = True
+        read = [ctc_decode(mean, steps, 4, net.words, net.chars)] + \
+            [ctc_decode(lp, st, 4, net.words, net.chars) for lp, st in outputs]
+        kept = ctc_rescore(outputs, read, net.words, net.chars, weights)[0]
+        assert net.decode_ids(batch, 4) == ctc_rescore_neighbours(outputs, kept, net.words, net.chars, weights)
+        net.words, net.chars, net.neighbours = None, None, False
     loaded = pm.load(tmp_path / "e")
     loaded.parts.net.combine = "rescore"
     assert loaded.predict(rows) == joined.predict(rows)
@@ -570,8 +629,10 @@ def test_read_by_rescore_keeps_the_text_the_heads_find_likeliest(av_model, tone_
         names = [task.decoding_name(c) for c in task.decoding_candidates(net)]
     finally:
         task.config = config
-    assert len(names) == 27 and names[0] == "greedy" and names[9] == "greedy_confident"
-    assert names[18] == "greedy_heads_rescored" and names[-1] == "grammar_lm2.0_beam8_heads_rescored"
+    assert len(names) == 35 and names[0] == "greedy" and names[9] == "greedy_confident"
+    assert names[18] == "greedy_heads_rescored" and names[26] == "grammar_lm2.0_beam8_heads_rescored"
+    # then each rescored search held to the lexicon again with the kept text's one-word changes weighed
+    assert names[27:] == [n + "_neighbours" for n in names[19:27]]
 
 
 def test_wer_against_snr(av_model, tone_dir, tmp_path):
@@ -769,7 +830,16 @@ def test_ctc_ensemble_reads_the_mean_of_its_members_step_probabilities(tone_dir,
     model = pm.fit(rec, out=tmp_path / "m")
     assert [m["seed"] for m in model.metrics["training"]["members"]] == [0, 1]
     decoding = model.metrics["training"]["decoding"]  # the ensemble's own choice (its members chose none)
-    assert len(decoding["validation"]) == 18 and "test" in model.metrics  # each search, averaged or rescored
+    # each search, averaged or rescored; each rescored one held to the lexicon also with its one-word changes
+    assert len(decoding["validation"]) == 26 and "test" in model.metrics
+    assert "lexicon_lm0.0_beam2_rescore_neighbours" in decoding["validation"]
+    task = model.parts.task
+    settings = next(c for c in task.decoding_candidates(model.parts.net)
+                    if task.decoding_name(c) == "lexicon_lm0.0_beam2_rescore_neighbours")
+    again = TextTask(TextTask.Config(**rec["target"]["options"]))
+    again.load_state(json.loads(json.dumps({**task.state(), "search": settings})))
+    ensemble = again.ensemble_net(list(model.parts.net.members))
+    assert ensemble.neighbours and ensemble.combine == "rescore" and ensemble.beam == 2  # a chosen one is kept
     assert "lexicon_lm0.0_beam2_rescore" in decoding["validation"]
     assert "decoding chosen" not in (tmp_path / "m" / "train.log").read_text().split("ensemble member 2")[0]
     net = model.parts.net

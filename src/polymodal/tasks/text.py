@@ -106,6 +106,12 @@ class TextConfig(TaskConfig):
         "alignments, plus the word model's score) is kept; mean: the members' per-step token probabilities are "
         "averaged and one search reads them (members whose CTC spikes fall on neighbouring steps blur into the "
         "blank). With `search: validation` both are tried.")
+    neighbours: bool = Field(
+        False, description="ctc with a text kept by rescoring (read_by: rescore, or an ensemble's combine: rescore), "
+        "beam > 1 and lexicon: also weigh the kept text's one-word changes that the lexicon (and grammar) allows, "
+        "scored the same way, and keep the likeliest, until it stays: a word that no head's search spelt first (a "
+        "letter the noisy audio and the lips each rank second) is still weighed. With `search: validation` both "
+        "are tried.")
     max_length: int | None = Field(None, ge=1, description="Most tokens a prediction has (default: 1.5 x the longest "
                                    "training text, plus 4).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="attention: cross-entropy label smoothing.")
@@ -330,6 +336,7 @@ class TextNet(nn.Module):
         self.aux: nn.ModuleDict | None = None
         self.alone_by_head = False
         self.read_by = "fused"  # "confident": read by the surest head; "rescore": the heads' texts rescored by all
+        self.neighbours = False  # rescore: the kept text's one-word changes weighed too
         self.distill_from: str | None = None  # the input whose head teaches the others' heads (training only)
         self.distill_augmented = False  # whether it teaches on rows where augmentation corrupted its input
 
@@ -439,7 +446,8 @@ class TextNet(nn.Module):
             rows = (may == pattern).all(1).nonzero().flatten()
             used = [h for h in range(len(heads)) if bool(pattern[h])] or [0]
             outputs = [(heads[h][0][rows], heads[h][1][rows]) for h in used]
-            for row, seq in zip(rows.tolist(), ctc_decode_rescored(outputs, beam, self.words, self.chars)):
+            for row, seq in zip(rows.tolist(), ctc_decode_rescored(outputs, beam, self.words, self.chars,
+                                                                   neighbours=self.neighbours)):
                 seqs[row] = seq
         return seqs
 
@@ -488,6 +496,7 @@ class CTCEnsembleNet(nn.Module):
         self.aux = None  # the members' own heads are read inside `log_probs`; there is no surest head to pick
         self.read_by = "fused"
         self.combine = "rescore"
+        self.neighbours = False
 
     @property
     def encoders(self) -> nn.ModuleDict:
@@ -540,7 +549,8 @@ class CTCEnsembleNet(nn.Module):
         outputs = self.member_outputs(batch)
         seqs = ctc_decode(*self.log_probs(batch, outputs), beam, self.words, self.chars)
         if self.combine == "rescore":
-            seqs = ctc_decode_rescored(outputs, beam, self.words, self.chars, first=seqs, weights=self.sees(batch))
+            seqs = ctc_decode_rescored(outputs, beam, self.words, self.chars, first=seqs, weights=self.sees(batch),
+                                       neighbours=self.neighbours)
         return [seq[:self.max_length] for seq in seqs]
 
     forward = TextNet.forward
@@ -632,6 +642,10 @@ class TextTask(Task):
             raise RecipeError("field `target.options.grammar`: the grammar holds the search to the lexicon's words; "
                               "set `lexicon: true` too")
         searched = self.config.search == "validation"
+        if self.config.neighbours and not searched and not (self.config.lexicon and self.config.beam > 1):
+            raise RecipeError("field `target.options.neighbours`: the one-word changes are words of the lexicon, "
+                              "weighed after a beam search; set `lexicon: true` and `beam` > 1 too (or `search: "
+                              "validation`, which tries them where they apply)")
         if self.config.lexicon or self.config.lm_weight or searched:
             if self.vocab.unit != "char" or self.config.decoder not in ("auto", "ctc"):
                 raise RecipeError("fields `target.options.lexicon`, `lm_weight` and `search` steer the CTC search "
@@ -656,6 +670,8 @@ class TextTask(Task):
             tried += [{**t, "read_by": r} for r in ("confident", "rescore") for t in tried]
         if isinstance(net, CTCEnsembleNet):
             tried = [{**t, "combine": c} for c in ("mean", "rescore") for t in tried]
+        rescored = [t for t in tried if t["lexicon"] and "rescore" in (t.get("read_by"), t.get("combine"))]
+        tried += [{**t, "neighbours": True} for t in rescored]  # after the plainer ones: ties go to those
         return [{"read_by": "fused", **t} for t in tried]
 
     @staticmethod
@@ -664,7 +680,8 @@ class TextTask(Task):
             f"{'grammar' if settings['grammar'] else 'lexicon'}_lm{settings['lm_weight']}_beam{settings['beam']}"
         read_by = {"fused": "", "confident": "_confident", "rescore": "_heads_rescored"}[
             settings.get("read_by", "fused")]
-        return name + read_by + ("_rescore" if settings.get("combine") == "rescore" else "")
+        return name + read_by + ("_rescore" if settings.get("combine") == "rescore" else "") + \
+            ("_neighbours" if settings.get("neighbours") else "")
 
     def use_decoding(self, net: nn.Module, settings: dict) -> None:
         """Decode with these search settings from now on (and keep them in the task's state)."""
@@ -689,7 +706,7 @@ class TextTask(Task):
         if self.chosen is not None and self.chosen.get("read_by", "fused") != "fused":  # (a refit member's choice)
             self.chosen = {**self.chosen, "read_by": "fused"}  # an ensemble has no surest head to read by
         net = CTCEnsembleNet(members)
-        net.combine = self.config.combine
+        net.combine, net.neighbours = self.config.combine, self.config.neighbours
         self._apply_search(net)
         return net
 
@@ -703,6 +720,7 @@ class TextTask(Task):
             net.read_by = self.chosen.get("read_by", "fused")
         if isinstance(net, CTCEnsembleNet):
             net.combine = self.chosen.get("combine", self.config.combine)
+        net.neighbours = bool(self.chosen.get("neighbours", False))
 
     def decoding_score(self, out: Tensor, target: Tensor) -> float:
         """The WER of decoded outputs against the targets (what `search: validation` minimises)."""
@@ -817,7 +835,7 @@ class TextTask(Task):
         if self.aux:
             net.aux = nn.ModuleDict({n: CTCHead([n], n, dim, len(self.vocab), 1, c.dropout) for n in names})
             net.alone_by_head = recipe.model.alone == "head"
-            net.read_by = c.read_by
+            net.read_by, net.neighbours = c.read_by, c.neighbours
             if c.distill_from is not None:
                 if c.distill_from not in kinds:
                     raise RecipeError(f"target.options.distill_from: no input '{c.distill_from}' (inputs: "

@@ -103,6 +103,24 @@ class WordModel:
     def may_end(self, last: str) -> bool:
         return not (self.lexicon and self.grammar) or (last, self.END) in self.bigrams
 
+    def neighbours(self, text: list[str]) -> list[list[str]]:
+        """The texts one word away from `text` that the search could spell: each word in turn replaced by another
+        word of the lexicon (with the grammar, one seen after the word before it and before the word after it, or
+        at the end). None without the lexicon (an open vocabulary has no list of words to try)."""
+        if not self.lexicon:
+            return []
+        out = []
+        for i, word in enumerate(text):
+            before = text[i - 1] if i else self.START
+            after = text[i + 1] if i + 1 < len(text) else self.END
+            for other in sorted(self.words):
+                if other == word:
+                    continue
+                if self.grammar and ((before, other) not in self.bigrams or (other, after) not in self.bigrams):
+                    continue
+                out.append(text[:i] + [other] + text[i + 1:])
+        return out
+
 
 Spelling = tuple[str, str, float]  # (the word being spelt, the word before it, the words' score so far)
 
@@ -249,16 +267,52 @@ def ctc_rescore(outputs: list[tuple[Tensor, Tensor]], hypotheses: list[list[list
     return [list(hypotheses[j][row]) for row, j in enumerate(best)], scores
 
 
+def ctc_rescore_neighbours(outputs: list[tuple[Tensor, Tensor]], best: list[list[int]], words: WordModel | None,
+                           chars: list[str | None] | None, weights: Tensor | None = None,
+                           rounds: int = 3) -> list[list[int]]:
+    """A local search around each row's text: its one-word changes that the word model allows
+    (`WordModel.neighbours`) scored as `ctc_rescore` scores (the outputs' weighted mean log-likelihood plus the word
+    model's score); the likeliest replaces it, and again from there, until it stays (at most `rounds` times). The
+    searches' proposals hold one text each, so a word none of them spelt (a letter the noisy audio and the lips
+    each put second) is never weighed; this weighs it. Rows whose text spells a word outside the lexicon, and texts
+    without a lexicon, stay as they are."""
+    if words is None or chars is None or not words.lexicon:
+        return best
+    ids = {c: k for k, c in enumerate(chars) if c is not None}
+    out = [list(seq) for seq in best]
+    for row, seq in enumerate(out):
+        spelt = "".join(c for c in (chars[k] for k in seq) if c is not None).split()
+        if not spelt or any(w not in words.words for w in spelt):
+            continue
+        single = [(lp[row:row + 1], st[row:row + 1]) for lp, st in outputs]
+        w = None if weights is None else weights[row:row + 1]
+        for _ in range(rounds):
+            near = [[ids[c] for c in " ".join(text)] for text in words.neighbours(spelt)
+                    if all(c in ids for c in " ".join(text))]
+            if not near:
+                break
+            kept, _ = ctc_rescore(single, [[seq]] + [[n] for n in near], words, chars, w)
+            if kept[0] == seq:
+                break
+            seq = kept[0]
+            spelt = "".join(c for c in (chars[k] for k in seq) if c is not None).split()
+        out[row] = seq
+    return out
+
+
 def ctc_decode_rescored(outputs: list[tuple[Tensor, Tensor]], beam: int, words: WordModel | None = None,
                         chars: list[str | None] | None = None,
-                        first: list[list[int]] | None = None, weights: Tensor | None = None) -> list[list[int]]:
+                        first: list[list[int]] | None = None, weights: Tensor | None = None,
+                        neighbours: bool = False) -> list[list[int]]:
     """Each output's own search proposes a text (after `first`'s readings, where given) and `ctc_rescore` over all
     the outputs (`weights` as there) keeps each row's likeliest; a single output with no `first` is read by its
-    search alone."""
+    search alone. With `neighbours`, the kept text's one-word changes are weighed too
+    (`ctc_rescore_neighbours`)."""
     reads = ([first] if first is not None else []) + [ctc_decode(lp, st, beam, words, chars) for lp, st in outputs]
-    if len(reads) == 1:
-        return reads[0]
-    return ctc_rescore(outputs, reads, words, chars, weights)[0]
+    best = reads[0] if len(reads) == 1 else ctc_rescore(outputs, reads, words, chars, weights)[0]
+    if neighbours and beam > 1:
+        best = ctc_rescore_neighbours(outputs, best, words, chars, weights)
+    return best
 
 
 def beam_search(step: Callable[[Tensor, Tensor], Tensor], rows: int, bos: int, eos: int, max_length: int,
