@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -48,6 +49,13 @@ def test_quick_form_fit_evaluate_predict_info(av_tables, tmp_path):
     assert r.returncode == 0, r.stderr
     metrics = json.loads(r.stdout)
     assert metrics["rows"] == 15 and metrics["accuracy"] > 0.9
+    confusion = metrics["confusion"]  # true class -> predicted class -> rows
+    assert sum(sum(row.values()) for row in confusion.values()) == 15
+    assert sum(confusion[c][c] for c in confusion) / 15 == pytest.approx(metrics["accuracy"])
+    r = run("evaluate", str(out), "--data", str(d / "test.jsonl"))
+    assert r.returncode == 0 and "confusion" in r.stdout  # its title (wrapped to the table's width)
+    for c in confusion:  # a row per true class: its counts by predicted class
+        assert re.search(rf"│ {c} +│ " + " │ ".join(str(confusion[c][p]) for p in confusion[c]) + " │", r.stdout)
     r = run("predict", str(out), str(d / "inputs.jsonl"))
     assert r.returncode == 0, r.stderr
     preds = [json.loads(line) for line in r.stdout.splitlines()]

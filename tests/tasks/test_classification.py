@@ -22,6 +22,8 @@ def test_report_gives_per_class_precision_recall_and_f1():
     assert report["per_class_precision"] == {"maybe": 0.0, "no": 0.5, "yes": round(2 / 3, 6)}
     assert report["per_class_recall"] == {"maybe": 0.0, "no": round(1 / 3, 6), "yes": round(2 / 3, 6)}
     assert report["per_class_f1"] == {"maybe": 0.0, "no": 0.4, "yes": round(2 / 3, 6)}
+    # true class -> predicted class -> rows; a class no row has is not a row of it ("maybe")
+    assert report["confusion"] == {"no": {"maybe": 1, "no": 1, "yes": 1}, "yes": {"maybe": 0, "no": 1, "yes": 2}}
 
 
 def test_balanced_class_weights_follow_the_training_counts():

@@ -19,7 +19,7 @@ from polymodal.cli import app
 from polymodal.errors import RecipeError
 from polymodal.tasks.text import TextTask, Vocabulary, pool_to
 from polymodal.tasks.text_decoding import WordModel, beam_search, ctc_decode, ctc_greedy, ctc_prefix_beam, ctc_rescore
-from polymodal.tasks.text_metrics import bleu, cider_d, error_rate, exact_match, rouge_l, text_scores
+from polymodal.tasks.text_metrics import bleu, cider_d, edit_distance, error_rate, exact_match, rouge_l, text_scores
 
 from ..conftest import caption_rows, write_jsonl
 
@@ -112,7 +112,7 @@ def test_rescoring_with_neighbours_reaches_a_text_no_search_proposed():
             lps.append(logits - np.log(np.exp(logits).sum(1, keepdims=True)))
         totals = [_sentence_totals(lp) for lp in lps]
 
-        def score(seq: list[int]) -> float:
+        def score(seq: list[int], totals: list[dict] = totals) -> float:
             return float(np.mean([math.log(t.get(tuple(seq), 1e-300)) for t in totals]))
 
         outputs = [(torch.tensor(lp, dtype=torch.float32)[None], torch.tensor([5])) for lp in lps]
@@ -239,6 +239,24 @@ def test_pool_to_averages_windows_and_repeats_when_upsampling():
 
 
 # -- scores ---------------------------------------------------------------------------------------------------------
+def test_word_errors_are_the_edits_wer_counts():
+    """One least-cost alignment's edits, read by hand: a substitution, a deletion, an insertion; over random
+    sentences their number is the word edit distance, so the counts add up to WER's numerator."""
+    from polymodal.tasks.text_metrics import word_edits, word_errors
+
+    assert word_edits("Bin blue at P two now.", "bin blue at b two now") == [("b", "p")]
+    assert word_edits("bin blue b two", "bin blue at b two now") == [("at", None), ("now", None)]
+    assert word_edits("a b c d", "a c d") == [(None, "b")]
+    assert word_edits("", "") == []
+    errors = word_errors(["bin blue at p two now", "set red by", "lay"], ["bin blue at b two now", "set red",
+                                                                          "lay at t"])
+    assert errors == {"substituted": {"b -> p": 1}, "deleted": {"at": 1, "t": 1}, "inserted": {"by": 1}}
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        hyp, ref = (" ".join(rng.choice(list("abc"), size=rng.integers(0, 6))) for _ in range(2))
+        assert len(word_edits(hyp, ref)) == edit_distance(hyp.split(), ref.split())
+
+
 def test_cider_d_hand_worked():
     """Two rows, N = 2 documents; every n-gram is in one document: idf = ln 2.
     Row 'a b' vs 'a b': orders 1 and 2 cosine 1, orders 3-4 empty: (1 + 1) / 4 x 10 = 5.
@@ -710,6 +728,9 @@ def test_quick_form_cli(tone_dir, tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert {"wer", "cer", "bleu", "rouge_l", "cider", "exact_match"} <= set(report)
+    assert set(report["word_errors"]) == {"substituted", "deleted", "inserted"}
+    shown = runner.invoke(app, ["evaluate", str(out), "--data", str(tone_dir / "test.jsonl")])
+    assert shown.exit_code == 0 and ("commonest word errors" in shown.output) == any(report["word_errors"].values())
     res = runner.invoke(app, ["predict", str(out), str(tone_dir / "test.jsonl")])
     assert res.exit_code == 0 and "text" in json.loads(res.stdout.splitlines()[0])
     res = runner.invoke(app, ["evaluate", str(out), "--data", str(tone_dir / "test.jsonl"), "--snr", "x"])

@@ -92,7 +92,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        if k in ("warnings", "robustness", "examples"):
+        if k in ("warnings", "robustness", "examples", "confusion", "word_errors"):
             continue
         if isinstance(v, dict):
             for kk, vv in _flat(v):
@@ -100,6 +100,28 @@ def _print_metrics(metrics: dict, title: str) -> None:
         else:
             table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     console.print(table)
+    confusion = metrics.get("confusion")
+    if confusion and len(next(iter(confusion.values()))) <= 30:  # wider ones: --json
+        t = Table(title="confusion (rows: true class; columns: predicted)")
+        predicted = list(next(iter(confusion.values())))
+        t.add_column("true")
+        for c in predicted:
+            t.add_column(escape(str(c)), justify="right")
+        for c, row in confusion.items():
+            t.add_row(escape(str(c)), *(str(row[p]) for p in predicted))
+        console.print(t)
+    errors = metrics.get("word_errors")
+    if errors and any(errors.values()):
+        t = Table(title="commonest word errors")
+        for col in ("substituted", "n", "deleted", "n ", "inserted", " n"):
+            t.add_column(col, justify="right" if col.strip() == "n" else "left")
+        rows = [list(errors[k].items()) for k in ("substituted", "deleted", "inserted")]
+        for i in range(min(10, max(len(r) for r in rows))):
+            cells = []
+            for r in rows:
+                cells += [escape(r[i][0]), str(r[i][1])] if i < len(r) else ["", ""]
+            t.add_row(*cells)
+        console.print(t)
     rob = metrics.get("robustness")
     if rob:
         t = Table(title=f"robustness ({rob['metric']}; clean {rob['clean']:.4f})")

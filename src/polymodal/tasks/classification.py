@@ -254,6 +254,11 @@ class Classification(PredictiveTask):
         for name, values in zip(("per_class_precision", "per_class_recall", "per_class_f1"),
                                 per_class_prf(pred, target, len(self.classes))):
             result[name] = {c: round(v, 6) for c, v in zip(self.classes, values)}
+        counts = torch.zeros(len(self.classes), len(self.classes), dtype=torch.long)
+        counts.index_put_((target.long().cpu(), pred.long().cpu()), torch.ones(len(target), dtype=torch.long),
+                          accumulate=True)
+        result["confusion"] = {c: dict(zip(self.classes, counts[i].tolist()))  # true class -> predicted -> rows
+                               for i, c in enumerate(self.classes) if (target == i).any()}
         return result
 
     def combine(self, outputs: list[Tensor]) -> Tensor:

@@ -27,7 +27,7 @@ from ..registry import validate_config
 from ..types import Batch, Encoded, member_inputs, reading_members, restrict_batch
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan, present_weights
 from .text_decoding import WordModel, beam_search, ctc_decode, ctc_decode_rescored
-from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, edit_distance, text_scores
+from .text_metrics import CharErrorRate, ExactMatch, WordErrorRate, edit_distance, text_scores, word_errors
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # PAD is also the CTC blank
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -886,6 +886,7 @@ class TextTask(Task):
     def report(self, out: Tensor, target: Tensor) -> dict:
         hyps, refs = self.texts(out), self.texts(target)
         result = {k: round(v, 6) for k, v in text_scores(hyps, [[r] for r in refs]).items()}
+        result["word_errors"] = word_errors(hyps, refs)
         result["examples"] = [{"reference": r, "prediction": h} for h, r in list(zip(hyps, refs))[:5]]
         return result
 

@@ -35,6 +35,49 @@ def edit_distance(a: Sequence, b: Sequence) -> int:
     return previous[-1]
 
 
+def word_edits(hyp: str, ref: str) -> list[tuple[str | None, str | None]]:
+    """The edits of one least-cost alignment of the normalised words (as WER counts them): (reference word,
+    hypothesis word) for a substitution, (word, None) for a deletion, (None, word) for an insertion. Where several
+    alignments cost the same, substitutions are preferred, then deletions."""
+    h, r = normalize(hyp).split(), normalize(ref).split()
+    cost = [[i + j if i == 0 or j == 0 else 0 for j in range(len(h) + 1)] for i in range(len(r) + 1)]
+    for i in range(1, len(r) + 1):
+        for j in range(1, len(h) + 1):
+            cost[i][j] = min(cost[i - 1][j - 1] + (r[i - 1] != h[j - 1]), cost[i - 1][j] + 1, cost[i][j - 1] + 1)
+    edits: list[tuple[str | None, str | None]] = []
+    i, j = len(r), len(h)
+    while i or j:
+        if i and j and cost[i][j] == cost[i - 1][j - 1] + (r[i - 1] != h[j - 1]):
+            if r[i - 1] != h[j - 1]:
+                edits.append((r[i - 1], h[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and cost[i][j] == cost[i - 1][j] + 1:
+            edits.append((r[i - 1], None))
+            i -= 1
+        else:
+            edits.append((None, h[j - 1]))
+            j -= 1
+    return edits[::-1]
+
+
+def word_errors(hyps: list[str], refs: list[str], top: int = 20) -> dict[str, dict[str, int]]:
+    """The commonest word errors over a corpus (what WER is made of): `substituted` {"ref -> hyp": count},
+    `deleted` and `inserted` {word: count}, each the `top` most frequent, most frequent first."""
+    substituted: Counter = Counter()
+    deleted: Counter = Counter()
+    inserted: Counter = Counter()
+    for hyp, ref in zip(hyps, refs):
+        for a, b in word_edits(hyp, ref):
+            if a is not None and b is not None:
+                substituted[f"{a} -> {b}"] += 1
+            elif a is not None:
+                deleted[a] += 1
+            else:
+                inserted[b] += 1
+    return {name: dict(counter.most_common(top))
+            for name, counter in (("substituted", substituted), ("deleted", deleted), ("inserted", inserted))}
+
+
 def error_counts(hyp: str, ref: str, unit: str) -> tuple[int, int]:
     """(edits, reference length) in words or characters."""
     h, r = normalize(hyp), normalize(ref)
