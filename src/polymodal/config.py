@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
+from .modalities.augment import ImageAugmentConfig
 from .registry import format_validation_error
 from .tasks import TASKS
 
@@ -125,6 +126,12 @@ class TrainingConfig(_Strict):
                                            "from (names as `polymodal components` lists them per modality, e.g. "
                                            "[white_noise]); inputs with none of them are not augmented. Default: "
                                            "all of each modality's.")
+    image_augment: ImageAugmentConfig = Field(
+        default_factory=ImageAugmentConfig, description="Augmentations of image inputs and of video clips (every "
+        "frame of a clip alike) in training batches, drawn afresh each step: {crop: smallest area a random resized "
+        "crop keeps, flip: random horizontal flips, jitter: brightness and contrast change}. Inputs whose frozen "
+        "backbone caches its features per value (a frozen efficientnet or Hugging Face image model) are left as "
+        "they are. The contrastive task's own `target.options.image_augment` does the same for its images.")
     select: Literal["clean", "robust"] = Field(
         "clean", description="Which validation score picks the best epoch and stops early: the score with every "
         "input (clean), or the mean of that and the score with each input alone (robust: for models that must "

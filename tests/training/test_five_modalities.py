@@ -31,3 +31,27 @@ def test_resume_continues_from_the_last_checkpoint(five_modality_dir, tmp_path):
     model = pm.fit(recipe, out=tmp_path / "m", resume=True, epochs=2)
     assert model.metrics["training"]["epochs"] == 2
     assert pm.load(tmp_path / "m").metrics["training"]["epochs"] == 2
+
+
+def test_image_augment_trains_images_and_clips_and_is_refused_twice(five_modality_dir, tmp_path):
+    """`training.image_augment` on a model with an image and a video input: it trains (the same seed, different
+    weights from a run without it, since the image and the clips it saw differ), the saved recipe keeps it; a
+    contrastive recipe that also sets the task's own image_augment is refused by field."""
+    from safetensors.torch import load_file
+
+    from polymodal.errors import RecipeError
+
+    recipe = copy.deepcopy(FIVE_RECIPE)
+    recipe["data"] = {"train": str(five_modality_dir / "train.jsonl"), "validation_fraction": 0.25}
+    pm.fit(recipe, out=tmp_path / "plain")
+    recipe["training"]["image_augment"] = {"crop": 0.6, "flip": True, "jitter": 0.2}
+    model = pm.fit(recipe, out=tmp_path / "aug")
+    assert model.parts.recipe.training.image_augment.crop == 0.6
+    plain, aug = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("plain", "aug"))
+    changed = {k.split(".")[1] for k in plain if k.startswith("encoders.") and not (plain[k] == aug[k]).all()}
+    assert {"image", "video"} <= changed
+    pair = {"data": recipe["data"], "inputs": recipe["inputs"][:2], "model": {"dim": 16},
+            "target": {"task": "contrastive", "options": {"image_augment": {"flip": True}}},
+            "training": {"epochs": 1, "image_augment": {"flip": True}, "progress": False}}
+    with pytest.raises(RecipeError, match="training.image_augment.*target.options.image_augment.*set one"):
+        pm.fit(pair, out=tmp_path / "both")

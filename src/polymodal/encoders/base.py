@@ -52,6 +52,11 @@ class Encoder(nn.Module):
         """Rewrite a saved encoder config so the encoder rebuilds from the model directory alone."""
         return config
 
+    def caches_features(self) -> bool:
+        """Whether a frozen network's features are computed once per distinct value and kept (`FeatureCache`):
+        training augmentation that changes the values would defeat the cache, so it leaves such inputs alone."""
+        return False
+
     def backbone_depths(self) -> tuple[dict[int, int], int] | None:
         """A pretrained backbone's trainable parameters by depth (id(param) -> 0 for the embeddings or stem, i for
         its i-th block, `top` after the last), and `top`: what layer-wise learning-rate decay and a frozen start

@@ -193,6 +193,9 @@ class EfficientNetEncoder(Encoder):
         variant = encoder.get("variant", "lite0")
         return {"size": VARIANTS.get(variant, VARIANTS["lite0"])[2], **options}
 
+    def caches_features(self) -> bool:
+        return self.config.freeze and not self.trainable
+
     def backbone_depths(self) -> tuple[dict[int, int], int] | None:
         depths, top = block_depths(self.backbone, self.backbone._blocks)
         return (depths, top) if depths else None

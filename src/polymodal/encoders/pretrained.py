@@ -109,6 +109,9 @@ class PretrainedEncoder(Encoder):
             self.model.eval()  # no dropout in frozen weights
         return self
 
+    def caches_features(self) -> bool:
+        return self.config.freeze and self.kind in ("text", "image")
+
     def forward(self, data: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         if self.config.freeze and self.model.training:  # Lightning may restore submodule modes without train()
             self.model.eval()

@@ -1,5 +1,6 @@
 """Image augmentations for training batches, written with torch ops (they run where the batch is: CPU or GPU):
-random resized crop, horizontal flip, brightness/contrast jitter. Unlike corruptions, they keep the meaning."""
+random resized crop, horizontal flip, brightness/contrast jitter, on images and on every frame of a video clip
+alike. Unlike corruptions, they keep the meaning."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,7 +8,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
+
+
+class ImageAugmentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    crop: float = Field(1.0, gt=0, le=1, description="Smallest area kept by a random resized crop (1: no crop).")
+    flip: bool = Field(False, description="Random horizontal flips.")
+    jitter: float = Field(0.0, ge=0, le=1, description="Random brightness and contrast change, up to this fraction "
+                          "(hue is left alone: colour words stay true).")
+
+    def active(self) -> bool:
+        return self.crop < 1 or self.flip or self.jitter > 0
 
 
 def random_resized_crop(x: Tensor, min_area: float, generator: torch.Generator) -> Tensor:
@@ -52,9 +65,34 @@ def augment_image_tensor(x: Tensor, config: Any, generator: torch.Generator) -> 
     return x
 
 
-def augment_images(inputs: dict, kinds: dict[str, str], config: Any, generator: torch.Generator) -> dict:
-    """Augment every image input of a batch (its distinct values) with the configured augmentations."""
+def augment_clips(x: Tensor, config: Any, generator: torch.Generator) -> Tensor:
+    """Video clips [N, T, C, H, W]: each clip's frames cropped, flipped and jittered alike (one draw per clip), so
+    the motion between frames is kept."""
+    n, t = x.shape[:2]
+    state = generator.get_state()
+    first = augment_image_tensor(x[:, 0], config, generator)  # draws one set of parameters per clip
+    del first
+    after = generator.get_state()
+    frames = []
+    for i in range(t):  # the same draws for every frame: replay the generator from the same state
+        generator.set_state(state)
+        frames.append(augment_image_tensor(x[:, i], config, generator))
+    generator.set_state(after)
+    return torch.stack(frames, 1)
+
+
+def augment_images(inputs: dict, kinds: dict[str, str], config: Any, generator: torch.Generator,
+                   skip: frozenset[str] | set[str] = frozenset()) -> dict:
+    """Augment every image input of a batch, and every video input clip by clip, with the configured augmentations
+    (inputs named in `skip` stay as they are)."""
     if config.crop >= 1 and not config.flip and config.jitter <= 0:
         return inputs
-    return {n: replace(b, data=augment_image_tensor(b.data, config, generator)) if kinds.get(n) == "image" else b
-            for n, b in inputs.items()}
+    out = {}
+    for n, b in inputs.items():
+        if n in skip or kinds.get(n) not in ("image", "video"):
+            out[n] = b
+        elif kinds[n] == "image":
+            out[n] = replace(b, data=augment_image_tensor(b.data, config, generator))
+        else:
+            out[n] = replace(b, data=augment_clips(b.data, config, generator))
+    return out

@@ -10,23 +10,15 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from ..errors import PolymodalError
-from ..modalities.augment import augment_images
+from ..modalities.augment import ImageAugmentConfig, augment_images
 from ..types import Batch
 from .base import TASKS, StepRNG, Task, TaskConfig, TrainingPlan
 from .classification import as_label
-
-
-class ImageAugmentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    crop: float = Field(1.0, gt=0, le=1, description="Smallest area kept by a random resized crop (1: no crop).")
-    flip: bool = Field(False, description="Random horizontal flips.")
-    jitter: float = Field(0.0, ge=0, le=1, description="Random brightness and contrast change, up to this fraction "
-                          "(hue is left alone: colour words stay true).")
 
 
 class ContrastiveConfig(TaskConfig):
@@ -217,7 +209,8 @@ class Contrastive(Task):
 
     def training_loss(self, net: EmbeddingNet, inputs: dict, target: Tensor | None, unimodal_weight: float,
                       rng: StepRNG) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
-        inputs = augment_images(inputs, net.kinds, self.config.image_augment, rng())
+        videos = {n for n, k in net.kinds.items() if k != "image"}  # this option augments images only
+        inputs = augment_images(inputs, net.kinds, self.config.image_augment, rng(), skip=videos)
         loss = net.loss(self, inputs, target)
         return loss, {"train_loss": (loss, len(next(iter(inputs.values())).present))}
 

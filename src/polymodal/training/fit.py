@@ -357,7 +357,8 @@ def refit(parts: Parts, prep: Prepared, plan, chosen: dict, out: Path, seconds_l
                 cfg.prefetch, plan.steps_per_call, plan.modality_dropout, cfg.augment_with)
     # the same schedule as the first run (planned over training.epochs), stopped at the chosen epoch
     module = LitMultimodal(parts.net, parts.task, cfg, total_steps=dl.batch_sampler.optimizer_steps * cfg.epochs,
-                           unimodal_weight=recipe.model.unimodal_heads, plan=plan)
+                           unimodal_weight=recipe.model.unimodal_heads, plan=plan,
+                           kinds={n: m.registry_name for n, m in parts.modalities.items()})
     keep = KeepEpochs(sorted(soup_epochs) if len(soup_epochs) > 1 else [])
     ema = EMAWeights(plan.ema_decay) if plan.ema_decay > 0 else None
     callbacks = [keep, EpochLog(log_path, seconds_left)] + ([ema] if ema is not None else [])
@@ -478,7 +479,8 @@ def _fit(recipe: Recipe, tables: dict[str, Table | None], out: str | Path, resum
                     prefetch=cfg.prefetch) \
         if len(prep.validation) else None
     module = LitMultimodal(parts.net, parts.task, cfg, total_steps=train_dl.batch_sampler.optimizer_steps * cfg.epochs,
-                           unimodal_weight=recipe.model.unimodal_heads, plan=plan)
+                           unimodal_weight=recipe.model.unimodal_heads, plan=plan,
+                           kinds={n: m.registry_name for n, m in parts.modalities.items()})
     robust = plan.alone_scores
     monitor = f"val_{'robust_' if robust else ''}{parts.task.monitor}" if val_dl is not None else "train_loss"
     mode = parts.task.monitor_mode if val_dl is not None else "min"

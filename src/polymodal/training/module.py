@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import replace
 
@@ -12,8 +13,11 @@ from torch import Tensor, nn
 from ..config import TrainingConfig
 from ..data.batching import process_rank
 from ..encoders.base import Encoder
+from ..modalities.augment import augment_images
 from ..tasks import Task, TrainingPlan
 from ..types import ModalityBatch
+
+log = logging.getLogger("polymodal")
 
 
 class LitMultimodal(L.LightningModule):
@@ -22,11 +26,20 @@ class LitMultimodal(L.LightningModule):
     call while Lightning's per-call bookkeeping is paid once per chunk."""
 
     def __init__(self, net: torch.nn.Module, task: Task, cfg: TrainingConfig, total_steps: int,
-                 unimodal_weight: float = 0.0, plan: TrainingPlan | None = None) -> None:
+                 unimodal_weight: float = 0.0, plan: TrainingPlan | None = None,
+                 kinds: dict[str, str] | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.net, self.task, self.cfg, self.total_steps = net, task, cfg, max(1, total_steps)
         self.unimodal_weight = unimodal_weight
+        # training.image_augment: the image and video inputs it changes (not those whose features are cached)
+        self.kinds = kinds or {}
+        encoders = getattr(net, "encoders", {})
+        self.augment_skip = {n for n in self.kinds if n in encoders and getattr(encoders[n], "caches_features",
+                                                                                  lambda: False)()}
+        if cfg.image_augment.active() and self.augment_skip:
+            log.warning("training.image_augment leaves %s as they are: a frozen backbone caches their features",
+                        ", ".join(sorted(self.augment_skip)))
         plan = plan or task.training_plan(cfg, len(net.encoders))
         self.val_metrics = task.metrics()
         self.alone_metrics = torch.nn.ModuleDict({n: task.metrics() for n in net.encoders} if plan.alone_scores else {})
@@ -65,6 +78,9 @@ class LitMultimodal(L.LightningModule):
 
     def _loss(self, inputs, target) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
         """One batch's training loss, and the values to log: name -> (value, rows)."""
+        if self.cfg.image_augment.active():
+            inputs = augment_images(inputs, self.kinds, self.cfg.image_augment, self._augment_generator(inputs),
+                                    skip=self.augment_skip)
         return self.task.training_loss(self.net, inputs, target, self.unimodal_weight, lambda: self._generator(inputs))
 
     def _log_train(self, logged: dict[str, tuple[Tensor, int]], batch_idx: int) -> None:
@@ -79,6 +95,13 @@ class LitMultimodal(L.LightningModule):
                 return
         for name, (value, rows) in logged.items():
             self.log(name, value, prog_bar=name == "train_loss", batch_size=rows)
+
+    def _augment_generator(self, inputs) -> torch.Generator:
+        device = next(iter(inputs.values())).present.device
+        if getattr(self, "_aug_gen", None) is None or self._aug_gen.device != device:
+            self._aug_gen = torch.Generator(device=device)
+            self._aug_gen.manual_seed(self.cfg.seed + 104729)
+        return self._aug_gen
 
     def _generator(self, inputs) -> torch.Generator:
         device = next(iter(inputs.values())).present.device

@@ -13,6 +13,7 @@ from ..encoders.transfer import load_source_modality, resolve_transfer
 from ..errors import DataError, RecipeError, where
 from ..fusion import FUSIONS
 from ..modalities import MODALITIES, infer_modality
+from ..modalities.augment import ImageAugmentConfig
 from ..modalities.base import Modality
 from ..modalities.image import looks_like_photos
 from ..modalities.text import looks_like_language
@@ -166,6 +167,10 @@ def prepare(recipe: Recipe, tables: dict[str, Table | None], split_seed: int | N
     if by and by not in {s.name for s in inputs}:
         raise RecipeError(f"field `target.options.consensus_by`: '{by}' is not an input (the inputs: "
                           f"{', '.join(s.name for s in inputs)})")
+    if recipe.training.image_augment.active() and ImageAugmentConfig(
+            **recipe.target.options.get("image_augment", {})).active():
+        raise RecipeError("fields `training.image_augment` and `target.options.image_augment` both augment the "
+                          "images: set one")
     known = {n for s in inputs for n in s.modality.corruptions}
     unknown = sorted(set(recipe.training.augment_with or []) - known)
     if unknown:
