@@ -21,6 +21,9 @@ SHARED = ROOT.parent / "shared" / "data"
 
 IMAGE = {"name": "image", "modality": "image", "encoder": {"type": "efficientnet"}}  # frozen, ImageNet, 224 px
 MINILM = {"type": "pretrained", "path": "all-minilm-l6-v2", "freeze": True}
+TUNED_IMAGE = {**IMAGE, "encoder": {"type": "efficientnet", "train_blocks": 2}}
+TUNED = {"layer_decay": 0.7, "backbone_frozen_epochs": 1}
+PHOTO_AUGMENT = {"crop": 0.8, "flip": True, "jitter": 0.2}
 
 
 def signal(name: str) -> dict:
@@ -81,7 +84,13 @@ TEXT_AND_PHOTO = {"default": {**DEFAULT, "inputs": QUICK_TEXT_AND_PHOTO},
                   "preset_fast_threshold": {**DEFAULT, "preset": "fast", "inputs": QUICK_TEXT_AND_PHOTO,
                                             "options": THRESHOLD},
                   "image_effnet": [IMAGE], "text_bow": [text()], "text_minilm": [text(MINILM)],
-                  "bow_effnet": [text(), IMAGE], "minilm_effnet": [text(MINILM), IMAGE]}
+                  "bow_effnet": [text(), IMAGE], "minilm_effnet": [text(MINILM), IMAGE],
+                  # the efficientnet's last two blocks and head fine-tuned (each block below at 0.7 x the learning
+                  # rate of the one above, held still for the first epoch), with or without crops, flips and
+                  # brightness/contrast jitter of the photos in every training batch (`training.image_augment`)
+                  "minilm_effnet_tuned": {"inputs": [text(MINILM), TUNED_IMAGE], "training": TUNED},
+                  "minilm_effnet_tuned_aug": {"inputs": [text(MINILM), TUNED_IMAGE],
+                                              "training": {**TUNED, "image_augment": PHOTO_AUGMENT}}}
 
 DATASETS = {
     "mediaeval16": {
