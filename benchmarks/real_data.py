@@ -173,6 +173,10 @@ DATASETS = {
             "lips_all_lipcnn_flatten": [{**LIPS, "encoder": {"type": "lip_cnn", "pool": "flatten"}}],
             # the crops' own shape (100 x 60 px: wider than high) at 48 px high rather than squeezed into a square
             "lips_all_lipcnn_wide": [{**LIPS, "options": {**LIPS["options"], "size": [48, 80]}}],
+            # the same with each training clip cropped at random (the same box for all its frames, at least 80% of
+            # the area, resized back: `training.image_augment`), as lip readers train on jittered mouth crops
+            "lips_all_lipcnn_wide_crop": {"inputs": [{**LIPS, "options": {**LIPS["options"], "size": [48, 80]}}],
+                                          "training": {"image_augment": {"crop": 0.8}}},
             "lips_all_lipcnn_attention": [{**LIPS, "encoder": {"type": "lip_cnn", "summary": "attention"}}],
             "lips_all_lipcnn_masked_flip": [masked({**LIPS, "encoder": {**LIPS["encoder"], "flip": True}}, 2, 0.1)],
         },
