@@ -79,7 +79,7 @@ class LitMultimodal(L.LightningModule):
     def _loss(self, inputs, target) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
         """One batch's training loss, and the values to log: name -> (value, rows)."""
         if self.cfg.image_augment.active():
-            inputs = augment_images(inputs, self.kinds, self.cfg.image_augment, self._augment_generator(inputs),
+            inputs = augment_images(inputs, self.kinds, self.cfg.image_augment, self._generator(inputs),
                                     skip=self.augment_skip)
         return self.task.training_loss(self.net, inputs, target, self.unimodal_weight, lambda: self._generator(inputs))
 
@@ -95,13 +95,6 @@ class LitMultimodal(L.LightningModule):
                 return
         for name, (value, rows) in logged.items():
             self.log(name, value, prog_bar=name == "train_loss", batch_size=rows)
-
-    def _augment_generator(self, inputs) -> torch.Generator:
-        device = next(iter(inputs.values())).present.device
-        if getattr(self, "_aug_gen", None) is None or self._aug_gen.device != device:
-            self._aug_gen = torch.Generator(device=device)
-            self._aug_gen.manual_seed(self.cfg.seed + 104729)
-        return self._aug_gen
 
     def _generator(self, inputs) -> torch.Generator:
         device = next(iter(inputs.values())).present.device
