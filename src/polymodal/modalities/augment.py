@@ -68,17 +68,12 @@ def augment_image_tensor(x: Tensor, config: Any, generator: torch.Generator) -> 
 def augment_clips(x: Tensor, config: Any, generator: torch.Generator) -> Tensor:
     """Video clips [N, T, C, H, W]: each clip's frames cropped, flipped and jittered alike (one draw per clip), so
     the motion between frames is kept."""
-    n, t = x.shape[:2]
-    state = generator.get_state()
-    first = augment_image_tensor(x[:, 0], config, generator)  # draws one set of parameters per clip
-    del first
-    after = generator.get_state()
+    start = generator.get_state()
     frames = []
-    for i in range(t):  # the same draws for every frame: replay the generator from the same state
-        generator.set_state(state)
+    for i in range(x.shape[1]):  # the same draws for every frame: the generator replayed from the same state
+        generator.set_state(start)
         frames.append(augment_image_tensor(x[:, i], config, generator))
-    generator.set_state(after)
-    return torch.stack(frames, 1)
+    return torch.stack(frames, 1)  # the generator stands after one clip-level draw, as for one image
 
 
 def augment_images(inputs: dict, kinds: dict[str, str], config: Any, generator: torch.Generator,

@@ -106,7 +106,7 @@ class WordModel:
     def neighbours(self, text: list[str]) -> list[list[str]]:
         """The texts one word away from `text` that the search could spell: each word in turn replaced by another
         word of the lexicon (with the grammar, one seen after the word before it and before the word after it, or
-        at the end). None without the lexicon (an open vocabulary has no list of words to try)."""
+        at the end). None without the lexicon (an open vocabulary has no list of words to try): an empty list."""
         if not self.lexicon:
             return []
         out = []
