@@ -52,8 +52,10 @@ def test_quick_form_fit_evaluate_predict_info(av_tables, tmp_path):
     confusion = metrics["confusion"]  # true class -> predicted class -> rows
     assert sum(sum(row.values()) for row in confusion.values()) == 15
     assert sum(confusion[c][c] for c in confusion) / 15 == pytest.approx(metrics["accuracy"])
-    r = run("evaluate", str(out), "--data", str(d / "test.jsonl"))
+    r = run("evaluate", str(out), "--data", str(d / "test.jsonl"), "--by", "label")
     assert r.returncode == 0 and "confusion" in r.stdout  # its title (wrapped to the table's width)
+    groups = r.stdout[r.stdout.index("by group"):]
+    assert re.search(r"│ 0 +│ +5 │", groups)  # class 0's 5 rows as a group
     for c in confusion:  # a row per true class: its counts by predicted class
         assert re.search(rf"│ {c} +│ " + " │ ".join(str(confusion[c][p]) for p in confusion[c]) + " │", r.stdout)
     r = run("predict", str(out), str(d / "inputs.jsonl"))

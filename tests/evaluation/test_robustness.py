@@ -35,6 +35,24 @@ def test_reliance_warning_fires_on_an_ignored_input(noise_text_model, image_only
     assert not any("`img`" in w for w in metrics["warnings"])
 
 
+def test_scores_by_group_are_the_reports_of_each_groups_rows(noise_text_model, image_only_signal):
+    """`evaluate(..., by=COLUMN)`: each value's rows scored alone (their accuracy worked out here from the
+    predictions), largest group first, rows without a value as "(missing)"; an unknown column names the table's."""
+    from polymodal.errors import PolymodalError
+
+    rows = [{**r, "source": ["blog", "news", "news", None][i % 4]} for i, r in enumerate(image_only_signal[400:])]
+    report = noise_text_model.evaluate(rows, by="source")
+    assert list(report["by"]) == ["news", "(missing)", "blog"] and report["by"]["news"]["rows"] == 40
+    predicted = [p["label"] for p in noise_text_model.predict(rows)]
+    for value, keep in (("news", {1, 2}), ("blog", {0}), ("(missing)", {3})):
+        hits = [predicted[i] == r["label"] for i, r in enumerate(rows) if i % 4 in keep]
+        assert report["by"][value]["accuracy"] == pytest.approx(sum(hits) / len(hits), abs=1e-6)
+        assert set(report["by"][value]) >= {"accuracy", "per_class_f1", "confusion", "loss"}
+    assert report["accuracy"] == noise_text_model.evaluate(rows)["accuracy"]  # the whole table's, unchanged
+    with pytest.raises(PolymodalError, match="no column 'event' to group the rows by"):
+        noise_text_model.evaluate(rows, by="event")
+
+
 def test_reliance_is_silent_on_a_balanced_model(xor_rows):
     model = pm.fit(image_text_recipe("product", 0.0), train=xor_rows[:320], validation=xor_rows[320:400])
     metrics = model.evaluate(xor_rows[400:])

@@ -33,6 +33,8 @@ def evaluate(
     noise_input: Optional[str] = typer.Option(None, "--noise-input", help="Text: the audio input that gets the noise "
                                               "(default: the only audio input)."),
     beam: Optional[int] = typer.Option(None, "--beam", help="Text: beam width (default: the recipe's; 1: greedy)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Also the metrics of each group of rows sharing a value in "
+                                     "this column of the table (an event, a speaker, a source)."),
     allow_root: list[Path] = typer.Option([], "--allow-root", help="File cells may name files only under this "
                                           "folder (repeat for several; symlinks and `..` resolved first)."),
 ) -> None:
@@ -54,7 +56,8 @@ def evaluate(
     check_has_inputs(model, data)
     given = {"robustness": robustness or None, "baseline": baseline, "out": out, "classifier": classifier,
              "contrastive": contrastive, "steps": steps, "guidance": guidance, "sampler": sampler, "limit": limit,
-             "snr": None if snr is None else _numbers(snr, "--snr"), "noise_input": noise_input, "beam": beam}
+             "snr": None if snr is None else _numbers(snr, "--snr"), "noise_input": noise_input, "beam": beam,
+             "by": by}
     options = {k: v for k, v in given.items() if v is not None}  # the model's task says which it takes
     if "progress" in model.evaluation_options():
         options["progress"] = progress
@@ -92,7 +95,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        if k in ("warnings", "robustness", "examples", "confusion", "word_errors"):
+        if k in ("warnings", "robustness", "examples", "confusion", "word_errors", "by"):
             continue
         if isinstance(v, dict):
             for kk, vv in _flat(v):
@@ -109,6 +112,17 @@ def _print_metrics(metrics: dict, title: str) -> None:
             t.add_column(escape(str(c)), justify="right")
         for c, row in confusion.items():
             t.add_row(escape(str(c)), *(str(row[p]) for p in predicted))
+        console.print(t)
+    groups = metrics.get("by")
+    if groups:
+        first = next(iter(groups.values()))
+        shown = [k for k, v in first.items() if k != "rows" and isinstance(v, (int, float))][:4]
+        t = Table(title="by group")
+        for col in ["group", "rows", *shown]:
+            t.add_column(escape(col), justify="left" if col == "group" else "right")
+        for value, scores in groups.items():
+            t.add_row(escape(value), str(scores["rows"]), *(f"{scores[k]:.4f}" if isinstance(scores.get(k), float)
+                                                              else str(scores.get(k, "")) for k in shown))
         console.print(t)
     errors = metrics.get("word_errors")
     if errors and any(errors.values()):

@@ -66,6 +66,7 @@ class Run:
                  load: Callable[[str | Path], Any] | None = None, batch_size: int = 256) -> None:
         self.parts, self._read, self._data, self._table, self._load = parts, read, data, table, load
         self.batch_size = batch_size
+        self._last: tuple[ReadTable, tuple[Tensor, Tensor | None]] | None = None  # the last rows' outputs
 
     def read(self, target: TargetNeed = "required", keep_raw: bool = False) -> ReadTable:
         """The rows, with the target column as the task needs it: required, optional (read when present) or none."""
@@ -81,15 +82,40 @@ class Run:
         return self._table()
 
     def outputs(self, data: ReadTable) -> tuple[Tensor, Tensor | None]:
-        return run_outputs(self.parts, data, self.batch_size)
+        """The network's outputs on these rows and their targets (kept for the same rows read again)."""
+        if self._last is None or self._last[0] is not data:
+            self._last = (data, run_outputs(self.parts, data, self.batch_size))
+        return self._last[1]
 
     def score(self, data: ReadTable) -> dict:
         """The task's report on the rows' outputs, with the row counts."""
-        result = score(self.parts, data, self.batch_size)
+        if data.targets is None:
+            raise PolymodalError("evaluation needs the target column")
+        out, target = self.outputs(data)
+        result = self.parts.task.report(out, target)
         result["rows"] = len(data)
         if data.skipped:
             result["skipped_rows"] = len(data.skipped)
         return result
+
+    def by_group(self, data: ReadTable, column: str) -> dict[str, dict]:
+        """The task's report on each group of rows sharing a value in `column` (of the table read, not an input:
+        an event, a speaker, a source), largest group first; rows without a value form the group "(missing)"."""
+        table = data.table
+        if column not in table.columns():
+            raise PolymodalError(f"{table.source}: no column '{column}' to group the rows by (its columns: "
+                                 f"{', '.join(sorted(table.columns()))})")
+        out, target = self.outputs(data)
+        assert target is not None
+        groups: dict[str, list[int]] = {}
+        for position, row in enumerate(data.rows):
+            value = table.rows[row].get(column)
+            groups.setdefault("(missing)" if value is None or value == "" else str(value), []).append(position)
+        report = {}
+        for value, positions in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            index = torch.tensor(positions)
+            report[value] = {"rows": len(positions), **self.parts.task.report(out[index], target[index])}
+        return report
 
     def add_reliance(self, data: ReadTable, result: dict) -> None:
         """Modality reliance (the change when each input is removed) and warnings for ignored inputs."""

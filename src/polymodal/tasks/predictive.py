@@ -118,12 +118,15 @@ class PredictiveTask(Task):
 
     # -- evaluation --------------------------------------------------------------------------------------------------
     def evaluate(self, run: Any, *, robustness: bool = False, baseline: Any = None, out: str | Path | None = None,
-                 progress: Any = None) -> dict:
+                 progress: Any = None, by: str | None = None) -> dict:
         """Metrics on a labelled table and modality reliance. robustness: also every subset of inputs removed and
         curves over ten severities of each corruption (drawn into `out`), with effective robustness against
-        `baseline` (a late-fusion model's robustness report, or a path to one)."""
+        `baseline` (a late-fusion model's robustness report, or a path to one). by: also the metrics of each group
+        of rows sharing a value in that column (`by`: {value: metrics})."""
         data = run.read("required", keep_raw=robustness)
         result = run.score(data)
+        if by is not None:
+            result["by"] = run.by_group(data, by)
         run.add_reliance(data, result)
         if robustness:
             result["robustness"] = run.robustness(data, baseline, progress, out)

@@ -891,11 +891,12 @@ class TextTask(Task):
         return result
 
     def evaluate(self, run: Any, *, snr: list[float] | None = None, noise_input: str | None = None,
-                 beam: int | None = None, out: str | Path | None = None, progress: Any = None) -> dict:
+                 beam: int | None = None, out: str | Path | None = None, progress: Any = None,
+                 by: str | None = None) -> dict:
         """WER, CER, BLEU, ROUGE-L, CIDEr-D and exact match, and modality reliance. snr: also the WER with white
         noise added to the audio input (`noise_input`, default the only audio input) at each signal-to-noise ratio
         (dB), for that input alone, the other inputs alone and all together (a PNG into `out`). beam: the beam
-        width (default: the recipe's)."""
+        width (default: the recipe's). by: also the scores of each group of rows sharing a value in that column."""
         if beam is not None and beam < 1:
             raise PolymodalError(f"beam must be at least 1, got {beam}")
         net = run.parts.net
@@ -904,6 +905,8 @@ class TextTask(Task):
         try:
             data = run.read("required", keep_raw=snr is not None)
             result = run.score(data)
+            if by is not None:
+                result["by"] = run.by_group(data, by)
             if not self.pretrained:  # a pretrained generator has no path for a missing input
                 run.add_reliance(data, result)
             if snr is not None:
