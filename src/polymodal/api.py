@@ -75,7 +75,8 @@ class Model:
 
         - classification, multilabel, regression: metrics and modality reliance; `robustness=True` adds every subset
           of inputs removed and curves over ten severities of each corruption (PNGs into `out`), with effective
-          robustness against `baseline` (a late-fusion model's report, or a path to one); `progress(done, kind)`.
+          robustness against `baseline` (a late-fusion model's report, or a path to one); `progress(done, kind)`;
+          `by="event"`: also each group's metrics (rows sharing a value in that column; text models too).
         - contrastive: retrieval recall@k both ways (class-level with the label column); no options.
         - text_to_image: the denoising loss; with `classifier` (a model trained on real images), `contrastive` or
           `out`, generates for the table's captions (first `limit` rows; `steps`, `guidance`, `sampler`) and scores
