@@ -49,11 +49,12 @@ def cat_padded(tensors: list[Tensor], value: float) -> Tensor:
     return torch.cat(padded)
 
 
-def score(parts: Parts, data: ReadTable, batch_size: int = 256) -> dict:
-    """The task's report on a split's outputs (no reliance analysis)."""
+def score(parts: Parts, data: ReadTable, batch_size: int = 256,
+          outputs: tuple[Tensor, Tensor | None] | None = None) -> dict:
+    """The task's report on a split's outputs (no reliance analysis); `outputs`: computed already."""
     if data.targets is None:
         raise PolymodalError("evaluation needs the target column")
-    out, target = run_outputs(parts, data, batch_size)
+    out, target = outputs or run_outputs(parts, data, batch_size)
     return parts.task.report(out, target)
 
 
@@ -89,10 +90,7 @@ class Run:
 
     def score(self, data: ReadTable) -> dict:
         """The task's report on the rows' outputs, with the row counts."""
-        if data.targets is None:
-            raise PolymodalError("evaluation needs the target column")
-        out, target = self.outputs(data)
-        result = self.parts.task.report(out, target)
+        result = score(self.parts, data, outputs=self.outputs(data) if data.targets is not None else None)
         result["rows"] = len(data)
         if data.skipped:
             result["skipped_rows"] = len(data.skipped)

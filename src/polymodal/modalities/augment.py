@@ -80,7 +80,7 @@ def augment_images(inputs: dict, kinds: dict[str, str], config: Any, generator: 
                    skip: frozenset[str] | set[str] = frozenset()) -> dict:
     """Augment every image input of a batch, and every video input clip by clip, with the configured augmentations
     (inputs named in `skip` stay as they are)."""
-    if config.crop >= 1 and not config.flip and config.jitter <= 0:
+    if not config.active():
         return inputs
     out = {}
     for n, b in inputs.items():

@@ -226,11 +226,16 @@ def text_log_likelihood(log_probs: Tensor, lengths: Tensor, candidates: list[lis
     return -nll
 
 
+def spelt_words(seq: list[int], chars: list[str | None]) -> list[str]:
+    """The words a token sequence spells (each token id's character; special tokens spell nothing)."""
+    return "".join(c for c in (chars[k] for k in seq) if c is not None).split()
+
+
 def words_score(seq: list[int], words: WordModel | None, chars: list[str | None] | None) -> float:
     """The word model's score of a whole text (its words' bigram scores and the end's), 0 without one."""
     if words is None or chars is None or words.weight == 0:
         return 0.0
-    spelt = "".join(c for c in (chars[k] for k in seq) if c is not None).split()
+    spelt = spelt_words(seq, chars)
     return sum(words.score(a, b) for a, b in zip([WordModel.START, *spelt], [*spelt, WordModel.END]))
 
 
@@ -281,7 +286,7 @@ def ctc_rescore_neighbours(outputs: list[tuple[Tensor, Tensor]], best: list[list
     ids = {c: k for k, c in enumerate(chars) if c is not None}
     out = [list(seq) for seq in best]
     for row, seq in enumerate(out):
-        spelt = "".join(c for c in (chars[k] for k in seq) if c is not None).split()
+        spelt = spelt_words(seq, chars)
         if not spelt or any(w not in words.words for w in spelt):
             continue
         single = [(lp[row:row + 1], st[row:row + 1]) for lp, st in outputs]
@@ -295,7 +300,7 @@ def ctc_rescore_neighbours(outputs: list[tuple[Tensor, Tensor]], best: list[list
             if kept[0] == seq:
                 break
             seq = kept[0]
-            spelt = "".join(c for c in (chars[k] for k in seq) if c is not None).split()
+            spelt = spelt_words(seq, chars)
         out[row] = seq
     return out
 
